@@ -1,0 +1,6 @@
+"""agebench: a reproducible benchmark for face-aging methods."""
+
+__version__ = "0.1.0"
+
+#: Version of ../shared/PROTOCOL.md this code implements; recorded in every result.
+PROTOCOL_VERSION = 1

@@ -1,0 +1,55 @@
+"""The `agebench` command: score folders of faces, and the benchmark's helper commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `agebench` and its subcommands."""
+    p = argparse.ArgumentParser(prog="agebench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    fid = sub.add_parser("fid", help="FID/KID between two folders of images (TF-Inception, torch-fidelity compatible)")
+    fid.add_argument("real_dir")
+    fid.add_argument("fake_dir")
+    fid.add_argument("--json", dest="json_out", help="write {fid, kid_mean, kid_std, n_real, n_fake} here")
+    fid.add_argument("--batch-size", type=int, default=64)
+
+    age = sub.add_parser("age", help="estimated age of every image in a folder")
+    age.add_argument("dir")
+    age.add_argument("--csv", dest="csv_out", help="write file,age here (default: stdout)")
+
+    ver = sub.add_parser("verify", help="face verification of same-named files in two folders")
+    ver.add_argument("dir_a")
+    ver.add_argument("dir_b")
+    ver.add_argument("--csv", dest="csv_out", help="write file,distance,same here (default: stdout)")
+    ver.add_argument("--threshold", type=float, default=0.6)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `agebench` console script."""
+    args = build_parser().parse_args(argv)
+    from metrics.backbones import BackboneError
+    from stages import cli_score
+
+    try:
+        if args.command == "fid":
+            result = cli_score.cmd_fid(args.real_dir, args.fake_dir, args.json_out, args.batch_size)
+            if not args.json_out:
+                print(json.dumps(result, indent=2))
+        elif args.command == "age":
+            cli_score.cmd_age(args.dir, args.csv_out)
+        elif args.command == "verify":
+            cli_score.cmd_verify(args.dir_a, args.dir_b, args.csv_out, args.threshold)
+    except (cli_score.FolderError, BackboneError, FileNotFoundError) as exc:
+        print(f"agebench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Typed, frozen views of `params.yaml`.
+
+Every section loads into a frozen dataclass. Unknown keys and wrong types are errors that name the
+key and the file, so a typo never silently falls back to a default. The top-level `profile` key
+(`full` or `smoke`) selects an overlay: with `profile: smoke`, the `smoke:` section is merged over
+the rest before any section is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+
+PROFILES = ("full", "smoke")
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used: names the file, the key and what is wrong."""
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read a params file and apply the selected profile overlay.
+
+    Returns the merged mapping; raises ParamsError on unreadable YAML, an unknown profile or an
+    overlay key that has no counterpart in the base file.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    profile = raw.get("profile", "full")
+    if profile not in PROFILES:
+        raise ParamsError(f"{path}: profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    overlays = {name: raw.pop(name, None) or {} for name in PROFILES if name != "full"}
+    if profile != "full":
+        raw = _merge(raw, overlays[profile], f"{path}: {profile}")
+    raw["profile"] = profile
+    raw["_file"] = str(path)
+    return raw
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        if key not in base:
+            raise ParamsError(f"{where}.{key}: overlay key has no counterpart in the base params")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            out[key] = _merge(dict(base[key]), value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:
+    """Build the frozen dataclass `cls` from `params[name]` (missing section: all defaults)."""
+    where = f"{params.get('_file', 'params.yaml')}: {name}"
+    data = params.get(name)
+    if data is None:
+        data = {}
+    return build(cls, data, where)
+
+
+def build(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types.
+
+    `where` prefixes every error, e.g. "params.yaml: data".
+    """
+    if not isinstance(data, Mapping):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamsError(f"{where}.{unknown[0]}: unknown key (valid keys: {', '.join(sorted(fields)) or 'none'})")
+    hints = get_type_hints(cls)
+    kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ParamsError(f"{where}: {exc}") from None
+    except ValueError as exc:  # __post_init__ validation
+        raise ParamsError(f"{where}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ParamsError as exc:
+                errors.append(str(exc))
+        raise ParamsError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ParamsError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ParamsError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__}")
+        key_tp, val_tp = args or (Any, Any)
+        return types.MappingProxyType(
+            {_coerce(key_tp, k, f"{where}"): _coerce(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+        )
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParamsError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ParamsError(f"{where}: unsupported parameter type {tp!r}")  # pragma: no cover
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready copy of a config dataclass (tuples -> lists, mapping proxies -> dicts)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Sections shared by several stages. Method sections live next to their method.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """`data:` where UTKFace comes from and how it is prepared (PROTOCOL.md sections 1-2)."""
+
+    #: A URL of UTKFace.tar.gz, or a local path to an archive or to a folder of UTKFace images.
+    source: str = "https://huggingface.co/datasets/py97/UTKFace-Cropped/resolve/main/UTKFace.tar.gz"
+    #: sha256 of the archive; checked before anything is unpacked (URL and local archive).
+    sha256: str = "2c0655397b498e81b82d685ee74bee8c2e4364a5897caf3afec6ea48929024a7"
+    #: Square sizes every kept face is stored at (PIL antialiased bicubic from 200x200).
+    resolutions: tuple[int, ...] = (64, 128, 256)
+    #: Fraction of files kept, chosen by a stable hash of the name (1.0: all; the smoke profile shrinks it).
+    subsample: float = 1.0
+    #: Worker processes for decoding and resizing (0: one per core).
+    workers: int = 0
+    #: Download retries per attempt chain (URL sources).
+    retries: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.subsample <= 1.0:
+            raise ValueError(f"subsample must be in (0, 1], got {self.subsample}")
+        if not self.resolutions or any(r < 8 for r in self.resolutions):
+            raise ValueError(f"resolutions must be a non-empty list of sizes >= 8, got {self.resolutions}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupsConfig:
+    """`groups:` age groups per scheme, inclusive bounds (PROTOCOL.md section 2)."""
+
+    pair: Mapping[str, tuple[int, int]] = dataclasses.field(
+        default_factory=lambda: {"young": (20, 29), "old": (50, 59)}
+    )
+    cgan6: Mapping[str, tuple[int, int]] = dataclasses.field(
+        default_factory=lambda: {
+            "0-18": (0, 18),
+            "19-29": (19, 29),
+            "30-39": (30, 39),
+            "40-49": (40, 49),
+            "50-59": (50, 59),
+            "60+": (60, 200),
+        }
+    )
+    decades: Mapping[str, tuple[int, int]] = dataclasses.field(
+        default_factory=lambda: {
+            "10s": (10, 19),
+            "20s": (20, 29),
+            "30s": (30, 39),
+            "40s": (40, 49),
+            "50s": (50, 59),
+            "60s": (60, 69),
+        }
+    )
+
+    def schemes(self) -> dict[str, Mapping[str, tuple[int, int]]]:
+        """Scheme name -> {group name: (low, high)}, in a fixed order."""
+        return {"pair": self.pair, "cgan6": self.cgan6, "decades": self.decades}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """One translation task: every test face of `source` translated to `target` within `scheme`."""
+
+    scheme: str
+    source: str
+    target: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TasksConfig:
+    """`tasks:` the two common tasks every method is scored on (PROTOCOL.md section 3)."""
+
+    aging: TaskConfig = TaskConfig("pair", "young", "old")
+    rejuvenation: TaskConfig = TaskConfig("pair", "old", "young")
+
+    def items(self) -> list[tuple[str, TaskConfig]]:
+        """(task name, task) pairs in leaderboard order."""
+        return [("aging", self.aging), ("rejuvenation", self.rejuvenation)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`train:` the training loop shared by all methods."""
+
+    seed: int = 0
+    #: "auto" picks cuda when available.
+    device: str = "auto"
+    #: Log named losses to dvclive every this many steps.
+    log_every: int = 50
+    #: Write a sample grid every this many steps (0: never).
+    sample_every: int = 500
+    #: Save a resumable checkpoint every this many steps.
+    checkpoint_every: int = 500
+    #: CPU threads for torch (0: leave torch's default). Fixed for bit-reproducible smoke runs.
+    threads: int = 0
+    #: Use torch's deterministic algorithms (slower on GPU; on for reproducible CPU runs).
+    deterministic: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    """`generate:` translating the held-out faces."""
+
+    batch_size: int = 32
+    #: Also translate every (source -> target) group pair a multi-group method supports.
+    extra_tasks: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """`evaluate:` scoring settings (PROTOCOL.md section 4)."""
+
+    resolution: int = 128
+    batch_size: int = 64
+    id_threshold: float = 0.6
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_seed: int = 0
+    #: Age estimator backend: "onnx" (default, bundled) or "deepface" (optional, needs its weights).
+    age_backend: Literal["onnx", "deepface"] = "onnx"
+    #: Identity backend: "dlib" (default, bundled) or "facenet" (optional, needs `facenet_weights`).
+    id_backend: Literal["dlib", "facenet"] = "dlib"
+    facenet_weights: str = ""
+    #: Worker processes for the CPU-bound parts of scoring (0: one per core).
+    workers: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The sections every stage may read, built from one params file."""
+
+    profile: str
+    data: DataConfig
+    groups: GroupsConfig
+    tasks: TasksConfig
+    train: TrainConfig
+    generate: GenerateConfig
+    evaluate: EvaluateConfig
+    methods: tuple[str, ...]
+    raw: Mapping[str, Any]
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate the shared sections of a params file (profile overlay applied)."""
+    raw = read_params(path)
+    methods = _coerce(tuple[str, ...], raw.get("methods", ["identity"]), f"{raw['_file']}: methods")
+    return Params(
+        profile=raw["profile"],
+        data=section(raw, "data", DataConfig),
+        groups=section(raw, "groups", GroupsConfig),
+        tasks=section(raw, "tasks", TasksConfig),
+        train=section(raw, "train", TrainConfig),
+        generate=section(raw, "generate", GenerateConfig),
+        evaluate=section(raw, "evaluate", EvaluateConfig),
+        methods=methods,
+        raw=types.MappingProxyType(raw),
+    )

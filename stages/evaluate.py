@@ -1,0 +1,123 @@
+"""`evaluate` stage: score one method's generated outputs (PROTOCOL.md s.4) into a metrics JSON.
+
+Writes `reports/metrics/<method>.json`: every metric of both common tasks (and of every extra
+group pair the method supports) with 95% bootstrap intervals and gender/race breakdowns, plus the
+protocol version, resolved params, git revision, backbone provenance and the training summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from agebench.config import Params, load_params, to_dict
+from metrics.backbones import describe
+from metrics.suite import Scorer, score_task, verify_pairs
+from stages.common import provenance, read_json, run_main, write_json
+from stages.data import faces_nchw, load_faces, load_index
+from stages.scoring import backbone_keys, build_scorer
+
+REFERENCE_METHODS = ("identity",)
+
+
+def nchw(arr: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 array -> (N, 3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+
+
+def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, scorer: Scorer) -> dict[str, Any]:
+    """Score every task in `outputs/tasks.json`; returns the metrics document."""
+    meta = read_json(outputs / "tasks.json")
+    index = load_index(prepared)
+    faces = load_faces(prepared, params.evaluate.resolution)
+    schemes = params.groups.schemes()
+    tasks: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
+        data = np.load(outputs / f"{task_id}.npz")
+        rows = data["rows"]
+        sub = index.set_index("row").loc[rows]
+        target_rows = index.loc[index[t["scheme"]] == t["target"], "row"].to_numpy()
+        target_test = index.loc[(index[t["scheme"]] == t["target"]) & (index["split"] == "test"), "row"].to_numpy()
+        result = score_task(
+            scorer,
+            faces_nchw(faces, rows),
+            nchw(data["fake"]),
+            nchw(data["cycle"]),
+            faces_nchw(faces, target_rows),
+            faces_nchw(faces, target_test),
+            tuple(schemes[t["scheme"]][t["target"]]),
+            sub["gender"].astype(str).to_numpy(),
+            sub["race"].astype(str).to_numpy(),
+        )
+        result.update({k: t[k] for k in ("scheme", "source", "target")})
+        (tasks if t["common"] else extra)[task_id] = result
+    doc: dict[str, Any] = {
+        "method": name,
+        "kind": "reference" if name in REFERENCE_METHODS else "method",
+        "profile": params.profile,
+        "tasks": tasks,
+    }
+    if extra:
+        doc["extra_tasks"] = extra
+    recon = outputs / "reconstruction.npz"
+    if recon.is_file():
+        doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
+    doc["train"] = meta.get("train", {})
+    doc["resolution"] = meta.get("resolution")
+    doc["params"] = {
+        "method": params.raw.get(name),
+        "evaluate": to_dict(params.evaluate),
+        "groups": to_dict(params.groups),
+        "tasks": to_dict(params.tasks),
+        "data": to_dict(params.data),
+    }
+    doc["backbones"] = describe(backbone_keys(params.evaluate))
+    doc.update(provenance())
+    return doc
+
+
+def reconstruction_rates(data: Any, faces: np.ndarray, scorer: Scorer) -> dict[str, Any]:
+    """Identity rate of reconstructions per latent mode (Age-cGAN's initial / pixel-wise / IP table)."""
+    inputs = faces_nchw(faces, data["rows"])
+    d_in, f_in = scorer.face_descriptors(inputs)
+    out = {"n": len(inputs)}
+    for mode in ("initial", "pixel", "ip"):
+        d, f = scorer.face_descriptors(nchw(data[mode]))
+        dist, same, failed = verify_pairs(d_in, f_in, d, f, scorer.id_threshold)
+        out[mode] = {
+            "id_rate": float(same.mean()) if len(same) else float("nan"),
+            "id_dist": float(np.nanmean(dist)) if (~failed).any() else float("nan"),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Score a method's outputs.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--data", default="data/prepared")
+    parser.add_argument("--outputs", required=True, help="outputs/<method>")
+    parser.add_argument("--out", required=True, help="reports/metrics/<method>.json")
+    parser.add_argument("--cache", default="data/cache", help="content-keyed cache of real-face results")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    scorer = build_scorer(params.evaluate, args.cache)
+    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer)
+    write_json(args.out, doc)
+    a = doc["tasks"].get("aging", {})
+    print(
+        f"evaluate {args.method}: aging joint {a.get('joint', float('nan')):.3f} "
+        f"age_acc {a.get('age_acc', float('nan')):.3f} id_rate {a.get('id_rate', float('nan')):.3f} "
+        f"fid {a.get('fid', float('nan')):.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,175 @@
+"""`generate` stage: translate the held-out test faces with a trained method, losslessly.
+
+For each task (the two common tasks of PROTOCOL.md s.3, plus every group pair a multi-group method
+supports) it writes `<out>/<task>.npz` with `rows` (index rows of the inputs), `fake` (N, 128,
+128, 3) uint8 (the outputs, quantised to uint8 and, when the method works at another size,
+resized to 128 with PIL antialiased bicubic) and `cycle` (the round trip source -> target ->
+source of the quantised output, same format), and `tasks.json` describing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+import methods  # noqa: F401
+from agebench.config import Params, load_params
+from methods.base import Method, float_to_uint8, uint8_to_float
+from stages.common import atomic_path, run_main, write_json
+from stages.data import faces_nchw, load_faces, load_index
+from stages.train import build_method, select_device
+
+
+def group_containing(bounds: tuple[int, int], groups: Mapping[str, tuple[int, int]]) -> str:
+    """Name of the group of another scheme whose range contains `bounds` (e.g. 20-29 in 19-29)."""
+    for name, (low, high) in groups.items():
+        if low <= bounds[0] and bounds[1] <= high:
+            return name
+    raise ValueError(f"no group contains ages {bounds[0]}-{bounds[1]} (groups: {dict(groups)})")
+
+
+def task_list(method: Method, params: Params) -> dict[str, dict]:
+    """Task id -> {scheme, source, target (protocol groups), method_source, method_target, common}."""
+    schemes = params.groups.schemes()
+    own = schemes[method.scheme]
+    tasks: dict[str, dict] = {}
+    for task_id, task in params.tasks.items():
+        src_b, tgt_b = schemes[task.scheme][task.source], schemes[task.scheme][task.target]
+        tasks[task_id] = {
+            "scheme": task.scheme,
+            "source": task.source,
+            "target": task.target,
+            "method_source": group_containing(src_b, own),
+            "method_target": group_containing(tgt_b, own),
+            "common": True,
+        }
+    if params.generate.extra_tasks and method.scheme != "pair":
+        for s, t in method.supported_tasks():
+            tasks[f"{method.scheme}_{s}_to_{t}"] = {
+                "scheme": method.scheme,
+                "source": s,
+                "target": t,
+                "method_source": s,
+                "method_target": t,
+                "common": False,
+            }
+    return tasks
+
+
+def to_eval_resolution(images: torch.Tensor, size: int) -> np.ndarray:
+    """(N, 3, R, R) uint8 -> (N, size, size, 3) uint8, PIL antialiased bicubic when R != size."""
+    arr = images.permute(0, 2, 3, 1).cpu().numpy()
+    if arr.shape[1] == size:
+        return np.ascontiguousarray(arr)
+    return np.stack(
+        [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)) for a in arr]
+    )
+
+
+def translate_all(
+    method: Method,
+    inputs: torch.Tensor,
+    source: str,
+    target: str,
+    batch_size: int,
+    eval_size: int,
+    desc: str,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Translate uint8 (N, 3, R, R) inputs and their round trips; both as (N, S, S, 3) uint8."""
+    fakes, cycles = [], []
+    for s in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", disable=not progress):
+        x = uint8_to_float(inputs[s : s + batch_size].to(method.device))
+        fake = float_to_uint8(method.translate(x, source, target))
+        back = float_to_uint8(method.translate(uint8_to_float(fake), target, source))
+        fakes.append(to_eval_resolution(fake, eval_size))
+        cycles.append(to_eval_resolution(back, eval_size))
+    empty = np.zeros((0, eval_size, eval_size, 3), np.uint8)
+    return (np.concatenate(fakes) if fakes else empty), (np.concatenate(cycles) if cycles else empty)
+
+
+def load_trained(name: str, params: Params, model_dir: Path, device: torch.device) -> Method:
+    """Build method `name` and load its final checkpoint."""
+    path = model_dir / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the method first (dvc repro train@{name})")
+    method = build_method(name, params, device)
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    method.load_state_dict(ckpt["state"])
+    for m in method.modules().values():
+        m.eval()
+    return method
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Translate the test faces with a trained method.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--data", default="data/prepared")
+    parser.add_argument("--model", required=True, help="models/<method>")
+    parser.add_argument("--out", required=True, help="outputs/<method>")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    torch.manual_seed(params.train.seed)
+    device = select_device(params.train.device)
+    method = load_trained(args.method, params, Path(args.model), device)
+    index = load_index(args.data)
+    faces = load_faces(args.data, method.resolution)
+    test = index[index["split"] == "test"]
+    tasks = task_list(method, params)
+    bs, size = params.generate.batch_size, params.evaluate.resolution
+    with atomic_path(Path(args.out)) as tmp:
+        tmp.mkdir(parents=True)
+        for task_id, t in tasks.items():
+            rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
+            inputs = faces_nchw(faces, rows)
+            fake, cycle = translate_all(
+                method,
+                inputs,
+                t["method_source"],
+                t["method_target"],
+                bs,
+                size,
+                desc=f"generate {args.method} {task_id}",
+            )
+            np.savez(tmp / f"{task_id}.npz", rows=rows, fake=fake, cycle=cycle)
+            t["n"] = len(rows)
+        if hasattr(method, "reconstruct"):  # Age-cGAN: the paper's reconstruction table
+            t = tasks["aging"]
+            rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
+            recon = {}
+            for mode in ("initial", "pixel", "ip"):
+                outs = []
+                for s in tqdm(range(0, len(rows), bs), desc=f"reconstruct {mode}", unit="batch"):
+                    x = uint8_to_float(faces_nchw(faces, rows[s : s + bs]).to(device))
+                    outs.append(
+                        to_eval_resolution(float_to_uint8(method.reconstruct(x, t["method_source"], mode)), size)
+                    )
+                recon[mode] = np.concatenate(outs) if outs else np.zeros((0, size, size, 3), np.uint8)
+            np.savez(tmp / "reconstruction.npz", rows=rows, **recon)
+        train_summary = torch.load(Path(args.model) / "model.pt", map_location="cpu", weights_only=False).get(
+            "summary", {}
+        )
+        write_json(
+            tmp / "tasks.json",
+            {
+                "method": args.method,
+                "resolution": method.resolution,
+                "eval_resolution": size,
+                "train": train_summary,
+                "tasks": tasks,
+            },
+        )
+    counts = ", ".join(f"{k} ({v['n']})" for k, v in tasks.items())
+    print(f"generate {args.method}: {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

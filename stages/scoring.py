@@ -1,0 +1,90 @@
+"""Build the scoring networks and the on-disk result cache (shared by `evaluate`, `reference`, CLI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from agebench.config import EvaluateConfig
+from metrics.suite import Scorer
+from stages.common import atomic_path
+
+
+class DiskCache:
+    """An `ArrayCache` of .npy files in one folder (keys are content hashes, so never stale)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.folder / f"{key}.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.folder / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(value), allow_pickle=False)
+
+
+def backbone_keys(cfg: EvaluateConfig) -> list[str]:
+    """Backbones whose provenance goes into a metrics file for this configuration."""
+    keys = ["tf_inception"]
+    keys += ["age_onnx", "age_landmarks5"] if cfg.age_backend == "onnx" else []
+    keys += ["dlib_face_resnet", "dlib_landmarks5"] if cfg.id_backend == "dlib" else []
+    return keys
+
+
+def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache") -> Scorer:
+    """Load the configured age, identity and Inception networks into a `Scorer`."""
+    from metrics.backbones import BACKBONES
+    from metrics.fid import load_inception
+
+    threads = cfg.workers or os.cpu_count() or 1
+    if cfg.age_backend == "onnx":
+        from metrics.age import estimate_ages, load_age_networks
+
+        age_nets = load_age_networks()
+
+        def ages(x):
+            return estimate_ages(x, age_nets, batch_size=256).numpy()
+    else:
+        from metrics.optional import deepface_age_fn
+
+        ages = deepface_age_fn()
+    if cfg.id_backend == "dlib":
+        from metrics.identity import face_descriptors, load_identity_networks
+
+        net, predictor = load_identity_networks()
+
+        def descriptors(x):
+            desc, failed = face_descriptors(x, net, predictor, batch_size=32)
+            return np.asarray(desc, np.float64), np.asarray(failed, bool)
+    else:
+        from metrics.optional import facenet_descriptor_fn
+
+        descriptors = facenet_descriptor_fn(cfg.facenet_weights)
+    del threads
+    namespaces = {
+        "age": BACKBONES["age_onnx"].sha256 if cfg.age_backend == "onnx" else "deepface",
+        "id": BACKBONES["dlib_face_resnet"].sha256 if cfg.id_backend == "dlib" else "facenet",
+        "inception": BACKBONES["tf_inception"].sha256,
+    }
+    return Scorer(
+        ages=ages,
+        descriptors=descriptors,
+        inception=load_inception(),
+        id_threshold=cfg.id_threshold,
+        batch_size=cfg.batch_size,
+        kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size,
+        kid_seed=cfg.kid_seed,
+        bootstrap_resamples=cfg.bootstrap_resamples,
+        bootstrap_seed=cfg.bootstrap_seed,
+        cache=DiskCache(cache_dir) if cache_dir else None,
+        namespaces=namespaces,
+    )

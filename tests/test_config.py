@@ -1,0 +1,121 @@
+"""params.yaml loading: typed frozen sections, unknown keys and wrong types named with the file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agebench.config import DataConfig, ParamsError, load_params, read_params, section
+from agebench.registry import Registry, UnknownNameError
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_repository_params_load_with_protocol_defaults() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.profile == "full"
+    assert params.data.sha256 == "2c0655397b498e81b82d685ee74bee8c2e4364a5897caf3afec6ea48929024a7"
+    assert dict(params.groups.pair) == {"young": (20, 29), "old": (50, 59)}
+    assert list(params.groups.cgan6) == ["0-18", "19-29", "30-39", "40-49", "50-59", "60+"]
+    assert list(params.groups.decades) == ["10s", "20s", "30s", "40s", "50s", "60s"]
+    assert params.evaluate.resolution == 128 and params.evaluate.id_threshold == 0.6
+    assert params.evaluate.bootstrap_resamples == 1000 and params.evaluate.bootstrap_seed == 0
+    assert "identity" in params.methods
+    # The file's values equal the dataclass defaults (the defaults are the protocol's).
+    assert params.data == DataConfig(source=params.data.source)
+
+
+def test_sections_are_frozen(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, {"data": {"subsample": 0.5}}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.data.subsample = 1.0  # type: ignore[misc]
+
+
+def test_unknown_key_is_named_with_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"data": {"sorce": "x"}})
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    msg = str(err.value)
+    assert str(path) in msg and "data.sorce" in msg and "unknown key" in msg and "source" in msg
+
+
+@pytest.mark.parametrize(
+    ("section_data", "needle"),
+    [
+        ({"data": {"subsample": "half"}}, "data.subsample: expected a number"),
+        ({"train": {"seed": 1.5}}, "train.seed: expected an integer"),
+        ({"train": {"deterministic": "yes"}}, "train.deterministic: expected true or false"),
+        ({"data": {"resolutions": 64}}, "data.resolutions: expected a list"),
+        ({"evaluate": {"age_backend": "magic"}}, "evaluate.age_backend: 'magic' is not one of"),
+        ({"data": {"subsample": 0.0}}, "subsample must be in (0, 1]"),
+    ],
+)
+def test_wrong_types_are_errors(tmp_path: Path, section_data: dict, needle: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, section_data))
+    assert needle in str(err.value)
+
+
+def test_smoke_profile_overlay_and_unknown_overlay_key(tmp_path: Path) -> None:
+    base = {"profile": "smoke", "data": {"subsample": 1.0}, "smoke": {"data": {"subsample": 0.1}}}
+    assert load_params(write(tmp_path, base)).data.subsample == 0.1
+    base["profile"] = "full"
+    assert load_params(write(tmp_path, base)).data.subsample == 1.0
+    bad = {"profile": "smoke", "data": {}, "smoke": {"dta": {"subsample": 0.1}}}
+    with pytest.raises(ParamsError, match=r"smoke\.dta"):
+        read_params(write(tmp_path, bad))
+    with pytest.raises(ParamsError, match="profile"):
+        read_params(write(tmp_path, {"profile": "tiny"}))
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_method_section_roundtrip(tmp_path: Path) -> None:
+    from methods.identity import IdentityConfig
+
+    raw = read_params(write(tmp_path, {"identity": {"resolution": 64}}))
+    assert section(raw, "identity", IdentityConfig).resolution == 64
+    with pytest.raises(ParamsError, match=r"identity\.size: unknown key"):
+        section(read_params(write(tmp_path, {"identity": {"size": 64}})), "identity", IdentityConfig)
+
+
+def test_registry_rejects_duplicates_wrong_base_and_lists_valid_names() -> None:
+    class Base:
+        pass
+
+    reg: Registry[type] = Registry("widget", base=Base)
+
+    @reg.register("a")
+    class A(Base):
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(type("B", (Base,), {}))
+    with pytest.raises(ValueError, match="subclass of Base"):
+        reg.register("c")(int)
+    with pytest.raises(UnknownNameError) as err:
+        reg.get("zzz")
+    assert "unknown widget 'zzz'" in str(err.value) and "valid widgets: a" in str(err.value)
+    assert reg.get("a") is A and reg.names() == ["a"]
+
+
+def test_method_registry_knows_identity() -> None:
+    from methods import METHODS
+
+    assert "identity" in METHODS.names()
+    with pytest.raises(UnknownNameError, match="identity"):
+        METHODS.get("no-such-method")
