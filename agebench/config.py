@@ -292,6 +292,8 @@ class EvaluateConfig:
     facenet_weights: str = ""
     #: Worker processes for the CPU-bound parts of scoring (0: one per core).
     workers: int = 0
+    #: FG-NET images for the `real` row's cross-age verification (relative to params.yaml; "" skips it).
+    fgnet_dir: str = "../shared/data/fgnet/images"
 
 
 @dataclasses.dataclass(frozen=True)

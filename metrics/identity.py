@@ -295,3 +295,32 @@ class FaceDescriptor(nn.Module):
     def forward(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         pixels = (images + 1.0) * 127.5
         return self.net(cut_chips_differentiable(pixels, theta))
+
+
+def detected_descriptors(
+    images: list[np.ndarray], net: DlibFaceResNet, predictor: object, detector: object | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptors of faces in unaligned photos (e.g. FG-NET), one photo at a time.
+
+    dlib's HOG frontal-face detector (upsampling once) finds the largest face; the 5-point predictor
+    runs on its box; the chip and network are as in `face_descriptors`.
+
+    images: list of (H, W, 3) uint8 RGB arrays of any size. Returns `(N, 128)` float32 descriptors
+    (NaN rows where no face was found) and `failed` `(N,)` bool.
+    """
+    import dlib
+
+    detector = detector or dlib.get_frontal_face_detector()
+    desc = torch.full((len(images), 128), float("nan"))
+    failed = torch.ones(len(images), dtype=torch.bool)
+    for i, img in enumerate(images):
+        img = np.ascontiguousarray(img)
+        boxes = detector(img, 1)
+        if not boxes:
+            continue
+        box = max(boxes, key=lambda r: r.area())
+        chip = dlib.get_face_chip(img, predictor(img, box), CHIP_SIZE, CHIP_PADDING)
+        out = net(torch.from_numpy(chip.transpose(2, 0, 1).astype(np.float32))[None]).float()[0]
+        if torch.isfinite(out).all():
+            desc[i], failed[i] = out, False
+    return desc, failed
