@@ -277,6 +277,8 @@ class GenerateConfig:
 class EvaluateConfig:
     """`evaluate:` scoring settings (PROTOCOL.md section 4)."""
 
+    #: Registered task metrics to compute (metrics/registry.py); each name is a leaderboard column group.
+    metrics: tuple[str, ...] = ("age", "identity", "joint", "fid", "cycle")
     resolution: int = 128
     batch_size: int = 64
     id_threshold: float = 0.6

@@ -9,6 +9,7 @@ target group) are computed once. Keys hash the pixels, so a cache can never serv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from metrics import stats
+from metrics.registry import METRICS
 
 AgeFn = Callable[[torch.Tensor], np.ndarray]
 DescriptorFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -116,6 +118,119 @@ def verify_pairs(
     return dist, same, failed
 
 
+@dataclasses.dataclass
+class TaskContext:
+    """One task's images and the per-face results metrics share (computed once, on first use).
+
+    Images are (N, 3, S, S) uint8 (S = evaluation size, 128): `inputs` (test faces of the source
+    group), `fake` (row-aligned outputs), `cycle` (round trips or None), `real_target` (all real faces
+    of the target group, train and test, for FID/KID), `real_target_test` (real test faces of the
+    target group, for the estimator's ceiling). `idx` holds the shared bootstrap resamples.
+    """
+
+    scorer: Scorer
+    inputs: torch.Tensor
+    fake: torch.Tensor
+    cycle: torch.Tensor | None
+    real_target: torch.Tensor
+    real_target_test: torch.Tensor
+    target_bounds: tuple[int, int]
+    idx: np.ndarray
+    ci: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def age_out(self) -> np.ndarray:
+        return self.scorer.estimate_ages(self.fake)
+
+    @functools.cached_property
+    def in_target(self) -> np.ndarray:
+        return stats.in_range(self.age_out, self.target_bounds)
+
+    @functools.cached_property
+    def verification(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d_in, f_in = self.scorer.face_descriptors(self.inputs)
+        d_out, f_out = self.scorer.face_descriptors(self.fake)
+        return verify_pairs(d_in, f_in, d_out, f_out, self.scorer.id_threshold)
+
+    def mean(
+        self, name: str, values: np.ndarray, valid: np.ndarray | None = None, index: np.ndarray | None = None
+    ) -> float:
+        """Mean with its bootstrap interval recorded in `ci[name]`; returns the value."""
+        r = stats.mean_with_ci(values, self.idx if index is None else index, valid)
+        self.ci[name] = r["ci95"]
+        return r["value"]
+
+
+@METRICS.register("age")
+def age_metrics(ctx: TaskContext) -> dict[str, Any]:
+    """age_acc, age_mean, age_gain, age_fail, and the estimator's ceiling age_acc_real / age_acc_rel."""
+    age_in = ctx.scorer.estimate_ages(ctx.inputs)
+    age_out = ctx.age_out
+    out: dict[str, Any] = {
+        "age_acc": ctx.mean("age_acc", ctx.in_target.astype(np.float64)),
+        "age_mean": ctx.mean("age_mean", age_out, np.isfinite(age_out)),
+        "age_gain": ctx.mean("age_gain", age_out - age_in, np.isfinite(age_out) & np.isfinite(age_in)),
+        "age_fail": int((~np.isfinite(age_out)).sum()),
+    }
+    age_real = ctx.scorer.estimate_ages(ctx.real_target_test)
+    real_idx = _resamples(len(age_real), ctx.scorer)
+    out["age_acc_real"] = ctx.mean(
+        "age_acc_real", stats.in_range(age_real, ctx.target_bounds).astype(np.float64), index=real_idx
+    )
+    out["age_acc_rel"] = out["age_acc"] / out["age_acc_real"] if out["age_acc_real"] else float("nan")
+    return out
+
+
+@METRICS.register("identity")
+def identity_metrics(ctx: TaskContext) -> dict[str, Any]:
+    """id_rate (distance < threshold, failures count as not verified), id_dist, id_fail."""
+    dist, same, failed = ctx.verification
+    return {
+        "id_rate": ctx.mean("id_rate", same.astype(np.float64)),
+        "id_dist": ctx.mean("id_dist", dist, ~failed),
+        "id_fail": int(failed.sum()),
+    }
+
+
+@METRICS.register("joint")
+def joint_metric(ctx: TaskContext) -> dict[str, Any]:
+    """joint: in the target age group and verified as the input's person (the headline)."""
+    return {"joint": ctx.mean("joint", (ctx.in_target & ctx.verification[1]).astype(np.float64))}
+
+
+@METRICS.register("fid")
+def fid_metrics(ctx: TaskContext) -> dict[str, Any]:
+    """fid, kid_mean, kid_std against all real faces of the target group (NaN with < 2 images)."""
+    from metrics.fid import fid_from_features, kid_from_features
+
+    out: dict[str, Any] = {"n_real_target": len(ctx.real_target)}
+    if len(ctx.fake) < 2 or len(ctx.real_target) < 2:
+        return {**out, "fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
+    f_real = ctx.scorer.inception_features(ctx.real_target)
+    f_fake = ctx.scorer.inception_features(ctx.fake)
+    kid_mean, kid_std = kid_from_features(
+        f_real, f_fake, ctx.scorer.kid_subsets, ctx.scorer.kid_subset_size, ctx.scorer.kid_seed
+    )
+    return {**out, "fid": fid_from_features(f_real, f_fake), "kid_mean": kid_mean, "kid_std": kid_std}
+
+
+@METRICS.register("cycle")
+def cycle_metric(ctx: TaskContext) -> dict[str, Any]:
+    """cycle_l1: mean |input - round trip| in [0, 1] pixel units (absent without round trips)."""
+    if ctx.cycle is None:
+        return {}
+    return {"cycle_l1": ctx.mean("cycle_l1", stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy()))}
+
+
+DEFAULT_METRICS = ("age", "identity", "joint", "fid", "cycle")
+
+
+def _resamples(n: int, scorer: Scorer) -> np.ndarray:
+    if n == 0:
+        return np.zeros((0, 0), np.int64)
+    return stats.bootstrap_indices(n, scorer.bootstrap_resamples, scorer.bootstrap_seed)
+
+
 def score_task(
     scorer: Scorer,
     inputs: torch.Tensor,
@@ -126,8 +241,9 @@ def score_task(
     target_bounds: tuple[int, int],
     gender: np.ndarray,
     race: np.ndarray,
+    metric_names: tuple[str, ...] = DEFAULT_METRICS,
 ) -> dict[str, Any]:
-    """Score one task (PROTOCOL.md s.4).
+    """Score one task (PROTOCOL.md s.4) with the registered metrics `metric_names`.
 
     Args:
         inputs: (N, 3, S, S) uint8, the test faces of the source group (S = evaluation size, 128).
@@ -137,80 +253,37 @@ def score_task(
         real_target_test: (K, 3, S, S) uint8, real test faces of the target group (estimator ceiling).
         target_bounds: inclusive age bounds of the target group.
         gender, race: (N,) labels of the inputs ("0"/"1"; "0".."4"/"unknown").
+        metric_names: names in the METRICS registry (unknown names list the valid ones).
     Returns:
         {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "breakdown": {"gender": ..., "race": ...}}.
     """
-    n = len(inputs)
     if fake.shape != inputs.shape:
         raise ValueError(f"outputs {tuple(fake.shape)} do not match inputs {tuple(inputs.shape)}")
-    idx = (
-        stats.bootstrap_indices(n, scorer.bootstrap_resamples, scorer.bootstrap_seed)
-        if n
-        else np.zeros((0, 0), np.int64)
+    fns = [METRICS.get(name) for name in metric_names]
+    ctx = TaskContext(
+        scorer,
+        inputs,
+        fake,
+        cycle,
+        real_target,
+        real_target_test,
+        tuple(target_bounds),
+        _resamples(len(inputs), scorer),
     )
-    ci: dict[str, list[float]] = {}
-    out: dict[str, Any] = {"n": n}
-
-    def put(name: str, values: np.ndarray, valid: np.ndarray | None = None, index: np.ndarray = idx) -> None:
-        r = stats.mean_with_ci(values, index, valid)
-        out[name] = r["value"]
-        ci[name] = r["ci95"]
-
-    # Age.
-    age_in = scorer.estimate_ages(inputs)
-    age_out = scorer.estimate_ages(fake)
-    in_target = stats.in_range(age_out, target_bounds)
-    put("age_acc", in_target.astype(np.float64))
-    put("age_mean", age_out, np.isfinite(age_out))
-    put("age_gain", age_out - age_in, np.isfinite(age_out) & np.isfinite(age_in))
-    out["age_fail"] = int((~np.isfinite(age_out)).sum())
-    age_real = scorer.estimate_ages(real_target_test)
-    real_idx = (
-        stats.bootstrap_indices(len(age_real), scorer.bootstrap_resamples, scorer.bootstrap_seed)
-        if len(age_real)
-        else np.zeros((0, 0), np.int64)
-    )
-    put("age_acc_real", stats.in_range(age_real, target_bounds).astype(np.float64), index=real_idx)
-    out["age_acc_rel"] = out["age_acc"] / out["age_acc_real"] if out["age_acc_real"] else float("nan")
-
-    # Identity.
-    d_in, f_in = scorer.face_descriptors(inputs)
-    d_out, f_out = scorer.face_descriptors(fake)
-    dist, same, failed = verify_pairs(d_in, f_in, d_out, f_out, scorer.id_threshold)
-    put("id_rate", same.astype(np.float64))
-    put("id_dist", dist, ~failed)
-    out["id_fail"] = int(failed.sum())
-
-    # Joint: in the target age group and verified as the input's person.
-    joint = in_target & same
-    put("joint", joint.astype(np.float64))
-
-    # Realism.
-    if n >= 2 and len(real_target) >= 2:
-        from metrics.fid import fid_from_features, kid_from_features
-
-        f_real = scorer.inception_features(real_target)
-        f_fake = scorer.inception_features(fake)
-        out["fid"] = fid_from_features(f_real, f_fake)
-        out["kid_mean"], out["kid_std"] = kid_from_features(
-            f_real, f_fake, scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed
-        )
-    else:
-        out["fid"] = out["kid_mean"] = out["kid_std"] = float("nan")
-    out["n_real_target"] = len(real_target)
-
-    # Consistency.
-    if cycle is not None:
-        put("cycle_l1", stats.cycle_l1(inputs.numpy(), cycle.numpy()))
-
-    out["ci95"] = ci
-    rates = {
-        "age_acc": in_target.astype(np.float64),
-        "id_rate": same.astype(np.float64),
-        "joint": joint.astype(np.float64),
-    }
-    out["breakdown"] = {
-        "gender": stats.breakdown(rates, gender, GENDER_NAMES),
-        "race": stats.breakdown(rates, race, RACE_NAMES),
-    }
+    out: dict[str, Any] = {"n": len(inputs)}
+    for fn in fns:
+        out.update(fn(ctx))
+    out["ci95"] = ctx.ci
+    rates = {}
+    if "age" in metric_names:
+        rates["age_acc"] = ctx.in_target.astype(np.float64)
+    if "identity" in metric_names:
+        rates["id_rate"] = ctx.verification[1].astype(np.float64)
+    if "joint" in metric_names:
+        rates["joint"] = (ctx.in_target & ctx.verification[1]).astype(np.float64)
+    if rates:
+        out["breakdown"] = {
+            "gender": stats.breakdown(rates, gender, GENDER_NAMES),
+            "race": stats.breakdown(rates, race, RACE_NAMES),
+        }
     return out

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from agebench.config import Params, load_params, to_dict
 from metrics.backbones import describe
+from metrics.registry import METRICS
 from metrics.suite import Scorer, score_task, verify_pairs
 from stages.common import provenance, read_json, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
@@ -53,7 +54,7 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
             faces_nchw(faces, target_test),
             tuple(schemes[t["scheme"]][t["target"]]),
             sub["gender"].astype(str).to_numpy(),
-            sub["race"].astype(str).to_numpy(),
+            sub["race"].astype(str).to_numpy(), params.evaluate.metrics,
         )
         result.update({k: t[k] for k in ("scheme", "source", "target")})
         (tasks if t["common"] else extra)[task_id] = result
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="data/cache", help="content-keyed cache of real-face results")
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    for name in params.evaluate.metrics:  # fail before loading any network
+        METRICS.get(name)
     scorer = build_scorer(params.evaluate, args.cache)
     doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer)
     write_json(args.out, doc)
