@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("real_dir")
     fid.add_argument("fake_dir")
     fid.add_argument("--json", dest="json_out", help="write {fid, kid_mean, kid_std, n_real, n_fake} here")
-    fid.add_argument("--batch-size", type=int, default=64)
+    fid.add_argument("--batch-size", type=_positive_int, default=64)
 
     age = sub.add_parser("age", help="estimated age of every image in a folder")
     age.add_argument("dir")
@@ -31,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `agebench` console script."""
+    """Entry point of the `agebench` console script.
+
+    Returns 0 on success and 2, after one `agebench CMD: error: ...` line on stderr, for unusable input
+    (a missing or image-less folder, too few images, no common names, an unwritable output, missing
+    weights). Bad arguments exit 2 through argparse.
+    """
     args = build_parser().parse_args(argv)
     from metrics.backbones import BackboneError
     from stages import cli_score
@@ -40,12 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fid":
             result = cli_score.cmd_fid(args.real_dir, args.fake_dir, args.json_out, args.batch_size)
             if not args.json_out:
-                print(json.dumps(result, indent=2))
+                # Valid JSON even if a value is not finite (null, as in the --json file).
+                finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in result.items()}
+                print(json.dumps(finite, indent=2, allow_nan=False))
         elif args.command == "age":
             cli_score.cmd_age(args.dir, args.csv_out)
         elif args.command == "verify":
             cli_score.cmd_verify(args.dir_a, args.dir_b, args.csv_out, args.threshold)
-    except (cli_score.FolderError, BackboneError, FileNotFoundError) as exc:
+    # OSError covers missing paths and outputs that cannot be written (a folder, no permission).
+    except (cli_score.FolderError, BackboneError, OSError) as exc:
         print(f"agebench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -281,7 +281,10 @@ class EvaluateConfig:
     metrics: tuple[str, ...] = ("age", "identity", "joint", "fid", "cycle")
     resolution: int = 128
     batch_size: int = 64
+    #: Verification threshold of the dlib backend (dlib's own; PROTOCOL.md s.4).
     id_threshold: float = 0.6
+    #: Threshold on L2-normalised FaceNet embeddings (facenet backend only; not calibrated on UTKFace).
+    facenet_threshold: float = 1.1
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
     kid_subsets: int = 100
@@ -289,7 +292,8 @@ class EvaluateConfig:
     kid_seed: int = 0
     #: Age estimator backend: "onnx" (default, bundled) or "deepface" (optional, needs its weights).
     age_backend: Literal["onnx", "deepface"] = "onnx"
-    #: Identity backend: "dlib" (default, bundled) or "facenet" (optional, needs `facenet_weights`).
+    #: Identity backend: "dlib" (default, bundled) or "facenet" (optional, needs `facenet_weights`, a
+    #: state dict of facenet-pytorch's InceptionResnetV1; relative to params.yaml).
     id_backend: Literal["dlib", "facenet"] = "dlib"
     facenet_weights: str = ""
     #: Worker processes for the CPU-bound parts of scoring (0: one per core).
@@ -313,9 +317,36 @@ class Params:
     raw: Mapping[str, Any]
 
 
+SHARED_SECTIONS = ("profile", "methods", "data", "groups", "tasks", "train", "generate", "evaluate", "_file")
+
+
+def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
+    """Every top-level key is a shared section or a registered method's section; every listed method
+    is registered. Raises ParamsError / UnknownNameError naming the key and the file."""
+    from agebench.registry import UnknownNameError
+
+    where = raw.get("_file", "params.yaml")
+    for key in raw:
+        if key not in SHARED_SECTIONS and key not in method_names:
+            raise ParamsError(
+                f"{where}: {key}: unknown top-level key (valid: "
+                f"{', '.join(sorted(set(SHARED_SECTIONS[:-1]) | set(method_names)))})"
+            )
+    for name in raw.get("methods") or []:
+        if name not in method_names:
+            raise UnknownNameError(
+                f"{where}: methods: unknown method {name!r}; valid methods: {', '.join(sorted(method_names))}"
+            )
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and validate the shared sections of a params file (profile overlay applied)."""
+    """Load and validate a params file (profile overlay applied): the shared sections are built
+    into frozen dataclasses, top-level keys and the `methods:` list are checked against the method
+    registry (method sections themselves are built by the stages with their method's config class)."""
+    import methods as _methods  # registers the built-in methods
+
     raw = read_params(path)
+    check_top_level(raw, _methods.METHODS.names())
     methods = _coerce(tuple[str, ...], raw.get("methods", ["identity"]), f"{raw['_file']}: methods")
     return Params(
         profile=raw["profile"],

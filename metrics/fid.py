@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,8 @@ FEATURE_DIM = 2048
 EXTRACTOR_NAME = "inception-v3-compat"  # torch-fidelity's registry name for this class
 FEATURE_LAYER = "2048"  # pool3
 _N_CLASSES = 1008  # torch-fidelity's fc size (the TF graph's 1008 classes)
+# KID: largest kernel matrix (entries, float64) kept in memory at once: 6000^2 entries = 288 MB.
+_MAX_KERNEL_ENTRIES = 6000**2
 
 # TorchScript module path (under `net.layers.`) -> torch-fidelity module path.
 _STEM = {
@@ -163,11 +166,17 @@ def load_inception(torchscript_path: str | Path | None = None) -> nn.Module:
     strictly, and nothing is downloaded. Call as `model(x)` with `x` (N, 3, H, W) uint8 in [0, 255];
     returns a 1-tuple holding (N, 2048) float32. Eval mode, no gradients, CPU.
     Inception Score is NOT available: the classifier is zero (see `inception_state_dict`).
+
+    The weights are stored channels_last: the convolutions then run in NHWC, about 1.4x faster on
+    CPU (oneDNN) with the same weights; features differ from the NCHW module by float32 rounding
+    only (about 1e-5 max abs). The uint8 input may stay NCHW: torch-fidelity's resize runs on it as
+    before and the first convolution switches to the weights' layout.
     """
     buffer = io.BytesIO()
     torch.save(inception_state_dict(torchscript_path), buffer)
     buffer.seek(0)
-    return FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=buffer)
+    model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=buffer)
+    return model.to(memory_format=torch.channels_last)
 
 
 def _check_images(images: torch.Tensor, what: str) -> None:
@@ -251,6 +260,26 @@ def _polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
+def _kernel_block(
+    p: np.ndarray, q: np.ndarray, draws_p: list[np.ndarray], draws_q: list[np.ndarray]
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`(rows of p, rows of q) -> _polynomial_kernel(p[rows_p], q[rows_q])` for the KID subsets.
+
+    When the rows drawn at all are few enough, their whole kernel matrix is computed once and each
+    subset's block is gathered from it: every entry is the same formula as in the per-subset product,
+    so values agree with it to float64 rounding; with 100 subsets of 1000 rows drawn from sets of
+    1000-5000 rows it does 4-100x fewer multiply-adds. Otherwise (more entries than
+    `_MAX_KERNEL_ENTRIES`, or no saving) each subset's block is computed on its own.
+    """
+    rows_p, rows_q = np.unique(np.concatenate(draws_p)), np.unique(np.concatenate(draws_q))
+    entries = len(rows_p) * len(rows_q)
+    if entries > _MAX_KERNEL_ENTRIES or entries >= sum(len(x) * len(y) for x, y in zip(draws_p, draws_q)):
+        return lambda ip, iq: _polynomial_kernel(p[ip], q[iq])
+    kernel = _polynomial_kernel(p[rows_p], q[rows_q])
+    pos_p, pos_q = np.searchsorted(rows_p, np.arange(len(p))), np.searchsorted(rows_q, np.arange(len(q)))
+    return lambda ip, iq: kernel[np.ix_(pos_p[ip], pos_q[iq])]
+
+
 def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:
     m = k_xx.shape[0]
     sum_xx = k_xx.sum() - np.trace(k_xx)
@@ -279,11 +308,12 @@ def kid_from_features(
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     m = min(subset_size, a.shape[0], b.shape[0])
     rng = np.random.RandomState(seed)
-    mmds = np.zeros(subsets)
-    for i in range(subsets):
-        x = a[rng.choice(a.shape[0], m, replace=False)]
-        y = b[rng.choice(b.shape[0], m, replace=False)]
-        mmds[i] = _mmd2_unbiased(_polynomial_kernel(x, x), _polynomial_kernel(x, y), _polynomial_kernel(y, y))
+    # Same draw order as torch-fidelity: per subset, first from set 1, then from set 2.
+    draws = [(rng.choice(len(a), m, replace=False), rng.choice(len(b), m, replace=False)) for _ in range(subsets)]
+    k_aa = _kernel_block(a, a, [ia for ia, _ in draws], [ia for ia, _ in draws])
+    k_ab = _kernel_block(a, b, [ia for ia, _ in draws], [ib for _, ib in draws])
+    k_bb = _kernel_block(b, b, [ib for _, ib in draws], [ib for _, ib in draws])
+    mmds = np.array([_mmd2_unbiased(k_aa(ia, ia), k_ab(ia, ib), k_bb(ib, ib)) for ia, ib in draws])
     return float(mmds.mean()), float(mmds.std())
 
 

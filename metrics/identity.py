@@ -221,9 +221,11 @@ def face_descriptors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """dlib face descriptors of whole aligned face images.
 
-    images: `(N, 3, H, W)` uint8 RGB in [0, 255]. Returns descriptors `(N, 128)` float32 (NaN rows for
-    failures, see the module docstring) and `failed` `(N,)` bool.
+    images: `(N, 3, H, W)` uint8 RGB in [0, 255]. Returns descriptors `(N, 128)` float32 on the CPU (NaN
+    rows for failures, see the module docstring) and `failed` `(N,)` bool. Landmarks and chips are cut
+    on the CPU by dlib; the network runs on the device of `net` (e.g. CUDA when moved there).
     """
+    device = next(net.parameters()).device
     n = len(images)
     desc = torch.full((n, 128), float("nan"))
     failed = torch.ones(n, dtype=torch.bool)
@@ -233,7 +235,7 @@ def face_descriptors(
         chips, bad = cut_chips(batch, lm)
         good = torch.nonzero(~bad).flatten()
         if len(good):
-            out = net(chips[good]).float()
+            out = net(chips[good].to(device)).float().cpu()
             finite = torch.isfinite(out).all(1)
             desc[start + good[finite]] = out[finite]
             failed[start + good[finite]] = False

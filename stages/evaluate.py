@@ -54,7 +54,8 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
             faces_nchw(faces, target_test),
             tuple(schemes[t["scheme"]][t["target"]]),
             sub["gender"].astype(str).to_numpy(),
-            sub["race"].astype(str).to_numpy(), params.evaluate.metrics,
+            sub["race"].astype(str).to_numpy(),
+            params.evaluate.metrics,
         )
         result.update({k: t[k] for k in ("scheme", "source", "target")})
         (tasks if t["common"] else extra)[task_id] = result

@@ -39,10 +39,21 @@ def backbone_keys(cfg: EvaluateConfig) -> list[str]:
     return keys
 
 
-def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache") -> Scorer:
-    """Load the configured age, identity and Inception networks into a `Scorer`."""
+def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache", device: str = "cpu") -> Scorer:
+    """Load the configured age, identity and Inception networks into a `Scorer`.
+
+    device: where the dlib identity network and the Inception extractor run ("cpu", "cuda", ...); the age
+    CNN (onnxruntime) and dlib's landmarks and chips stay on the CPU. On CUDA, TF32 convolutions are
+    switched off so that features keep float32 parity with the CPU and torch-fidelity.
+    """
+    import torch
+
     from metrics.backbones import BACKBONES
     from metrics.fid import load_inception
+
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
     threads = cfg.workers or os.cpu_count() or 1
     if cfg.age_backend == "onnx":
@@ -60,6 +71,7 @@ def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache
         from metrics.identity import face_descriptors, load_identity_networks
 
         net, predictor = load_identity_networks()
+        net = net.to(device)
 
         def descriptors(x):
             desc, failed = face_descriptors(x, net, predictor, batch_size=32)
@@ -77,7 +89,7 @@ def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache
     return Scorer(
         ages=ages,
         descriptors=descriptors,
-        inception=load_inception(),
+        inception=load_inception().to(device),
         id_threshold=cfg.id_threshold,
         batch_size=cfg.batch_size,
         kid_subsets=cfg.kid_subsets,

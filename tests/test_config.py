@@ -119,3 +119,17 @@ def test_method_registry_knows_identity() -> None:
     assert "identity" in METHODS.names()
     with pytest.raises(UnknownNameError, match="identity"):
         METHODS.get("no-such-method")
+
+
+def test_unknown_top_level_key_and_unknown_method_are_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, {"evaluat": {"resolution": 128}})
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert str(path) in str(err.value) and "evaluat: unknown top-level key" in str(err.value)
+    with pytest.raises(UnknownNameError) as err2:
+        load_params(write(tmp_path, {"methods": ["identity", "cyclegan_kears"]}))
+    assert "cyclegan_kears" in str(err2.value) and "cyclegan_keras" in str(err2.value)
+    # A registered method's section is accepted even when the method is not listed.
+    assert load_params(write(tmp_path, {"methods": ["identity"], "age_cgan": {"latent_steps": 3}})).methods == (
+        "identity",
+    )

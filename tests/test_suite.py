@@ -45,8 +45,9 @@ def make_scorer(cache=None) -> CountingScorer:
         calls["id"] += 1
         return x.double().mean(dim=(2, 3)).numpy() / 100.0, np.zeros(len(x), bool)
 
-    s = CountingScorer(ages=ages, descriptors=descriptors, inception=StandInInception(calls), cache=cache,
-                       bootstrap_resamples=200)
+    s = CountingScorer(
+        ages=ages, descriptors=descriptors, inception=StandInInception(calls), cache=cache, bootstrap_resamples=200
+    )
     s.calls = calls
     return s
 
@@ -97,8 +98,17 @@ def test_values_invariant_to_face_order() -> None:
     g, r = labels(25)
     perm = torch.randperm(25, generator=torch.Generator().manual_seed(0))
     a = score_task(make_scorer(), x, fake, fake, faces(20, 1), faces(10, 2), (50, 59), g, r)
-    b = score_task(make_scorer(), x[perm], fake[perm], fake[perm], faces(20, 1), faces(10, 2), (50, 59),
-                   g[perm.numpy()], r[perm.numpy()])
+    b = score_task(
+        make_scorer(),
+        x[perm],
+        fake[perm],
+        fake[perm],
+        faces(20, 1),
+        faces(10, 2),
+        (50, 59),
+        g[perm.numpy()],
+        r[perm.numpy()],
+    )
     # KID is left out: with subsets smaller than a set, torch-fidelity's draws depend on row order.
     for k in ("age_acc", "age_mean", "age_gain", "id_rate", "id_dist", "joint", "cycle_l1", "fid"):
         assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k  # float sums in another order

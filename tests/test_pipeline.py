@@ -1,0 +1,146 @@
+"""`dvc repro` of the whole pipeline in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+from tests.conftest import REPO, shared_data_dir
+
+
+def copy_repo(dest: Path) -> Path:
+    """The tracked files of the working tree (plus untracked, not ignored ones), without git."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for f in files:
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / f)
+    subprocess.run(["dvc", "config", "core.no_scm", "true"], cwd=dest, check=True, env=dvc_env(), capture_output=True)
+    return dest
+
+
+def dvc_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def dvc(repo: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, env=dvc_env(), timeout=timeout)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def synthetic_faces(folder: Path, n: int = 72) -> None:
+    """Face-like drawings with UTKFace names, ages spread so every pair group has train and test faces."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ages = [22, 25, 27, 52, 55, 58, 35, 12, 64]
+    for i in range(n):
+        img = Image.new("RGB", (200, 200), tuple(int(c) for c in rng.integers(60, 200, 3)))
+        d = ImageDraw.Draw(img)
+        skin = tuple(int(c) for c in rng.integers(120, 240, 3))
+        d.ellipse((45, 30, 155, 175), fill=skin)
+        for x in (75, 125):
+            d.ellipse((x - 9, 80, x + 9, 92), fill=(30, 30, 30))
+        d.line((100, 95, 100, 125), fill=(90, 60, 50), width=3)
+        d.arc((75, 125, 125, 150), 10, 170, fill=(120, 30, 30), width=4)
+        img.save(folder / f"{ages[i % len(ages)]}_{i % 2}_{i % 5}_2017{i:013d}.jpg.chip.jpg", quality=95)
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path / "agebench")
+    synthetic_faces(tmp_path / "faces")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    params["methods"] = ["identity", "cyclegan_keras"]
+    params["data"]["source"] = str(tmp_path / "faces")
+    params["data"]["resolutions"] = [64, 128]
+    params["evaluate"]["fgnet_dir"] = ""
+    params["smoke"]["data"]["subsample"] = 1.0
+    params["smoke"]["cyclegan_keras"].update({"ngf": 4, "ndf": 4, "n_blocks": 1, "max_steps": 3})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    out = dvc(repo, "repro").stdout
+    for stage in (
+        "download",
+        "prepare",
+        "train@identity",
+        "train@cyclegan_keras",
+        "generate@cyclegan_keras",
+        "evaluate@identity",
+        "evaluate@cyclegan_keras",
+        "reference",
+        "report",
+    ):
+        assert f"'{stage}'" in out, stage
+
+    data = json.loads((repo / "reports/data.json").read_text())
+    assert data["files_total"] == data["images_kept"] == 72
+    board = (repo / "reports/leaderboard.md").read_text()
+    assert "| cyclegan_keras |" in board and "| identity |" in board and "| real |" in board
+    csv_rows = (repo / "reports/leaderboard.csv").read_text().splitlines()
+    assert len(csv_rows) == 4  # header + 2 methods + real
+    m = json.loads((repo / "reports/metrics/cyclegan_keras.json").read_text())
+    assert m["protocol_version"] == 1 and m["profile"] == "smoke" and "git_revision" in m
+    assert m["params"]["method"]["max_steps"] == 3  # the resolved (profile-merged) values
+    aging = m["tasks"]["aging"]
+    n_young_test = data["groups"]["pair"]["young"]["test"]
+    assert aging["n"] == n_young_test > 0 and 0.0 <= aging["cycle_l1"] <= 1.0 and "ci95" in aging
+    for key in ("age_acc", "id_rate", "joint", "fid", "kid_mean"):
+        assert key in aging
+    ident = json.loads((repo / "reports/metrics/identity.json").read_text())["tasks"]["aging"]
+    assert ident["cycle_l1"] == 0.0 and ident["id_rate"] == 1.0 - ident["id_fail"] / ident["n"]
+    assert (repo / "outputs/cyclegan_keras/aging.npz").is_file()
+    with np.load(repo / "outputs/cyclegan_keras/aging.npz") as z:
+        assert z["fake"].shape == (n_young_test, 128, 128, 3) and z["fake"].dtype == np.uint8
+        assert z["cycle"].shape == z["fake"].shape and len(z["rows"]) == n_young_test
+
+    # Nothing changed: nothing runs.
+    again = dvc(repo, "repro").stdout
+    assert "Running stage" not in again
+
+    # Changing one method's parameter reruns only what depends on it.
+    params["smoke"]["cyclegan_keras"]["lr"] = 0.0001
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(repo, "status").stdout
+    assert "train@cyclegan_keras" in status and "train@identity" not in status and "prepare" not in status
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_smoke_profile_on_real_utkface_trains_and_ranks_every_method(tmp_path: Path, utkface_dir: Path) -> None:
+    """The smoke profile as shipped: all four methods plus identity, real faces, on CPU."""
+    vgg = os.environ.get("AGEBENCH_VGG16_WEIGHTS") or str(
+        shared_data_dir().parent / "weights" / "vgg16_features_imagenet.pth"
+    )
+    if not Path(vgg).is_file():
+        pytest.skip(f"VGG-16 weights for cyclegan_perceptual not found at {vgg}")
+    repo = copy_repo(tmp_path / "agebench")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    params["data"]["source"] = str(utkface_dir)
+    params["cyclegan_perceptual"]["weights_path"] = vgg
+    fgnet = shared_data_dir() / "fgnet" / "images"
+    params["evaluate"]["fgnet_dir"] = str(fgnet) if fgnet.is_dir() else ""
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(repo, "repro", timeout=1500)
+    board = (repo / "reports/leaderboard.md").read_text()
+    for name in ("identity", "cyclegan_keras", "cyclegan_perceptual", "age_cgan", "cyclegan_agevec", "real"):
+        assert f"| {name} |" in board, name
+    cgan = json.loads((repo / "reports/metrics/age_cgan.json").read_text())
+    assert set(cgan["reconstruction"]) >= {"initial", "pixel", "ip", "n"}
