@@ -72,8 +72,11 @@ def real_floor(scorer: Scorer, params: Params, index: Any, faces: np.ndarray) ->
         res["age_acc"] = res["age_acc_real"] = r["value"]
         res["ci95"] = {"age_acc": r["ci95"]}
         if len(test_rows) >= 2 and len(train_rows) >= 2:
-            f_test = scorer.inception_features(faces_nchw(faces, test_rows))
-            f_train = scorer.inception_features(faces_nchw(faces, train_rows))
+            # Features of the whole target group, in the order `evaluate` uses: one cached set for both.
+            all_rows = index.loc[in_target, "row"].to_numpy()
+            f_all = scorer.inception_features(faces_nchw(faces, all_rows))
+            is_test = (index.loc[in_target, "split"] == "test").to_numpy()
+            f_test, f_train = f_all[is_test], f_all[~is_test]
             res["fid"] = fid_from_features(f_train, f_test)
             res["kid_mean"], res["kid_std"] = kid_from_features(
                 f_train, f_test, scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed

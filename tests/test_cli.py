@@ -452,7 +452,7 @@ def test_csv_outputs_are_atomic_and_equal_stdout(folders, tmp_path: Path, capsys
         out = out_dir / f"{argv[0]}.csv"
         code, stdout, _ = _run(capsys, *argv, "--csv", out)  # creates the parent folder
         assert code == 0 and stdout == ""
-        written = out.read_text(encoding="utf-8")
+        written = out.read_bytes().decode("utf-8")  # as written: CSV's \r\n line ends kept
         code, stdout, _ = _run(capsys, *argv)
         assert code == 0 and stdout == written  # both CSV with the same line ends
         rows = _read_csv(written, columns)
@@ -488,7 +488,6 @@ class _StubInception(nn.Module):
 def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
     """The fid plumbing with a stub extractor (Inception's numbers are checked above)."""
     import metrics.fid
-
     from metrics.fid import fid_from_features, kid_from_features
 
     rng = np.random.default_rng(0)

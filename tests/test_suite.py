@@ -81,7 +81,7 @@ def test_joint_is_conjunction_and_breakdowns_add_up() -> None:
     out = score_task(s, x, fake, None, faces(20, 1), faces(10, 2), (50, 59), g, r)
     ages = s.ages(fake)
     in_t = (ages >= 50) & (ages < 60)
-    d, same, _ = verify_pairs(*s.descriptors(x), *s.descriptors(fake), 0.6)
+    _, same, _ = verify_pairs(*s.descriptors(x), *s.descriptors(fake), 0.6)
     assert out["age_acc"] == pytest.approx(in_t.mean())
     assert out["joint"] == pytest.approx((in_t & same).mean())
     assert "cycle_l1" not in out
