@@ -296,8 +296,8 @@ class EvaluateConfig:
     #: state dict of facenet-pytorch's InceptionResnetV1; relative to params.yaml).
     id_backend: Literal["dlib", "facenet"] = "dlib"
     facenet_weights: str = ""
-    #: Worker processes for the CPU-bound parts of scoring (0: one per core).
-    workers: int = 0
+    #: Where the identity network and Inception run: "auto" (cuda when available), "cpu", "cuda", ...
+    device: str = "auto"
     #: FG-NET images for the `real` row's cross-age verification (relative to params.yaml; "" skips it).
     fgnet_dir: str = "../shared/data/fgnet/images"
 

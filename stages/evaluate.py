@@ -22,6 +22,7 @@ from metrics.suite import Scorer, score_task, verify_pairs
 from stages.common import provenance, read_json, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import backbone_keys, build_scorer
+from stages.train import select_device
 
 REFERENCE_METHODS = ("identity",)
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     for name in params.evaluate.metrics:  # fail before loading any network
         METRICS.get(name)
-    scorer = build_scorer(params.evaluate, args.cache)
+    device = select_device(params.evaluate.device)
+    scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
     doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer)
     write_json(args.out, doc)
     a = doc["tasks"].get("aging", {})

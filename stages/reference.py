@@ -26,6 +26,7 @@ from metrics.suite import Scorer
 from stages.common import provenance, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import backbone_keys, build_scorer
+from stages.train import select_device
 
 AGE_GAP_BINS = ((0, 5), (6, 15), (16, 30), (31, 200))
 _FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="data/cache")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    scorer = build_scorer(params.evaluate, args.cache)
+    device = select_device(params.evaluate.device)
+    scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
     index = load_index(args.data)
     faces = load_faces(args.data, params.evaluate.resolution)
     doc: dict[str, Any] = {

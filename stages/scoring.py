@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,23 +38,25 @@ def backbone_keys(cfg: EvaluateConfig) -> list[str]:
     return keys
 
 
-def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache", device: str = "cpu") -> Scorer:
+def build_scorer(
+    cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache", device: str = "cpu", base_dir: str | Path = "."
+) -> Scorer:
     """Load the configured age, identity and Inception networks into a `Scorer`.
 
     device: where the dlib identity network and the Inception extractor run ("cpu", "cuda", ...); the age
     CNN (onnxruntime) and dlib's landmarks and chips stay on the CPU. On CUDA, TF32 convolutions are
     switched off so that features keep float32 parity with the CPU and torch-fidelity.
+    base_dir: resolves a relative `facenet_weights` (the folder holding params.yaml).
     """
     import torch
 
-    from metrics.backbones import BACKBONES
+    from metrics.backbones import BACKBONES, sha256_file
     from metrics.fid import load_inception
 
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
 
-    threads = cfg.workers or os.cpu_count() or 1
     if cfg.age_backend == "onnx":
         from metrics.age import estimate_ages, load_age_networks
 
@@ -63,10 +64,13 @@ def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache
 
         def ages(x):
             return estimate_ages(x, age_nets, batch_size=256).numpy()
+
+        age_ns = BACKBONES["age_onnx"].sha256
     else:
-        from metrics.optional import deepface_age_fn
+        from metrics.optional import deepface_age_fn, deepface_age_weights_path
 
         ages = deepface_age_fn()
+        age_ns = sha256_file(deepface_age_weights_path())
     if cfg.id_backend == "dlib":
         from metrics.identity import face_descriptors, load_identity_networks
 
@@ -76,21 +80,21 @@ def build_scorer(cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache
         def descriptors(x):
             desc, failed = face_descriptors(x, net, predictor, batch_size=32)
             return np.asarray(desc, np.float64), np.asarray(failed, bool)
+
+        id_ns, threshold = BACKBONES["dlib_face_resnet"].sha256, cfg.id_threshold
     else:
         from metrics.optional import facenet_descriptor_fn
 
-        descriptors = facenet_descriptor_fn(cfg.facenet_weights)
-    del threads
-    namespaces = {
-        "age": BACKBONES["age_onnx"].sha256 if cfg.age_backend == "onnx" else "deepface",
-        "id": BACKBONES["dlib_face_resnet"].sha256 if cfg.id_backend == "dlib" else "facenet",
-        "inception": BACKBONES["tf_inception"].sha256,
-    }
+        weights = str(Path(base_dir) / cfg.facenet_weights) if cfg.facenet_weights else ""
+        descriptors = facenet_descriptor_fn(weights, device=device)
+        id_ns, threshold = sha256_file(weights), cfg.facenet_threshold
+    # Cache keys include the network file's digest, so results of different weights never mix.
+    namespaces = {"age": age_ns, "id": id_ns, "inception": BACKBONES["tf_inception"].sha256}
     return Scorer(
         ages=ages,
         descriptors=descriptors,
         inception=load_inception().to(device),
-        id_threshold=cfg.id_threshold,
+        id_threshold=threshold,
         batch_size=cfg.batch_size,
         kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size,
