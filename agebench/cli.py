@@ -35,7 +35,39 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("dir_b")
     ver.add_argument("--csv", dest="csv_out", help="write file,distance,same here (default: stdout)")
     ver.add_argument("--threshold", type=float, default=0.6)
+
+    chk = sub.add_parser("check", help="regression gate: compare metrics with a baseline (PROTOCOL.md s.6)")
+    chk.add_argument("--baseline", required=True, help="baseline JSON written by `agebench baseline update`")
+    chk.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
+    chk.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
+
+    base = sub.add_parser("baseline", help="manage the regression baseline")
+    base_sub = base.add_subparsers(dest="action", required=True)
+    upd = base_sub.add_parser("update", help="write the current metrics as the new baseline (on purpose)")
+    upd.add_argument("--baseline", required=True, help="baseline JSON to (over)write")
+    upd.add_argument("--metrics", default="reports/metrics")
+    upd.add_argument("--params", default="params.yaml")
     return p
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agebench.config import CheckConfig, ParamsError, read_params, section
+    from stages import check
+
+    try:
+        cfg = section(read_params(args.params), "check", CheckConfig)
+        if args.command == "check":
+            status, report = check.check(Path(args.baseline), Path(args.metrics), cfg)
+            print(report)
+            return status
+        n = check.update_baseline(Path(args.baseline), Path(args.metrics), cfg)
+        print(f"agebench baseline update: {n} metrics written to {args.baseline}")
+        return 0
+    except (check.GateInputError, ParamsError, OSError) as exc:
+        print(f"agebench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     weights). Bad arguments exit 2 through argparse.
     """
     args = build_parser().parse_args(argv)
+    if args.command in ("check", "baseline"):
+        return _gate(args)
     from metrics.backbones import BackboneError
     from stages import cli_score
 

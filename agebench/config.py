@@ -303,6 +303,30 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetricRule:
+    """How the regression gate judges one metric."""
+
+    direction: Literal["higher", "lower"]
+    tolerance: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckConfig:
+    """`check:` the CI regression gate (PROTOCOL.md s.6): per-metric good direction and tolerance."""
+
+    metrics: Mapping[str, MetricRule] = dataclasses.field(
+        default_factory=lambda: {
+            "joint": MetricRule("higher", 0.02),
+            "age_acc": MetricRule("higher", 0.02),
+            "id_rate": MetricRule("higher", 0.02),
+            "fid": MetricRule("lower", 2.0),
+            "kid_mean": MetricRule("lower", 0.002),
+            "cycle_l1": MetricRule("lower", 0.005),
+        }
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """The sections every stage may read, built from one params file."""
 
@@ -317,7 +341,7 @@ class Params:
     raw: Mapping[str, Any]
 
 
-SHARED_SECTIONS = ("profile", "methods", "data", "groups", "tasks", "train", "generate", "evaluate", "_file")
+SHARED_SECTIONS = ("profile", "methods", "data", "groups", "tasks", "train", "generate", "evaluate", "check", "_file")
 
 
 def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
