@@ -68,7 +68,7 @@ def collect(metrics_dir: Path, cfg: CheckConfig) -> dict[str, dict[str, Any]]:
                     continue
                 value = t[metric]
                 ci = t.get("ci95", {}).get(metric)
-                half = (ci[1] - ci[0]) / 2 if ci and None not in ci else 0.0
+                half = (ci[1] - ci[0]) / 2 if ci and None not in ci else None
                 out[f"{method}/{task}/{metric}"] = {"value": value, "half_width": half}
     return out
 
@@ -90,7 +90,8 @@ def compare(baseline: dict[str, dict[str, Any]], current: dict[str, dict[str, An
             continue
         bv, cv = _v(b), _v(c)
         # The interval of the run being judged; the baseline's only when the current one has none.
-        allowed = max(rule.tolerance, c.get("half_width") or b.get("half_width") or 0.0)
+        half = c.get("half_width") if c.get("half_width") is not None else b.get("half_width")
+        allowed = max(rule.tolerance, half or 0.0)
         if bv is None or cv is None:  # NaN on one side
             verdict = "ok" if bv is None and cv is None else "REGRESSED" if cv is None else "improved"
             rows.append(Row(key, bv, cv, allowed, verdict))
