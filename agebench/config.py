@@ -280,7 +280,7 @@ class EvaluateConfig:
     #: Registered task metrics to compute (metrics/registry.py); each name is a leaderboard column group.
     metrics: tuple[str, ...] = ("age", "identity", "joint", "fid", "cycle")
     resolution: int = 128
-    batch_size: int = 64
+    batch_size: int = 16
     #: Verification threshold of the dlib backend (dlib's own; PROTOCOL.md s.4).
     id_threshold: float = 0.6
     #: Threshold on L2-normalised FaceNet embeddings (facenet backend only; not calibrated on UTKFace).

@@ -42,13 +42,17 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average at start {os.getloadavg()[0]:.2f}")
     secs, report = run(args.data, 0)
     n = report["files_total"]
-    print(f"prepare, {os.cpu_count()} workers: {secs:.1f} s for {n} files ({n / secs:.0f} files/s); "
-          f"kept {report['images_kept']}, test {report['split']['test']}, excluded {report['excluded']}")
+    print(
+        f"prepare, {os.cpu_count()} workers: {secs:.1f} s for {n} files ({n / secs:.0f} files/s); "
+        f"kept {report['images_kept']}, test {report['split']['test']}, excluded {report['excluded']}"
+    )
     if args.compare_serial:
         secs1, _ = run(args.data, 1)
         print(f"prepare, 1 worker: {secs1:.1f} s ({n / secs1:.0f} files/s); parallel speed-up {secs1 / secs:.2f}x")
-    print(f"load average at end {os.getloadavg()[0]:.2f}; target: <= 120 s on 2 cores -> "
-          f"{'met' if secs <= 120 else 'NOT met'}")
+    print(
+        f"load average at end {os.getloadavg()[0]:.2f}; target: <= 120 s on 2 cores -> "
+        f"{'met' if secs <= 120 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":
