@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agebench.config import Params, load_params, to_dict
-from metrics.backbones import describe
+from agebench.config import Params, load_params
 from metrics.registry import METRICS
 from metrics.suite import Scorer, score_task, verify_pairs
-from stages.common import provenance, read_json, run_main, write_json
+from stages.common import read_json, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
-from stages.scoring import backbone_keys, build_scorer
+from stages.scoring import build_scorer, result_context
 from stages.train import select_device
 
 REFERENCE_METHODS = ("identity",)
@@ -73,15 +72,7 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
         doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
     doc["train"] = meta.get("train", {})
     doc["resolution"] = meta.get("resolution")
-    doc["params"] = {
-        "method": params.raw.get(name),
-        "evaluate": to_dict(params.evaluate),
-        "groups": to_dict(params.groups),
-        "tasks": to_dict(params.tasks),
-        "data": to_dict(params.data),
-    }
-    doc["backbones"] = describe(backbone_keys(params.evaluate))
-    doc.update(provenance())
+    doc.update(result_context(params, name))
     return doc
 
 

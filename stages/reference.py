@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from agebench.config import Params, load_params, to_dict
+from agebench.config import Params, load_params
 from metrics import stats
-from metrics.backbones import describe
 from metrics.fid import fid_from_features, kid_from_features
 from metrics.suite import Scorer
-from stages.common import provenance, run_main, write_json
+from stages.common import run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
-from stages.scoring import backbone_keys, build_scorer
+from stages.scoring import build_scorer, result_context
 from stages.train import select_device
 
 AGE_GAP_BINS = ((0, 5), (6, 15), (16, 30), (31, 200))
@@ -157,14 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         doc["fgnet"] = {"skipped": f"FG-NET folder not found ({fg_path}); set evaluate.fgnet_dir"}
         print(f"reference: {doc['fgnet']['skipped']}")
-    doc["params"] = {
-        "evaluate": to_dict(params.evaluate),
-        "groups": to_dict(params.groups),
-        "tasks": to_dict(params.tasks),
-        "data": to_dict(params.data),
-    }
-    doc["backbones"] = describe(backbone_keys(params.evaluate))
-    doc.update(provenance())
+    doc.update(result_context(params))
     write_json(args.out, doc)
     print(f"reference: real row -> {args.out}")
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agebench.config import EvaluateConfig
+from agebench.config import EvaluateConfig, Params
 from metrics.suite import Scorer
 from stages.common import atomic_path
 
@@ -104,3 +104,20 @@ def build_scorer(
         cache=DiskCache(cache_dir) if cache_dir else None,
         namespaces=namespaces,
     )
+
+
+def result_context(params: Params, method: str | None = None) -> dict:
+    """What every metrics file records besides its numbers: resolved params, backbones, provenance."""
+    from agebench.config import to_dict
+    from metrics.backbones import describe
+    from stages.common import provenance
+
+    resolved = {
+        "evaluate": to_dict(params.evaluate),
+        "groups": to_dict(params.groups),
+        "tasks": to_dict(params.tasks),
+        "data": to_dict(params.data),
+    }
+    if method is not None:
+        resolved = {"method": params.raw.get(method), **resolved}
+    return {"params": resolved, "backbones": describe(backbone_keys(params.evaluate)), **provenance()}
