@@ -67,15 +67,33 @@ class Scorer:
     bootstrap_seed: int = 0
     cache: ArrayCache | None = None
     namespaces: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Show a progress bar (stderr) while a network runs over an image set that is not cached.
+    progress: bool = False
+
+    def _chunked(self, kind: str, images: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> Any:
+        """`fn` over the set in chunks (rows are independent), with a progress bar when asked."""
+        chunk = 512
+        if not self.progress or len(images) <= chunk:
+            return fn(images)
+        from tqdm import tqdm
+
+        parts = []
+        with tqdm(total=len(images), desc=f"  {kind}", unit="img", leave=False) as bar:
+            for s in range(0, len(images), chunk):
+                parts.append(fn(images[s : s + chunk]))
+                bar.update(len(images[s : s + chunk]))
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(len(parts[0])))
+        return np.concatenate([np.asarray(p) for p in parts])
 
     def _cached(self, kind: str, images: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> Any:
         if self.cache is None or len(images) == 0:
-            return fn(images)
+            return self._chunked(kind, images, fn)
         key = f"{kind}-{images_key(images, self.namespaces.get(kind, kind))}"
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        value = fn(images)
+        value = self._chunked(kind, images, fn)
         if isinstance(value, tuple):  # descriptors: pack (desc, failed) into one array
             packed = np.concatenate(
                 [np.asarray(value[0], np.float64), np.asarray(value[1], np.float64)[:, None]], axis=1

@@ -102,6 +102,7 @@ def build_scorer(
         bootstrap_resamples=cfg.bootstrap_resamples,
         bootstrap_seed=cfg.bootstrap_seed,
         cache=DiskCache(cache_dir) if cache_dir else None,
+        progress=True,
         namespaces=namespaces,
     )
 

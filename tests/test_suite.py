@@ -169,3 +169,14 @@ def test_cycle_l1_and_group_bounds() -> None:
     np.testing.assert_allclose(stats.cycle_l1(a, b), [0.0, 1.0])
     ages = np.array([19.99, 20.0, 29.99, 30.0, np.nan])
     assert stats.in_range(ages, (20, 29)).tolist() == [False, True, True, False, False]
+
+
+def test_chunked_progress_path_gives_the_same_results(tmp_path) -> None:
+    x, fake, real = faces(1100, 11), faces(1100, 12), faces(600, 13)
+    g, r = labels(1100)
+    plain = score_task(make_scorer(), x, fake, fake, real, real, (50, 59), g, r)
+    s = make_scorer()
+    s.progress = True  # sets above 512 images run in chunks
+    chunked = score_task(s, x, fake, fake, real, real, (50, 59), g, r)
+    for k in ("age_acc", "age_mean", "id_rate", "id_dist", "joint", "fid", "kid_mean", "cycle_l1"):
+        assert chunked[k] == pytest.approx(plain[k], rel=1e-12), k
