@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
     chk.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
 
+    new = sub.add_parser("new-method", help="add a method: methods/NAME.py, its params section and registration")
+    new.add_argument("name")
+    new.add_argument("--repo", default=".", help="the agebench repository (default: here)")
+
     base = sub.add_parser("baseline", help="manage the regression baseline")
     base_sub = base.add_subparsers(dest="action", required=True)
     upd = base_sub.add_parser("update", help="write the current metrics as the new baseline (on purpose)")
@@ -80,6 +84,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("check", "baseline"):
         return _gate(args)
+    if args.command == "new-method":
+        from pathlib import Path
+
+        from agebench.new_method import NewMethodError, add_method
+
+        try:
+            changed = add_method(Path(args.repo), args.name)
+        except NewMethodError as exc:
+            print(f"agebench new-method: error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"agebench new-method: wrote {', '.join(str(p) for p in changed)}; run `dvc repro` to train, "
+            f"score and rank {args.name}"
+        )
+        return 0
     from metrics.backbones import BackboneError
     from stages import cli_score
 

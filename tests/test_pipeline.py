@@ -120,6 +120,21 @@ def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
     status = dvc(repo, "status").stdout
     assert "train@cyclegan_keras" in status and "train@identity" not in status and "prepare" not in status
 
+    # A new method in one command, then `dvc repro` trains, scores and ranks it.
+    new = subprocess.run(
+        [sys.executable, "-m", "agebench.cli", "new-method", "my_method"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=dvc_env(),
+    )
+    assert new.returncode == 0, new.stderr
+    out = dvc(repo, "repro").stdout
+    assert "'train@my_method'" in out and "'evaluate@my_method'" in out and "'train@identity'" not in out
+    board = (repo / "reports/leaderboard.md").read_text()
+    assert "| my_method |" in board
+    assert json.loads((repo / "reports/metrics/my_method.json").read_text())["train"]["steps"] == 20
+
 
 @pytest.mark.slow
 @pytest.mark.real_data
