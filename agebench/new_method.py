@@ -155,10 +155,10 @@ def add_method(repo: Path, name: str) -> list[Path]:
     new_init = init_text[: m.start(1)] + "".join(f"    {n},\n" for n in names) + init_text[m.end(1) :]
 
     # params.yaml: list entry, section before the smoke profile, smoke override at the end.
-    lm = re.search(r"(?m)^methods:\n((?:  - .+\n)+)", params_text)
+    lm = re.search(r"(?m)^methods:\n((?:( *)- .+\n)+)", params_text)
     if lm is None:
-        raise NewMethodError(f"{params}: cannot find the `methods:` list")
-    new_params = params_text[: lm.end(1)] + f"  - {name}\n" + params_text[lm.end(1) :]
+        raise NewMethodError(f"{params}: cannot find the `methods:` list (one `- name` per line)")
+    new_params = params_text[: lm.end(1)] + f"{lm.group(2)}- {name}\n" + params_text[lm.end(1) :]
     section = (
         f"# {name}: written by `agebench new-method`; see methods/{name}.py.\n{name}:\n"
         "  resolution: 128\n  batch_size: 16\n  steps: 200\n  lr: 0.01\n  lambda_keep: 1.0\n\n"
@@ -168,8 +168,9 @@ def add_method(repo: Path, name: str) -> list[Path]:
         new_params = new_params.replace(marker, section + marker, 1)
     else:
         new_params = new_params.rstrip("\n") + "\n\n" + section
-    if re.search(r"(?m)^smoke:\n", new_params):
-        new_params = new_params.rstrip("\n") + f"\n  {name}: {{steps: 20}}\n"
+    sm = re.search(r"(?m)^smoke:\n", new_params)
+    if sm is not None:  # the smoke profile trains the starter for 20 steps
+        new_params = new_params[: sm.end()] + f"  {name}: {{steps: 20}}\n" + new_params[sm.end() :]
 
     method_file.write_text(TEMPLATE.format(name=name, cls=class_name(name)))
     init.write_text(new_init)

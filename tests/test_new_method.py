@@ -21,7 +21,7 @@ def test_new_method_is_registered_configured_and_trains(repo: Path, capsys) -> N
     assert main(["new-method", "my_method", "--repo", str(repo)]) == 0
     assert "dvc repro" in capsys.readouterr().out
     params = (repo / "params.yaml").read_text()
-    assert "  - my_method\n" in params and "\nmy_method:\n" in params and "  my_method: {steps: 20}" in params
+    assert "  - my_method\n" in params and "\nmy_method:\n" in params and "smoke:\n  my_method: {steps: 20}\n" in params
     script = """
 import torch, yaml
 from agebench.config import load_params, section
