@@ -40,3 +40,14 @@ def utkface_sample(utkface_dir: Path) -> list[Path]:
     files = sorted(utkface_dir.iterdir())
     step = max(1, len(files) // 60)
     return files[::step][:60]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: CI's 2 cores are shared, and oversubscription is 2-3x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

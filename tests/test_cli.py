@@ -116,13 +116,7 @@ def _gradient(width: int, height: int) -> Image.Image:
     return Image.fromarray(np.broadcast_to(rows, (height, width, 3)).round().astype(np.uint8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # CI has 2 cores shared with other jobs; one torch thread avoids oversubscription (2-3x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------------------

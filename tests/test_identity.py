@@ -43,13 +43,7 @@ GOLDEN_DIST_AC = 0.5585336  # two different small children, wrongly accepted (< 
 GOLDEN_DIST_A_FLIPPED = 0.1825429  # same image mirrored
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # CI has 2 cores shared with other jobs; one thread keeps timings stable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

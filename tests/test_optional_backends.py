@@ -29,13 +29,7 @@ from metrics.backbones import BackboneError
 # helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # CI has 2 cores shared with other jobs; one thread keeps timings stable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_faces(n: int, size: int = 128, seed: int = 0) -> torch.Tensor:
