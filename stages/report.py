@@ -129,12 +129,21 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
         for _, row in df.iterrows():
             secs = row.get("train_seconds")
             lines.append(
-                f"| {row['method']} | {row.get('resolution')} | {_int(row.get('parameters'))} | "
-                f"{'–' if secs is None or math.isnan(secs) else f'{secs:.0f}'} | {row.get('hardware')} | "
-                f"{row.get('git_revision')} | {row.get('protocol_version')} | {row.get('profile')} |"
+                f"| {row['method']} | {_int(row.get('resolution'))} | {_int(row.get('parameters'))} | "
+                f"{'–' if _missing(secs) else f'{secs:.0f}'} | {_text(row.get('hardware'))} | "
+                f"{_text(row.get('git_revision'))} | {_int(row.get('protocol_version'))} | "
+                f"{_text(row.get('profile'))} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _text(v: Any) -> str:
+    return "–" if _missing(v) else str(v)
 
 
 def _int(v: Any) -> str:
