@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -38,10 +37,11 @@ class ArrayCache(Protocol):
 
 
 def images_key(images: torch.Tensor, namespace: str) -> str:
-    """sha256 of a uint8 (N, 3, H, W) tensor's shape and bytes, salted with `namespace`."""
-    h = hashlib.sha256(f"{namespace}|{tuple(images.shape)}|".encode())
-    h.update(images.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """sha256 of a uint8 (N, 3, H, W) tensor's shape and bytes, salted with `namespace` (one hash for
+    every cache: `metrics.fid.content_key`)."""
+    from metrics.fid import content_key
+
+    return content_key(images, namespace)
 
 
 @dataclasses.dataclass
