@@ -24,6 +24,9 @@ def copy_repo(dest: Path) -> Path:
     ).stdout.splitlines()
     for f in files:
         src = REPO / f
+        # A virtualenv that is not ignored (a differently named one) would be GBs of copying.
+        if Path(f).parts[0].startswith(".venv"):
+            continue
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
