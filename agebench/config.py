@@ -271,6 +271,8 @@ class GenerateConfig:
     batch_size: int = 32
     #: Also translate every (source -> target) group pair a multi-group method supports.
     extra_tasks: bool = True
+    #: Test faces shown translated to every group (the progression strips) for methods with > 2 groups.
+    progression_faces: int = 6
 
 
 @dataclasses.dataclass(frozen=True)

@@ -260,6 +260,7 @@ def score_task(
     gender: np.ndarray,
     race: np.ndarray,
     metric_names: tuple[str, ...] = DEFAULT_METRICS,
+    per_face: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Score one task (PROTOCOL.md s.4) with the registered metrics `metric_names`.
 
@@ -272,6 +273,9 @@ def score_task(
         target_bounds: inclusive age bounds of the target group.
         gender, race: (N,) labels of the inputs ("0"/"1"; "0".."4"/"unknown").
         metric_names: names in the METRICS registry (unknown names list the valid ones).
+        per_face: when given, filled with (N,) float64 arrays row-aligned with `inputs` for the report's
+            sample grids and age distributions: `age_in`, `age_out` (estimated ages, NaN: failed) when
+            "age" is scored, `id_dist` (descriptor distance input-output, NaN: failed) when "identity" is.
     Returns:
         {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "breakdown": {"gender": ..., "race": ...}}.
     """
@@ -299,6 +303,12 @@ def score_task(
         rates["id_rate"] = ctx.verification[1].astype(np.float64)
     if "joint" in metric_names:
         rates["joint"] = (ctx.in_target & ctx.verification[1]).astype(np.float64)
+    if per_face is not None:
+        if "age" in metric_names:
+            per_face["age_in"] = scorer.estimate_ages(inputs)
+            per_face["age_out"] = ctx.age_out
+        if "identity" in metric_names:
+            per_face["id_dist"] = ctx.verification[0]
     if rates:
         out["breakdown"] = {
             "gender": stats.breakdown(rates, gender, GENDER_NAMES),

@@ -3,11 +3,14 @@
 Writes `reports/metrics/<method>.json`: every metric of both common tasks (and of every extra
 group pair the method supports) with 95% bootstrap intervals and gender/race breakdowns, plus the
 protocol version, resolved params, git revision, backbone provenance and the training summary.
+That file is a pure function of code, params and data (two smoke runs give identical bytes); what a
+run measured about the machine (training wall time, hardware) goes to `reports/runtime/<method>.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,14 @@ from tqdm import tqdm
 from agebench.config import Params, load_params
 from metrics.registry import METRICS
 from metrics.suite import Scorer, score_task, verify_pairs
-from stages.common import read_json, run_main, write_json
+from stages.common import atomic_path, read_json, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import build_scorer, result_context
 from stages.train import select_device
 
 REFERENCE_METHODS = ("identity",)
+#: Training-summary keys that describe the machine and the run, not the result.
+RUNTIME_KEYS = ("train_seconds", "hardware", "images_per_second")
 
 
 def nchw(arr: np.ndarray) -> torch.Tensor:
@@ -31,8 +36,18 @@ def nchw(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
 
 
-def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, scorer: Scorer) -> dict[str, Any]:
-    """Score every task in `outputs/tasks.json`; returns the metrics document."""
+def evaluate_method(
+    name: str,
+    params: Params,
+    prepared: Path,
+    outputs: Path,
+    scorer: Scorer,
+    per_face: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Score every task in `outputs/tasks.json`; returns the metrics document.
+
+    `per_face`, when given, receives `<task>/rows` and `<task>/<age_in|age_out|id_dist>` arrays.
+    """
     meta = read_json(outputs / "tasks.json")
     index = load_index(prepared)
     faces = load_faces(prepared, params.evaluate.resolution)
@@ -42,6 +57,7 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
     for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
         data = np.load(outputs / f"{task_id}.npz")
         rows = data["rows"]
+        faces_out: dict[str, np.ndarray] = {}
         sub = index.set_index("row").loc[rows]
         target_rows = index.loc[index[t["scheme"]] == t["target"], "row"].to_numpy()
         target_test = index.loc[(index[t["scheme"]] == t["target"]) & (index["split"] == "test"), "row"].to_numpy()
@@ -56,7 +72,11 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
             sub["gender"].astype(str).to_numpy(),
             sub["race"].astype(str).to_numpy(),
             params.evaluate.metrics,
+            per_face=faces_out,
         )
+        if per_face is not None:
+            per_face[f"{task_id}/rows"] = rows
+            per_face.update({f"{task_id}/{k}": v for k, v in faces_out.items()})
         result.update({k: t[k] for k in ("scheme", "source", "target")})
         (tasks if t["common"] else extra)[task_id] = result
     doc: dict[str, Any] = {
@@ -70,7 +90,7 @@ def evaluate_method(name: str, params: Params, prepared: Path, outputs: Path, sc
     recon = outputs / "reconstruction.npz"
     if recon.is_file():
         doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
-    doc["train"] = meta.get("train", {})
+    doc["train"] = {k: v for k, v in meta.get("train", {}).items() if k not in RUNTIME_KEYS}
     doc["resolution"] = meta.get("resolution")
     doc.update(result_context(params, name))
     return doc
@@ -98,15 +118,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--outputs", required=True, help="outputs/<method>")
     parser.add_argument("--out", required=True, help="reports/metrics/<method>.json")
+    parser.add_argument("--scores", default=None, help="data/scores/<method>.npz (per-face ages, distances)")
+    parser.add_argument("--runtime", default=None, help="reports/runtime/<method>.json (timings, hardware)")
     parser.add_argument("--cache", default="data/cache", help="content-keyed cache of real-face results")
     args = parser.parse_args(argv)
+    t0 = time.perf_counter()
     params = load_params(args.params)
     for name in params.evaluate.metrics:  # fail before loading any network
         METRICS.get(name)
     device = select_device(params.evaluate.device)
     scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
-    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer)
+    per_face: dict[str, np.ndarray] = {}
+    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face)
     write_json(args.out, doc)
+    if args.scores:
+        with atomic_path(Path(args.scores)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **per_face)
+    if args.runtime:
+        train = read_json(Path(args.outputs) / "tasks.json").get("train", {})
+        runtime = {k: train[k] for k in RUNTIME_KEYS if k in train}
+        runtime.update({"method": args.method, "evaluate_seconds": round(time.perf_counter() - t0, 3)})
+        write_json(args.runtime, runtime)
     a = doc["tasks"].get("aging", {})
     print(
         f"evaluate {args.method}: aging joint {a.get('joint', float('nan')):.3f} "

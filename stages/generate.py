@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,6 +95,47 @@ def translate_all(
     return (np.concatenate(fakes) if fakes else empty), (np.concatenate(cycles) if cycles else empty)
 
 
+def progression(
+    method: Method, faces: np.ndarray, test: Any, eval_size: int, count: int
+) -> dict[str, np.ndarray] | None:
+    """`count` test faces translated to every group of a method with more than two groups.
+
+    Faces are taken round-robin over the source groups (the lowest index rows of each), so the strips
+    start from different ages. Returns {"rows": (K,), "source": (K,) group names, "groups": (G,) names,
+    "images": (K, G, S, S, 3) uint8} (the own-group column is the method's output too when it supports
+    that, else the input), or None for two-group methods.
+    """
+    groups = list(method.group_names)
+    if len(groups) <= 2 or count <= 0:
+        return None
+    by_group = {g: test.loc[test[method.scheme] == g, "row"].to_numpy() for g in groups}
+    picks: list[tuple[int, str]] = []
+    depth = 0
+    while len(picks) < count and any(depth < len(r) for r in by_group.values()):
+        picks += [(int(r[depth]), g) for g, r in by_group.items() if depth < len(r)]
+        depth += 1
+    picks = picks[:count]
+    supported = set(method.supported_tasks())
+    strips = []
+    for row, src in picks:
+        x = uint8_to_float(faces_nchw(faces, np.array([row])).to(method.device))
+        cols = []
+        for g in groups:
+            if g == src and (src, g) not in supported:
+                y = x
+            else:
+                with torch.no_grad():
+                    y = method.translate(x, src, g)
+            cols.append(to_eval_resolution(float_to_uint8(y), eval_size)[0])
+        strips.append(np.stack(cols))
+    return {
+        "rows": np.array([r for r, _ in picks]),
+        "source": np.array([g for _, g in picks]),
+        "groups": np.array(groups),
+        "images": np.stack(strips) if strips else np.zeros((0, len(groups), eval_size, eval_size, 3), np.uint8),
+    }
+
+
 def load_trained(name: str, params: Params, model_dir: Path, device: torch.device) -> Method:
     """Build method `name` and load its final checkpoint."""
     path = model_dir / "model.pt"
@@ -153,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 recon[mode] = np.concatenate(outs) if outs else np.zeros((0, size, size, 3), np.uint8)
             np.savez(tmp / "reconstruction.npz", rows=rows, **recon)
+        strips = progression(method, faces, test, size, params.generate.progression_faces)
+        if strips is not None:
+            np.savez(tmp / "progression.npz", **strips)
         train_summary = torch.load(Path(args.model) / "model.pt", map_location="cpu", weights_only=False).get(
             "summary", {}
         )

@@ -22,7 +22,7 @@ from agebench.config import Params, load_params
 from metrics import stats
 from metrics.fid import fid_from_features, kid_from_features
 from metrics.suite import Scorer
-from stages.common import run_main, write_json
+from stages.common import atomic_path, run_main, write_json
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import build_scorer, result_context
 from stages.train import select_device
@@ -51,8 +51,14 @@ def estimator_ceilings(scorer: Scorer, params: Params, index: Any, faces: np.nda
     return out
 
 
-def real_floor(scorer: Scorer, params: Params, index: Any, faces: np.ndarray) -> dict[str, Any]:
-    """Per task: FID/KID of real test vs real train faces of the target group, and the age ceiling."""
+def real_floor(
+    scorer: Scorer, params: Params, index: Any, faces: np.ndarray, per_face: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Per task: FID/KID of real test vs real train faces of the target group, and the age ceiling.
+
+    `per_face`, when given, receives `<task>/rows` and `<task>/age_real` (estimated ages of the real
+    test faces of the target group) for the report's age distributions.
+    """
     schemes = params.groups.schemes()
     out = {}
     for task_id, t in params.tasks.items():
@@ -67,6 +73,8 @@ def real_floor(scorer: Scorer, params: Params, index: Any, faces: np.ndarray) ->
             "n_real_target": len(train_rows),
         }
         ages = scorer.estimate_ages(faces_nchw(faces, test_rows))
+        if per_face is not None:
+            per_face[f"{task_id}/rows"], per_face[f"{task_id}/age_real"] = test_rows, ages
         idx = stats.bootstrap_indices(len(test_rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
         r = stats.mean_with_ci(stats.in_range(ages, tuple(schemes[t.scheme][t.target])).astype(np.float64), idx)
         res["age_acc"] = res["age_acc_real"] = r["value"]
@@ -136,17 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--out", default="reports/metrics/real.json")
     parser.add_argument("--cache", default="data/cache")
+    parser.add_argument("--scores", default=None, help="data/scores/real.npz (per-face ages of real targets)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     device = select_device(params.evaluate.device)
     scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
     index = load_index(args.data)
     faces = load_faces(args.data, params.evaluate.resolution)
+    per_face: dict[str, np.ndarray] = {}
     doc: dict[str, Any] = {
         "method": "real",
         "kind": "reference",
         "profile": params.profile,
-        "tasks": real_floor(scorer, params, index, faces),
+        "tasks": real_floor(scorer, params, index, faces, per_face),
         "age_ceiling": estimator_ceilings(scorer, params, index, faces),
     }
     fg = params.evaluate.fgnet_dir
@@ -158,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reference: {doc['fgnet']['skipped']}")
     doc.update(result_context(params))
     write_json(args.out, doc)
+    if args.scores:
+        with atomic_path(Path(args.scores)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **per_face)
     print(f"reference: real row -> {args.out}")
     return 0
 

@@ -113,9 +113,25 @@ def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
         assert z["fake"].shape == (n_young_test, 128, 128, 3) and z["fake"].dtype == np.uint8
         assert z["cycle"].shape == z["fake"].shape and len(z["rows"]) == n_young_test
 
+    page = (repo / "reports/index.html").read_text(encoding="utf-8")
+    assert page.count('<img class="face"') == 2 * (1 + 2) * min(6, n_young_test)  # 2 tasks, input + 2 methods
+    assert "http" not in page.split("</style>")[1]  # self-contained
+
     # Nothing changed: nothing runs.
     again = dvc(repo, "repro").stdout
     assert "Running stage" not in again
+
+    # Bit-reproducible: everything again from a clean state gives byte-identical results.
+    first = {p.name: p.read_bytes() for p in (repo / "reports/metrics").glob("*.json")}
+    first["index.html"] = (repo / "reports/index.html").read_bytes()
+    for folder in ("data", "models", "outputs", "dvclive", "reports/metrics", "reports/runtime"):
+        shutil.rmtree(repo / folder)
+    dvc(repo, "repro", "--force")
+    second = {p.name: p.read_bytes() for p in (repo / "reports/metrics").glob("*.json")}
+    second["index.html"] = (repo / "reports/index.html").read_bytes()
+    assert sorted(second) == sorted(first)
+    for name in first:
+        assert second[name] == first[name], f"{name} differs between two runs from a clean state"
 
     # Changing one method's parameter reruns only what depends on it.
     params["smoke"]["cyclegan_keras"]["lr"] = 0.0001
@@ -143,13 +159,20 @@ def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_smoke_profile_on_real_utkface_trains_and_ranks_every_method(tmp_path: Path, utkface_dir: Path) -> None:
-    """The smoke profile as shipped: all four methods plus identity, real faces, on CPU."""
+    """The smoke profile as shipped: all four methods plus identity, real faces, on CPU.
+
+    With AGEBENCH_SMOKE_KEEP set, the run is made in that folder and kept: `.ci/run` then holds its
+    metrics against the committed smoke baseline with `agebench check`.
+    """
     vgg = os.environ.get("AGEBENCH_VGG16_WEIGHTS") or str(
         shared_data_dir().parent / "weights" / "vgg16_features_imagenet.pth"
     )
     if not Path(vgg).is_file():
         pytest.skip(f"VGG-16 weights for cyclegan_perceptual not found at {vgg}")
-    repo = copy_repo(tmp_path / "agebench")
+    keep = os.environ.get("AGEBENCH_SMOKE_KEEP")
+    if keep:
+        shutil.rmtree(keep, ignore_errors=True)
+    repo = copy_repo(Path(keep) if keep else tmp_path / "agebench")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "smoke"
     params["data"]["source"] = str(utkface_dir)
@@ -163,3 +186,6 @@ def test_smoke_profile_on_real_utkface_trains_and_ranks_every_method(tmp_path: P
         assert f"| {name} |" in board, name
     cgan = json.loads((repo / "reports/metrics/age_cgan.json").read_text())
     assert set(cgan["reconstruction"]) >= {"initial", "pixel", "ip", "n"}
+    page = (repo / "reports/index.html").read_text(encoding="utf-8")
+    assert "Missing inputs" not in page  # every part of the report had what it needs
+    assert (repo / "reports/figures/progression/cyclegan_agevec.png").is_file()

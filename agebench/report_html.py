@@ -1,0 +1,313 @@
+"""The self-contained HTML report: figures as PNG bytes and the page as one string (images embedded).
+
+Pure functions of arrays, data frames and metrics documents; `stages/report.py` gathers them from
+the pipeline's files and writes the results. Faces are UTKFace-derived: the page is for looking at,
+never for committing (it is git-ignored).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Order of the per-task columns in the HTML leaderboard (name, digits).
+BOARD_COLUMNS = (("joint", 3), ("age_acc", 3), ("age_acc_rel", 3), ("id_rate", 3), ("fid", 1), ("cycle_l1", 3))
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (fixed dpi, no timestamp metadata); the figure is closed."""
+    plt = _figure()
+    buf = io.BytesIO()
+    # No "Software"/date chunks: the same inputs give the same bytes.
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def image_png(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a `data:` URI for an <img> that needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def sample_indices(n: int, k: int) -> np.ndarray:
+    """`k` positions spread evenly over `n` rows (all of them when n <= k), deterministic."""
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def _caption(age: float | None, dist: float | None) -> str:
+    parts = []
+    if age is not None:
+        parts.append("age –" if not math.isfinite(age) else f"age {age:.0f}")
+    if dist is not None:
+        parts.append("d –" if not math.isfinite(dist) else f"d {dist:.2f}")
+    return " · ".join(parts)
+
+
+def sample_grid_html(
+    inputs: np.ndarray,
+    input_ages: np.ndarray | None,
+    outputs: Mapping[str, np.ndarray],
+    ages: Mapping[str, np.ndarray],
+    dists: Mapping[str, np.ndarray],
+) -> str:
+    """An HTML table: one row of input faces, then one row per method with its outputs of the same faces.
+
+    Args:
+        inputs: (K, S, S, 3) uint8 test faces.
+        input_ages: (K,) estimated ages of the inputs, or None.
+        outputs: method -> (K, S, S, 3) uint8 outputs, row-aligned with `inputs`.
+        ages, dists: method -> (K,) estimated output age / descriptor distance to the input (NaN: failed).
+    """
+    rows = []
+
+    def row(label: str, faces: np.ndarray, age: np.ndarray | None, dist: np.ndarray | None) -> str:
+        cells = [f'<th scope="row">{html.escape(label)}</th>']
+        for i, face in enumerate(faces):
+            cap = _caption(
+                None if age is None else float(age[i]),
+                None if dist is None else float(dist[i]),
+            )
+            cells.append(
+                f'<td><img class="face" alt="{html.escape(label)} {i}" src="{data_uri(image_png(face))}">'
+                f'<div class="cap">{html.escape(cap)}</div></td>'
+            )
+        return "<tr>" + "".join(cells) + "</tr>"
+
+    rows.append(row("input", inputs, input_ages, None))
+    for name, faces in outputs.items():
+        rows.append(row(name, faces, ages.get(name), dists.get(name)))
+    return '<table class="grid">' + "".join(rows) + "</table>"
+
+
+def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes:
+    """age_acc (x) vs id_rate (y) per method with 95% intervals; reference rows in grey.
+
+    `board` is `stages.report.leaderboard_frame`'s frame; `ceiling` the estimator's age_acc on real
+    target faces (a vertical line: no method is expected to the right of it).
+    """
+    plt = _figure()
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    palette = sns.color_palette("colorblind", max(len(board), 1))
+    for i, (_, r) in enumerate(board.iterrows()):
+        x, y = r.get(f"{task}.age_acc"), r.get(f"{task}.id_rate")
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        ref = r["kind"] == "reference"
+        xerr = _err(r, task, "age_acc", x)
+        yerr = _err(r, task, "id_rate", y)
+        ax.errorbar(
+            x, y, xerr=xerr, yerr=yerr, fmt="s" if ref else "o", color="0.5" if ref else palette[i],
+            capsize=3, label=f"{r['method']} (reference)" if ref else r["method"],
+        )  # fmt: skip
+    if ceiling is not None and math.isfinite(ceiling):
+        ax.axvline(ceiling, color="0.3", ls="--", lw=1, label="real faces (estimator ceiling)")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="age_acc (in target group)", ylabel="id_rate (same person)")
+    ax.set_title(task)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    return figure_png(fig)
+
+
+def _err(r: pd.Series, task: str, col: str, v: float) -> list[list[float]] | None:
+    lo, hi = r.get(f"{task}.{col}_lo"), r.get(f"{task}.{col}_hi")
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return [[max(v - lo, 0.0)], [max(hi - v, 0.0)]]
+
+
+def age_distribution_png(
+    ages: Mapping[str, np.ndarray], real: np.ndarray | None, bounds: tuple[int, int], task: str
+) -> bytes:
+    """Histograms (as step lines) of estimated output ages per method against real target faces.
+
+    ages: method -> (N,) estimated ages (NaN ignored); real: (M,) ages of real test faces of the target
+    group; bounds: the target group's inclusive age range (shaded).
+    """
+    plt = _figure()
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    bins = np.arange(0, 101, 4)
+    ax.axvspan(bounds[0], bounds[1] + 1, color="0.9", label=f"target {bounds[0]}-{bounds[1]}")
+    if real is not None and np.isfinite(real).any():
+        ax.hist(real[np.isfinite(real)], bins=bins, density=True, color="0.6", alpha=0.6, label="real target faces")
+    palette = sns.color_palette("colorblind", max(len(ages), 1))
+    for (name, a), color in zip(ages.items(), palette):
+        a = a[np.isfinite(a)]
+        if len(a):
+            ax.hist(a, bins=bins, density=True, histtype="step", lw=1.8, color=color, label=name)
+    ax.set(xlabel="estimated age (years)", ylabel="density", title=f"{task}: estimated age of outputs")
+    ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def breakdown_png(docs: Sequence[Mapping[str, Any]], task: str, metric: str = "joint") -> bytes:
+    """Bars of `metric` per gender and per race for every method (PROTOCOL.md s.4 breakdowns)."""
+    plt = _figure()
+    import seaborn as sns
+
+    rows = []
+    for d in docs:
+        b = d.get("tasks", {}).get(task, {}).get("breakdown", {})
+        for by in ("gender", "race"):
+            for label, vals in b.get(by, {}).items():
+                if metric in vals:
+                    rows.append({"method": d["method"], "by": by, "group": f"{label} (n={vals['n']})",
+                                 "label": label, metric: vals[metric]})  # fmt: skip
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 2.2]})
+    df = pd.DataFrame(rows)
+    for ax, by in zip(axes, ("gender", "race")):
+        part = df[df["by"] == by] if not df.empty else df
+        if part.empty:
+            ax.set_axis_off()
+            continue
+        sns.barplot(data=part, x="label", y=metric, hue="method", ax=ax, palette="colorblind", errorbar=None)
+        ax.set(ylim=(0, 1), xlabel=by, ylabel=f"{metric} ({task})")
+        ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
+def training_curves_png(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> bytes | None:
+    """Loss curves per method (one panel each): curves[method][loss name] has columns step, value."""
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return None
+    plt = _figure()
+    n = len(curves)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, (method, losses) in zip(axes[0], curves.items()):
+        for name, df in sorted(losses.items()):
+            ax.plot(df["step"], df["value"], lw=1.2, label=name)
+        ax.set(title=method, xlabel="step", ylabel="loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return figure_png(fig)
+
+
+def progression_png(images: np.ndarray, groups: Sequence[str], sources: Sequence[str], method: str) -> bytes:
+    """Strips: (K, G, S, S, 3) uint8, row k = test face k translated to each of the G groups."""
+    plt = _figure()
+    k, g = images.shape[:2]
+    fig, axes = plt.subplots(k, g, figsize=(1.3 * g, 1.4 * k + 0.4), squeeze=False)
+    for i in range(k):
+        for j in range(g):
+            ax = axes[i][j]
+            ax.imshow(images[i, j])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(str(groups[j]), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"from {sources[i]}", fontsize=8)
+            if groups[j] == sources[i]:
+                for side in ax.spines.values():
+                    side.set(color="black", lw=2)
+    fig.suptitle(f"{method}: one test face per row, translated to every group (framed: its own)", fontsize=9)
+    return figure_png(fig)
+
+
+def leaderboard_html(board: pd.DataFrame, tasks: Sequence[str]) -> str:
+    """The leaderboard as HTML tables: ranked methods, then reference rows, with 95% intervals."""
+    out = []
+    for kind, title in (("method", "Methods"), ("reference", "Reference rows (not ranked)")):
+        part = board[board["kind"] == kind] if not board.empty else board
+        if part.empty:
+            continue
+        out.append(f"<h3>{title}</h3>")
+        for task in tasks:
+            head = "".join(f"<th>{c}</th>" for c, _ in BOARD_COLUMNS)
+            body = []
+            for rank, (_, r) in enumerate(part.iterrows(), start=1):
+                cells = [f"<td>{rank if kind == 'method' else '–'}</td>", f"<td>{html.escape(str(r['method']))}</td>"]
+                for col, digits in BOARD_COLUMNS:
+                    cells.append(f"<td>{_cell(r, task, col, digits)}</td>")
+                cells.append(f"<td>{'' if _nan(r.get(f'{task}.n')) else int(r.get(f'{task}.n'))}</td>")
+                body.append("<tr>" + "".join(cells) + "</tr>")
+            out.append(
+                f'<table class="board"><caption>{task}</caption><tr><th>rank</th><th>method</th>{head}<th>n</th></tr>'
+                + "".join(body)
+                + "</table>"
+            )
+    return "\n".join(out)
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _cell(r: pd.Series, task: str, col: str, digits: int) -> str:
+    v = r.get(f"{task}.{col}")
+    if _nan(v):
+        return "–"
+    lo, hi = r.get(f"{task}.{col}_lo"), r.get(f"{task}.{col}_hi")
+    ci = "" if _nan(lo) or _nan(hi) else f' <span class="ci">[{lo:.{digits}f}, {hi:.{digits}f}]</span>'
+    return f"{v:.{digits}f}{ci}"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2em; } .meta { color: #666; font-size: 0.9em; }
+table.board { border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.9em; }
+table.board caption { text-align: left; font-weight: bold; }
+table.board td, table.board th { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+table.board td:nth-child(2) { text-align: left; font-weight: 600; }
+.ci { color: #888; font-size: 0.85em; }
+table.grid { border-collapse: collapse; margin-bottom: 1.5em; }
+table.grid th { text-align: right; padding-right: 8px; font-size: 0.85em; white-space: nowrap; }
+table.grid td { padding: 2px; text-align: center; }
+img.face { width: 96px; height: 96px; display: block; image-rendering: auto; }
+.cap { font-size: 0.72em; color: #444; }
+img.plot { max-width: 100%; margin: 0.3em 0 1em; }
+"""
+
+
+def page_html(title: str, meta: str, sections: Sequence[tuple[str, str]]) -> str:
+    """The whole page: `sections` are (heading, HTML body) in order; no external resource is loaded."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">{meta}</p>',
+    ]
+    for heading, body in sections:
+        slug = "".join(c if c.isalnum() else "-" for c in heading.lower()).strip("-")
+        parts.append(f'<section id="{slug}"><h2>{html.escape(heading)}</h2>\n{body}\n</section>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def plot_html(png: bytes | None, alt: str) -> str:
+    """An embedded figure, or a note when there is nothing to plot."""
+    if png is None:
+        return f'<p class="meta">{html.escape(alt)}: nothing to plot.</p>'
+    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(png)}">'

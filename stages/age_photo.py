@@ -1,0 +1,313 @@
+"""`agebench age-photo`: age (or rejuvenate) every face of an ordinary photo with trained methods.
+
+Detects faces with facenet-pytorch's MTCNN (weights ship in its wheel), crops each as UTKFace frames
+its faces (`agebench.photo`), translates the crop with a method's `models/<method>/model.pt`, and
+pastes it back with a feathered alpha mask. Everything outside the face crops keeps its exact pixel
+values; the output has the input's size and mode, upright (EXIF orientation applied, then reset).
+
+    agebench age-photo PHOTO --method NAME --to old|young|GROUP --out FILE
+    agebench age-photo PHOTO --all-methods --to old --out FIGURE.png
+    agebench age-photo PHOTO --method cyclegan_agevec --progression --out STRIP.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import methods  # noqa: F401  (registers the methods)
+from agebench import photo as ph
+from agebench.config import Params, load_params
+from methods.base import Method, float_to_uint8, uint8_to_float
+from stages.common import atomic_path, run_main
+from stages.generate import group_containing, load_trained
+from stages.train import select_device
+
+EXIF_ORIENTATION = 0x0112
+
+
+class PhotoError(ValueError):
+    """A user-caused problem with the photo, the detector or the options (one clear line, exit 2)."""
+
+
+@dataclasses.dataclass
+class FaceResult:
+    """What happened to one face (for the summary)."""
+
+    index: int
+    plan: ph.FacePlan
+    age: float | None = None
+    source: str | None = None
+    target: str | None = None
+    changed: bool = False
+    note: str = ""
+
+
+def load_photo(path: Path) -> tuple[np.ndarray, Image.Image]:
+    """The photo upright as (H, W, 3) uint8 RGB, and the upright PIL image (mode, EXIF, format kept)."""
+    if not path.is_file():
+        raise PhotoError(f"{path}: photo not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            upright.format = img.format
+    except OSError as exc:
+        raise PhotoError(f"{path}: not a readable image ({exc})") from None
+    return np.asarray(upright.convert("RGB")), upright
+
+
+def to_original_mode(rgb: np.ndarray, original: Image.Image) -> Image.Image:
+    """An (H, W, 3) uint8 result back in the original's mode ("L" greyscale, "RGBA" with its alpha)."""
+    out = Image.fromarray(rgb, "RGB")
+    if original.mode == "L":
+        return out.convert("L")
+    if original.mode in ("RGBA", "LA"):
+        out.putalpha(original.getchannel("A"))
+        return out if original.mode == "RGBA" else out.convert("LA")
+    return out
+
+
+def save_like(image: Image.Image, original: Image.Image, out: Path) -> None:
+    """Save atomically in the format of `out`'s suffix, keeping the original's EXIF (orientation reset:
+    the pixels are already upright). JPEG is re-encoded at quality 95: lossy; use PNG for exact pixels."""
+    exif = original.getexif()
+    if EXIF_ORIENTATION in exif:
+        exif[EXIF_ORIENTATION] = 1
+    kwargs: dict[str, Any] = {"exif": exif.tobytes()} if len(exif) else {}
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    if fmt is None:
+        raise PhotoError(f"{out}: unknown image format {out.suffix!r} (use .png or .jpg)")
+    if fmt == "JPEG":
+        kwargs["quality"] = 95
+        if image.mode in ("RGBA", "LA"):
+            image = image.convert("RGB" if image.mode == "RGBA" else "L")
+    with atomic_path(out) as tmp:
+        image.save(tmp, format=fmt, **kwargs)
+
+
+def load_detector(device: torch.device) -> Any:
+    """facenet-pytorch's MTCNN with its bundled weights, or a clear message on how to install it."""
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError:
+        raise PhotoError(
+            "facenet-pytorch is not installed: pip install --no-deps facenet-pytorch==2.6.0 "
+            "(its metadata pins old numpy/torch; it works with ours, see README)"
+        ) from None
+    return MTCNN(keep_all=True, device=device)
+
+
+def groups_for(method: Method, params: Params, to: str, age: float | None) -> tuple[str, str]:
+    """(source, target) group names of `method` for a face of estimated `age` asked to go `to`.
+
+    `to` is "old"/"young" (the protocol's aging/rejuvenation targets, mapped onto the method's own groups)
+    or one of the method's group names. With two groups the source is the other one; with more, the
+    group containing the estimated age (the nearest group when it is outside all of them).
+    """
+    own = params.groups.schemes()[method.scheme]
+    names = list(method.group_names)
+    if to in ("old", "young"):
+        task = params.tasks.aging if to == "old" else params.tasks.rejuvenation
+        target = group_containing(tuple(params.groups.schemes()[task.scheme][task.target]), own)
+    elif to in names:
+        target = to
+    else:
+        raise PhotoError(f"--to {to!r}: not old, young or one of the method's groups ({', '.join(names)})")
+    if len(names) == 2:
+        return next(n for n in names if n != target), target
+    if age is None or not np.isfinite(age):
+        raise PhotoError("the face's age could not be estimated, so its source group is unknown")
+    gaps = {n: max(lo - age, 0.0, age - hi) for n, (lo, hi) in own.items() if n in names}
+    return min(gaps, key=gaps.get), target
+
+
+def translate_crop(method: Method, crop: np.ndarray, source: str, target: str) -> np.ndarray:
+    """(side, side, 3) uint8 crop -> the method's translation at the same size, uint8."""
+    side = crop.shape[0]
+    x = torch.from_numpy(np.array(ph.resize(crop, method.resolution))).permute(2, 0, 1)[None]
+    y = method.translate(uint8_to_float(x.to(method.device)), source, target)
+    return ph.resize(float_to_uint8(y)[0].permute(1, 2, 0).cpu().numpy(), side)
+
+
+def estimate_age(crop: np.ndarray, nets: Any) -> float:
+    """Estimated age of a (side, side, 3) uint8 face crop (NaN when the estimator fails)."""
+    from metrics.age import estimate_ages
+
+    x = torch.from_numpy(np.array(ph.resize(crop, 128))).permute(2, 0, 1)[None]
+    return float(estimate_ages(x, nets)[0])
+
+
+def age_faces(
+    rgb: np.ndarray, plans: list[ph.FacePlan], method: Method, params: Params, to: str, age_nets: Any, feather: float
+) -> tuple[np.ndarray, list[FaceResult]]:
+    """Translate every planned face of the (H, W, 3) uint8 photo and paste it back; returns the new photo."""
+    out = rgb
+    results = []
+    for i, plan in enumerate(plans, start=1):
+        r = FaceResult(i, plan)
+        results.append(r)
+        if plan.skipped:
+            r.note = f"skipped: {plan.skipped}"
+            continue
+        crop = ph.cut(rgb, plan)
+        r.age = estimate_age(crop, age_nets) if age_nets is not None else None
+        r.source, r.target = groups_for(method, params, to, r.age)
+        if r.source == r.target and (r.source, r.target) not in set(method.supported_tasks()):
+            r.note = f"already in {r.target}: unchanged"
+            continue
+        face = translate_crop(method, crop, r.source, r.target)
+        out = ph.paste(out, face, plan, ph.feather_mask(plan.side, feather))
+        r.changed = True
+    return out, results
+
+
+def summary(results: list[FaceResult], name: str) -> str:
+    """One line per face and a total."""
+    lines = []
+    for r in results:
+        x0, y0, s = r.plan.x0, r.plan.y0, r.plan.side
+        what = r.note or f"{r.source} -> {r.target}"
+        age = "" if r.age is None else f", estimated age {r.age:.0f}"
+        lines.append(f"  face {r.index} at ({x0}, {y0}) {s}x{s} px{age}: {what}")
+    changed = sum(r.changed for r in results)
+    lines.append(f"{name}: {len(results)} face(s) found, {changed} changed")
+    return "\n".join(lines)
+
+
+def trained_methods(params: Params, models: Path) -> tuple[list[str], list[str]]:
+    """(methods of params.yaml with a final checkpoint, the others), `identity` left out."""
+    names = [m for m in params.methods if m != "identity"]
+    have = [m for m in names if (models / m / "model.pt").is_file()]
+    return have, [m for m in names if m not in have]
+
+
+def comparison_png(panels: list[tuple[str, np.ndarray]]) -> bytes:
+    """The photo and its aged versions side by side, titled."""
+    from agebench.report_html import _figure, figure_png
+
+    plt = _figure()
+    h, w = panels[0][1].shape[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2 * h / w + 0.4), squeeze=False)
+    for ax, (title, img) in zip(axes[0], panels):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    return figure_png(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agebench age-photo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("photo", type=Path)
+    parser.add_argument("--method", help="a trained method (models/<method>/model.pt)")
+    parser.add_argument("--all-methods", action="store_true", help="one figure: the photo aged by every method")
+    parser.add_argument("--progression", action="store_true", help="strip of the largest face across all groups")
+    parser.add_argument("--to", default="old", help="old, young, or a group of the method (e.g. 50s)")
+    parser.add_argument("--out", type=Path, required=True, help="output image (.png keeps pixels exact)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--min-face", type=int, default=48, help="smallest crop side in pixels to translate")
+    parser.add_argument("--feather", type=float, default=0.2, help="feathered fraction of the crop at each edge")
+    args = parser.parse_args(argv)
+    if args.all_methods == bool(args.method):
+        parser.error("give exactly one of --method NAME or --all-methods")
+    if not 0 < args.feather <= 0.45:
+        parser.error("--feather must be in (0, 0.45]: the fraction of the crop side that fades at each edge")
+    params = load_params(args.params)
+    device = select_device(args.device)
+    rgb, original = load_photo(args.photo)
+    detections = ph.detect_faces(rgb, load_detector(device))
+    plans = ph.plan_faces(detections, rgb.shape[0], rgb.shape[1], args.min_face)
+    if not detections:
+        print(f"age-photo: no face found in {args.photo}; the output is the photo unchanged")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.all_methods or args.progression or args.photo.suffix.lower() != args.out.suffix.lower():
+            save_like(to_original_mode(rgb, original), original, args.out)
+        else:
+            shutil.copyfile(args.photo, args.out)
+        return 0
+    names = [args.method] if args.method else trained_methods(params, args.models)[0]
+    if args.all_methods:
+        missing = trained_methods(params, args.models)[1]
+        if missing:
+            print(f"age-photo: not trained, left out: {', '.join(missing)} (dvc repro train@<method>)")
+        if not names:
+            raise PhotoError(f"no trained method under {args.models}/ (run dvc repro first)")
+    from metrics.age import load_age_networks
+
+    age_nets = load_age_networks()
+    if args.progression:
+        return progression(args, params, names[0], rgb, plans, age_nets, device)
+    panels = [("input", rgb)]
+    for name in names:
+        method = load_trained(name, params, args.models / name, device)
+        aged, results = age_faces(rgb, plans, method, params, args.to, age_nets, args.feather)
+        print(summary(results, f"age-photo {name} --to {args.to}"))
+        panels.append((f"{name} ({args.to})", aged))
+    if args.all_methods:
+        with atomic_path(args.out) as tmp:
+            tmp.write_bytes(comparison_png(panels))
+    else:
+        save_like(to_original_mode(panels[1][1], original), original, args.out)
+    print(f"age-photo: wrote {args.out}")
+    return 0
+
+
+def progression(
+    args: argparse.Namespace,
+    params: Params,
+    name: str,
+    rgb: np.ndarray,
+    plans: list[ph.FacePlan],
+    age_nets: Any,
+    device: torch.device,
+) -> int:
+    """Write the strip of the largest usable face translated to every group of the method."""
+    from agebench.report_html import progression_png
+
+    method = load_trained(name, params, args.models / name, device)
+    if len(method.group_names) <= 2:
+        raise PhotoError(f"--progression needs a method with more than two groups; {name} has {method.group_names}")
+    usable = [p for p in plans if not p.skipped]
+    if not usable:
+        raise PhotoError("no face in the photo can be translated: " + "; ".join(str(p.skipped) for p in plans))
+    crop = ph.cut(rgb, usable[0])
+    age = estimate_age(crop, age_nets)
+    source, _ = groups_for(method, params, method.group_names[0], age)
+    cols = [crop]
+    for g in method.group_names:
+        cols.append(translate_crop(method, crop, source, g) if g != source else crop)
+    strip = np.stack([ph.resize(c, 128) for c in cols])[None]
+    png = progression_png(strip, ["input", *method.group_names], [source], name)
+    with atomic_path(args.out) as tmp:
+        tmp.write_bytes(png)
+    where = f"({usable[0].x0}, {usable[0].y0})"
+    print(f"age-photo: face at {where}, estimated age {age:.0f} ({source}); strip -> {args.out}")
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`agebench age-photo ...`: `main` with user-caused errors as one line on stderr and exit 2."""
+    import sys
+
+    from agebench.config import ParamsError
+    from agebench.registry import UnknownNameError
+    from metrics.backbones import BackboneError
+
+    try:
+        return main(argv)
+    except (PhotoError, ParamsError, UnknownNameError, BackboneError, FileNotFoundError) as exc:
+        print(f"agebench age-photo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,252 @@
+"""`agebench age-photo`: crop geometry, the feathered paste, and whole photos (generated and FG-NET)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from agebench import photo as ph
+from agebench.config import load_params
+from tests.conftest import REPO
+
+
+def det(cx: float, cy: float, eye_dist: float, prob: float = 0.99) -> ph.Detection:
+    """A detection whose eyes are `eye_dist` apart around (cx, cy)."""
+    le, re_ = (cx - eye_dist / 2, cy), (cx + eye_dist / 2, cy)
+    return ph.Detection((cx - eye_dist, cy - eye_dist, cx + eye_dist, cy + 1.5 * eye_dist), le, re_, prob)
+
+
+@pytest.mark.parametrize("side,feather", [(64, 0.2), (200, 0.2), (33, 0.4), (500, 0.1)])
+def test_feather_mask_is_zero_on_the_border_one_inside_and_has_no_seam(side: int, feather: float) -> None:
+    m = ph.feather_mask(side, feather)
+    assert m.shape == (side, side) and m.min() >= 0 and m.max() <= 1
+    for edge in (m[0], m[-1], m[:, 0], m[:, -1]):
+        assert np.all(edge == 0)
+    assert m[side // 2, side // 2] == 1.0
+    assert np.array_equal(m, m.T) and np.array_equal(m, m[::-1, ::-1])
+    # Bounded slope: smoothstep over feather*side pixels rises at most 1.5 / (feather * side) per pixel.
+    bound = 1.5 / max(feather * side, 1.0) + 1e-12
+    assert np.abs(np.diff(m, axis=0)).max() <= bound and np.abs(np.diff(m, axis=1)).max() <= bound
+
+
+def test_paste_changes_nothing_outside_the_crop_or_where_the_mask_is_zero() -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (120, 150, 3), dtype=np.uint8)
+    plan = ph.FacePlan(det(60, 50, 20), x0=30, y0=20, side=64)
+    face = np.full((64, 64, 3), 7, np.uint8)
+    mask = ph.feather_mask(64)
+    out = ph.paste(photo, face, plan, mask)
+    outside = np.ones(photo.shape[:2], bool)
+    outside[20:84, 30:94] = mask == 0  # mask-0 pixels of the crop count as outside
+    assert np.array_equal(out[outside], photo[outside])
+    assert np.array_equal(out[52, 62], face[32, 32])  # the middle is the face itself
+    assert photo is not out and not np.shares_memory(photo, out)
+
+
+def test_crop_puts_the_eyes_where_the_training_chips_have_them_at_any_scale() -> None:
+    f = ph.UTKFACE_FRAMING
+    for dist in (20.0, 45.0, 130.0):
+        x0, y0, side = ph.crop_for(det(400.0, 300.0, dist))
+        assert abs(side - dist / f.eye_distance) <= 0.5
+        assert abs((400.0 - x0) / side - f.eye_mid_x) < 1.0 / side
+        assert abs((300.0 - y0) / side - f.eye_mid_y) < 1.0 / side
+
+
+def test_plan_skips_small_faces_and_faces_at_the_border_with_reasons() -> None:
+    plans = ph.plan_faces([det(200, 200, 60), det(50, 200, 60), det(300, 120, 8)], 400, 400, min_side=48)
+    ok, border, small = plans
+    assert ok.skipped is None and ok.side == round(60 / ph.UTKFACE_FRAMING.eye_distance)
+    assert border.skipped.startswith("at the border")
+    assert small.skipped.startswith("too small")
+
+
+class FakeDetector:
+    """facenet-pytorch's MTCNN.detect under numpy 2: object arrays of boxes, probabilities, landmarks."""
+
+    def __init__(self, detections: list[ph.Detection]) -> None:
+        self.detections = detections
+
+    def detect(self, img: Image.Image, landmarks: bool = False):
+        if not self.detections:
+            return None, [None], None
+        boxes = np.empty(len(self.detections), dtype=object)
+        lms = np.empty(len(self.detections), dtype=object)
+        for i, d in enumerate(self.detections):
+            boxes[i] = np.array(d.box, dtype=np.float32)
+            lms[i] = np.array([d.left_eye, d.right_eye, d.left_eye, d.left_eye, d.right_eye], dtype=np.float32)
+        probs = np.array([d.prob for d in self.detections], dtype=object)
+        return boxes, probs, lms
+
+
+def test_detect_faces_casts_object_arrays_drops_weak_and_sorts_largest_first() -> None:
+    small, big, weak = det(50, 50, 10), det(200, 200, 60), det(300, 300, 80, prob=0.5)
+    found = ph.detect_faces(np.zeros((400, 400, 3), np.uint8), FakeDetector([small, big, weak]))
+    assert [d.left_eye for d in found] == [
+        tuple(float(np.float32(v)) for v in big.left_eye),
+        tuple(float(np.float32(v)) for v in small.left_eye),
+    ]
+    assert all(isinstance(v, float) for d in found for v in d.box)
+    assert ph.detect_faces(np.zeros((8, 8, 3), np.uint8), FakeDetector([])) == []
+
+
+# ---- the command on whole photos ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained smoke-size checkpoints of a two-group and a multi-group method (mechanics only)."""
+    from stages.train import build_method
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profile"] = "smoke"
+    out = tmp_path_factory.mktemp("models")
+    (out / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(out / "params.yaml")
+    for name in ("cyclegan_keras", "cyclegan_agevec"):
+        torch.manual_seed(0)
+        method = build_method(name, params, torch.device("cpu"))
+        (out / name).mkdir()
+        torch.save({"state": method.state_dict()}, out / name / "model.pt")
+    return out
+
+
+def run_cli(args: list[str], models: Path) -> int:
+    from stages.age_photo import cli
+
+    return cli([*args, "--models", str(models), "--params", str(models / "params.yaml"), "--device", "cpu"])
+
+
+@pytest.fixture()
+def fake_faces(monkeypatch: pytest.MonkeyPatch):
+    """Replace MTCNN by a detector that finds the given faces (generated photos have no real faces)."""
+    found: list[ph.Detection] = []
+    monkeypatch.setattr("stages.age_photo.load_detector", lambda device: FakeDetector(found))
+    return found
+
+
+def crop_mask(shape: tuple[int, int], plans: list[ph.FacePlan]) -> np.ndarray:
+    inside = np.zeros(shape, bool)
+    for p in plans:
+        if not p.skipped:
+            inside[p.y0 : p.y0 + p.side, p.x0 : p.x0 + p.side] = True
+    return inside
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_generated_photo_keeps_size_mode_and_every_pixel_outside_the_faces(
+    mode: str, models_dir: Path, fake_faces: list, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (240, 320, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGBA" if mode == "RGBA" else "RGB").convert(mode)
+    src = tmp_path / "in.png"
+    img.save(src)
+    fake_faces += [det(100, 90, 40), det(240, 150, 30), det(310, 100, 30)]  # the last one is at the border
+    out = tmp_path / "out.png"
+    assert run_cli([str(src), "--method", "cyclegan_keras", "--to", "old", "--out", str(out)], models_dir) == 0
+    result = Image.open(out)
+    assert result.size == img.size and result.mode == img.mode
+    a, b = np.asarray(img), np.asarray(result)
+    plans = ph.plan_faces(ph.detect_faces(np.asarray(img.convert("RGB")), FakeDetector(fake_faces)), 240, 320, 48)
+    assert [p.skipped is None for p in plans] == [True, True, False]
+    inside = crop_mask((240, 320), plans)
+    assert np.array_equal(a[~inside], b[~inside])  # exactly untouched outside the face crops
+    assert not np.array_equal(a[inside], b[inside])  # and the faces did change
+    if mode == "RGBA":
+        assert np.array_equal(a[..., 3], b[..., 3])
+
+
+def test_exif_orientation_is_applied_and_the_output_is_upright(
+    models_dir: Path, fake_faces: list, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(2)
+    stored = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate it 90 degrees clockwise
+    src = tmp_path / "in.jpg"
+    stored.save(src, exif=exif.tobytes(), quality=95)
+    from PIL import ImageOps
+
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(src)))
+    assert upright.shape == (300, 200, 3)
+    fake_faces.append(det(100, 120, 40))
+    out = tmp_path / "out.png"
+    assert run_cli([str(src), "--method", "cyclegan_keras", "--out", str(out)], models_dir) == 0
+    result = Image.open(out)
+    assert result.getexif().get(0x0112, 1) == 1
+    b = np.asarray(result)
+    assert b.shape == upright.shape
+    inside = crop_mask((300, 200), ph.plan_faces([fake_faces[0]], 300, 200, 48))
+    assert np.array_equal(b[~inside], upright[~inside])
+
+
+def test_no_face_leaves_the_photo_unchanged_and_says_so(
+    models_dir: Path, fake_faces: list, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(src)
+    out = tmp_path / "out.png"
+    assert run_cli([str(src), "--method", "cyclegan_keras", "--out", str(out)], models_dir) == 0
+    assert out.read_bytes() == src.read_bytes()
+    assert "no face found" in capsys.readouterr().out
+
+
+def test_bad_target_and_missing_photo_are_clear_errors(
+    models_dir: Path, fake_faces: list, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(src)
+    fake_faces.append(det(100, 80, 40))
+    assert (
+        run_cli([str(src), "--method", "cyclegan_keras", "--to", "90s", "--out", str(tmp_path / "o.png")], models_dir)
+        == 2
+    )
+    assert "--to '90s'" in capsys.readouterr().err
+    assert (
+        run_cli(
+            [str(tmp_path / "nope.png"), "--method", "cyclegan_keras", "--out", str(tmp_path / "o.png")], models_dir
+        )
+        == 2
+    )
+    assert "photo not found" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+def test_fgnet_photos_every_face_aged_background_bit_identical(
+    models_dir: Path, fgnet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Real MTCNN on FG-NET photos (faces on backgrounds): all methods, the comparison figure and a strip."""
+    photos = sorted(fgnet_dir.glob("*.JPG"))[:3]
+    from stages.age_photo import load_detector, load_photo
+
+    detector = load_detector(torch.device("cpu"))
+    for photo in photos:
+        rgb, _ = load_photo(photo)
+        plans = ph.plan_faces(ph.detect_faces(rgb, detector), rgb.shape[0], rgb.shape[1], 48)
+        assert plans, f"MTCNN found no face in {photo.name}"
+        out = tmp_path / f"{photo.stem}.png"
+        assert run_cli([str(photo), "--method", "cyclegan_keras", "--to", "old", "--out", str(out)], models_dir) == 0
+        b = np.asarray(Image.open(out).convert("RGB"))
+        assert b.shape == rgb.shape
+        inside = crop_mask(rgb.shape[:2], plans)
+        assert np.array_equal(b[~inside], rgb[~inside])
+        if inside.any():
+            assert not np.array_equal(b[inside], rgb[inside])
+        printed = capsys.readouterr().out
+        assert f"{len(plans)} face(s) found, {sum(p.skipped is None for p in plans)} changed" in printed
+    fig = tmp_path / "all.png"
+    assert run_cli([str(photos[0]), "--all-methods", "--out", str(fig)], models_dir) == 0
+    printed = capsys.readouterr().out
+    assert "age-photo cyclegan_keras" in printed and "age-photo cyclegan_agevec" in printed
+    assert "not trained, left out: cyclegan_perceptual, age_cgan" in printed
+    assert Image.open(fig).size[0] > Image.open(fig).size[1]  # panels side by side
+    strip = tmp_path / "strip.png"
+    assert (
+        run_cli([str(photos[0]), "--method", "cyclegan_agevec", "--progression", "--out", str(strip)], models_dir) == 0
+    )
+    assert Image.open(strip).size[0] > Image.open(strip).size[1]
