@@ -208,6 +208,9 @@ def training_curves_png(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> byt
         for name, df in sorted(losses.items()):
             ax.plot(df["step"], df["value"], lw=1.2, label=name)
         ax.set(title=method, xlabel="step", ylabel="loss")
+        # Terms differ by orders of magnitude (a VGG Gram loss next to an LSGAN one): log scale when possible.
+        if all((df["value"] > 0).all() for df in losses.values()):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     return figure_png(fig)

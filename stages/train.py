@@ -4,6 +4,11 @@ Resumable: a checkpoint (`last.pt`, carrying config, step and every RNG state) i
 `train.checkpoint_every` steps; rerunning after a kill continues from it and ends at the same step
 count. A non-finite loss stops training with a clear message and keeps the last good checkpoint.
 Named losses and sample grids are logged with dvclive (`dvc plots show`).
+
+Under `torchrun --nproc_per_node N -m stages.train ...` the same command trains data-parallel
+(`agebench.distributed`): every process draws its own batches, gradients are averaged before each
+optimiser step (an N-times larger effective batch, the same number of steps), and rank 0 alone logs,
+checkpoints and writes; at the end the ranks' weights are compared and must be identical.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ import torch
 from tqdm import tqdm
 
 import methods  # noqa: F401  (registers the built-in methods)
+from agebench import distributed
 from agebench.config import Params, load_params, section, to_dict
 from methods.base import Method
 from methods.registry import METHODS
 from stages.aux_networks import load_aux
 from stages.common import atomic_path, hardware, provenance, run_main, write_json
 from stages.data import build_train_data
+
+#: Offset between the batch-sampler seeds of data-parallel processes.
+RANK_SEED_STRIDE = 1_000_003
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,12 +132,20 @@ def train(
     tc = params.train
     seed_everything(tc.seed, tc.deterministic, tc.threads)
     device = select_device(tc.device)
+    world = distributed.init_from_env(device.type)
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    progress = progress and world.is_main
     method = build_method(name, params, device)
+    if world.size > 1:
+        distributed.broadcast_state(method.modules().values())
+        distributed.average_gradients(method.modules().values(), world.size)
     data = build_train_data(prepared, method.scheme, params.groups, method.train_resolutions(), device)
     total = method.num_steps(data)
     epoch_ends = {end: i for i, end in enumerate(itertools.accumulate(method.epoch_lengths(data)))}
     fp = fingerprint(name, params, prepared)
-    gen = torch.Generator(device="cpu").manual_seed(tc.seed)
+    # Each process its own batches; rank 0 draws exactly what a single-process run draws.
+    gen = torch.Generator(device="cpu").manual_seed(tc.seed + RANK_SEED_STRIDE * world.rank)
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     start, elapsed = 0, 0.0
@@ -138,11 +155,13 @@ def train(
             method.load_state_dict(ckpt["state"])
             restore_rng(ckpt["rng"], gen)
             start, elapsed = ckpt["step"], ckpt.get("elapsed_s", 0.0)
+            if world.size > 1:  # the checkpoint holds rank 0's sampler state: give the others their own
+                gen.manual_seed(tc.seed + RANK_SEED_STRIDE * world.rank + start)
             print(f"train {name}: resuming from step {start}/{total} ({last})")
         else:
             print(f"train {name}: {last} belongs to other params or data; starting afresh")
 
-    live = _open_live(live_dir, resume=start > 0)
+    live = _open_live(live_dir, resume=start > 0) if world.is_main else None
     t0 = time.perf_counter() - elapsed
     images_seen = 0
     bar = tqdm(total=total, initial=start, desc=f"train {name}", unit="step", disable=not progress)
@@ -151,12 +170,14 @@ def train(
         batch = method.sample_batch(data, step, gen)
         losses = method.train_step(batch, step)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if world.size > 1 and distributed.any_rank(bool(bad), device) and not bad:
+            bad = {"another rank": float("nan")}  # all ranks stop together, none waits in a collective
         if bad:
             raise NonFiniteLossError(
                 f"train {name}: non-finite loss at step {step}: {bad}; the last good checkpoint "
                 f"({last if last.is_file() else 'none yet'}) is kept. Lower the learning rate or check the data."
             )
-        images_seen += _batch_size(batch)
+        images_seen += _batch_size(batch) * world.size
         done = step + 1
         if done in epoch_ends:
             method.end_of_epoch(epoch_ends[done])
@@ -167,7 +188,7 @@ def train(
         if live is not None and tc.sample_every and done % tc.sample_every == 0:
             live.step = done
             _log_samples(live, method, batch, done)
-        if done % tc.checkpoint_every == 0 and done < total:
+        if world.is_main and done % tc.checkpoint_every == 0 and done < total:
             save_checkpoint(last, method, name, done, gen, fp, {"elapsed_s": time.perf_counter() - t0})
         rate = images_seen / max(time.perf_counter() - t0 - elapsed, 1e-9)
         bar.set_postfix(
@@ -176,11 +197,16 @@ def train(
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
+    if world.size > 1:
+        sums = distributed.state_checksums(method.modules().values(), device)
+        if not bool((sums == sums[0]).all()):
+            raise RuntimeError(f"train {name}: the {world.size} processes ended with different weights {sums.tolist()}")
     summary = {
         "method": name,
         "steps": total,
         "train_seconds": round(seconds, 3),
         "hardware": hardware(),
+        "processes": world.size,
         "device": str(device),
         "parameter_count": method.parameter_count(),
         "resolution": method.resolution,
@@ -196,6 +222,8 @@ def train(
         "state": method.state_dict(),
         "summary": summary,
     }
+    if not world.is_main:
+        return summary
     with atomic_path(out / "model.pt") as tmp:
         torch.save(final, tmp)
     write_json(out / "train.json", summary)
@@ -244,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.method not in params.methods:
         print(f"note: {args.method} is not in params.yaml methods: {list(params.methods)}")
     summary = train(args.method, params, Path(args.data), Path(args.out), Path(args.live) if args.live else None)
-    print(f"train {args.method}: {summary['steps']} steps in {summary['train_seconds']:.1f} s on {summary['hardware']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        procs = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
+        print(
+            f"train {args.method}: {summary['steps']} steps in {summary['train_seconds']:.1f} s "
+            f"on {summary['hardware']}{procs}"
+        )
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
