@@ -1,0 +1,116 @@
+"""How long the full profile takes: each method's training workload from its params, times a throughput.
+
+The workload comes from the real UTKFace file names (labels, the sha1 split and the group schemes of
+PROTOCOL.md, no image decoded) and each method's own `num_steps` / `epoch_lengths` / batch sizes from
+`params.yaml` (profile full). Throughputs (training images per second, as `benchmarks/train_speed.py`
+and the train stage's progress bar count them) are given per method with `--ips METHOD=VALUE`,
+measured on the GPU in question; methods without one are listed with the throughput they would need
+to fit the `--budget-hours`.
+
+Usage: .venv/bin/python benchmarks/full_profile_estimate.py --utkface ../shared/data/utkface/UTKFace \
+           [--ips cyclegan_keras=900 --ips age_cgan=5000 ...] [--budget-hours 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import methods  # noqa: F401
+from agebench.config import load_params
+from methods.base import TrainData
+from stages.prepare import group_of, list_files, parse_label, split_of
+
+
+def train_data_stub(utkface: Path, scheme: str, groups: dict) -> TrainData:
+    """Group labels of the train split (no images: only the schedule is computed)."""
+    names = tuple(groups[scheme])
+    ids = []
+    for name in list_files(utkface):
+        label = parse_label(name)
+        if isinstance(label, str) or split_of(name) != "train":
+            continue
+        g = group_of(label.age, groups[scheme])
+        if g:
+            ids.append(names.index(g))
+    return TrainData(images={}, groups={scheme: torch.tensor(ids)}, group_names={scheme: names})
+
+
+def schedule_only(name: str, params):
+    """The method built for its schedule only: a pretrained helper it insists on is stood in for by an
+    untrained one of the same shape (never run here)."""
+    from torchvision.models import vgg16
+
+    from agebench.config import section
+    from methods.registry import METHODS
+
+    cls = METHODS.get(name)
+    aux = {"vgg16": vgg16().features} if "vgg16" in cls.aux_networks else {}
+    config = section(params.raw, name, cls.config_cls)
+    return cls(config, tuple(params.groups.schemes()[cls.scheme]), torch.device("cpu"), aux)
+
+
+def images_per_step(method, step: int) -> int:
+    """Training images one step consumes: a batch per domain for the CycleGANs (at the step's size for
+    the progressive one), one batch for Age-cGAN."""
+    c = method.config
+    name = type(method).__name__
+    if name == "CycleGANKeras":
+        return 2 * method._phase(step)[1]
+    if name == "AgeCGAN":
+        return c.batch_size
+    return 2 * c.batch_size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--utkface", type=Path, required=True, help="folder of UTKFace images")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--ips", action="append", default=[], help="METHOD=images/s measured on the GPU")
+    ap.add_argument("--budget-hours", type=float, default=3.0)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    if params.profile != "full":
+        raise SystemExit(f"{args.params} has profile {params.profile!r}; the estimate is for the full profile")
+    ips = {k: float(v) for k, v in (item.split("=", 1) for item in args.ips)}
+    schemes = params.groups.schemes()
+    total_h = 0.0
+    print("| method | steps | training images | images/s | hours | needed for the budget (img/s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    budget_s = args.budget_hours * 3600
+    rows = []
+    for name in params.methods:
+        if name == "identity":
+            continue
+        method = schedule_only(name, params)
+        data = train_data_stub(args.utkface, method.scheme, schemes)
+        steps = method.num_steps(data)
+        if type(method).__name__ == "CycleGANKeras":
+            images = sum(images_per_step(method, s) for s in range(steps))
+        else:
+            images = steps * images_per_step(method, 0)
+        rows.append((name, steps, images))
+    all_images = sum(r[2] for r in rows)
+    for name, steps, images in rows:
+        rate = ips.get(name)
+        hours = images / rate / 3600 if rate else None
+        total_h += hours or 0.0
+        # The budget shared in proportion to the workload.
+        need = all_images / budget_s
+        print(
+            f"| {name} | {steps:,} | {images:,} | {rate or '–'} | {'–' if hours is None else f'{hours:.2f}'} | "
+            f"{need:.0f} |"
+        )
+    missing = [r[0] for r in rows if r[0] not in ips]
+    print(f"\ntotal training images: {all_images:,}; to fit {args.budget_hours} h every method needs "
+          f"{all_images / budget_s:.0f} training images/s on average")  # fmt: skip
+    if missing:
+        print(f"no measured throughput for: {', '.join(missing)} (pass --ips METHOD=VALUE)")
+    else:
+        print(f"estimated training time: {total_h:.2f} h (scoring adds about 1 min per method on a GPU)")
+
+
+if __name__ == "__main__":
+    main()
