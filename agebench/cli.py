@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Parsed by stages.age_photo (see `agebench age-photo --help`); listed here for the overview.
     sub.add_parser("age-photo", help="age every face of a photo with trained methods", add_help=False)
+    sub.add_parser("feature-maps", help="dump cyclegan_agevec's intermediate feature maps for a face", add_help=False)
     return p
 
 
@@ -89,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         from stages.age_photo import cli
 
         return cli(argv[1:])
+    if argv[:1] == ["feature-maps"]:
+        from agebench.config import ParamsError
+        from stages.feature_maps import main as feature_maps
+
+        try:
+            return feature_maps(argv[1:])
+        except (ParamsError, FileNotFoundError) as exc:
+            print(f"agebench feature-maps: error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     if args.command in ("check", "baseline"):
         return _gate(args)

@@ -250,3 +250,21 @@ def test_fgnet_photos_every_face_aged_background_bit_identical(
         run_cli([str(photos[0]), "--method", "cyclegan_agevec", "--progression", "--out", str(strip)], models_dir) == 0
     )
     assert Image.open(strip).size[0] > Image.open(strip).size[1]
+
+
+def test_feature_maps_are_dumped_for_a_face(models_dir: Path, tmp_path: Path) -> None:
+    """`agebench feature-maps`: every hooked generator stage of cyclegan_agevec, in forward order."""
+    from agebench.cli import main
+
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(face)
+    out = tmp_path / "maps"
+    args = ["feature-maps", str(face), "--method", "cyclegan_agevec", "--to", "60s", "--out", str(out)]
+    args += ["--models", str(models_dir), "--params", str(models_dir / "params.yaml"), "--device", "cpu"]
+    assert main(args) == 0
+    with np.load(out / "feature_maps.npz") as z:
+        names = list(z.files)
+        assert names[:3] == ["c7s1", "down1", "down2"] and names[3] == "fuse" and names[-1] == "out"
+        assert z["out"].shape == (3, 64, 64) and z["down2"].shape[1:] == (16, 16)
+    assert Image.open(out / "feature_maps.png").size[0] > 0
+    assert main([*args[:5], "90s", *args[6:]]) == 2  # an unknown decade is a clear error

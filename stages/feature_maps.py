@@ -1,0 +1,83 @@
+"""`agebench feature-maps`: dump a conditioned generator's intermediate feature maps for one face.
+
+For methods that expose `feature_maps(images, target)` (forward hooks; `cyclegan_agevec`), the face
+image (a face crop such as a UTKFace chip, resized to the method's resolution) is translated to
+`--to` and every hooked stage's output is written to `<out>/feature_maps.npz` ({stage: (C, h, w)
+float32}) together with `<out>/feature_maps.png` (per stage, the mean absolute activation).
+
+    agebench feature-maps face.jpg --method cyclegan_agevec --to 60s --out maps/
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import methods  # noqa: F401  (registers the methods)
+from agebench import photo as ph
+from agebench.config import load_params
+from methods.base import uint8_to_float
+from stages.common import atomic_path
+from stages.generate import load_trained
+from stages.train import select_device
+
+
+def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes:
+    """The face, then each stage's mean |activation| map (own colour scale), in forward order."""
+    from agebench.report_html import _figure, figure_png
+
+    plt = _figure()
+    n = len(maps) + 1
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
+    axes[0][0].imshow(face)
+    axes[0][0].set_title("input", fontsize=8)
+    for ax, (name, m) in zip(axes[0][1:], maps.items()):
+        ax.imshow(np.abs(m).mean(0), cmap="magma")
+        ax.set_title(f"{name}\n{m.shape[0]}x{m.shape[1]}x{m.shape[2]}", fontsize=7)
+    for ax in axes[0]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return figure_png(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agebench feature-maps", description=__doc__.split("\n\n")[0])
+    parser.add_argument("face", type=Path, help="a face crop (any size; resized to the method's resolution)")
+    parser.add_argument("--method", default="cyclegan_agevec")
+    parser.add_argument("--to", required=True, help="target group of the method (e.g. 60s)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for feature_maps.npz and .png")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    device = select_device(args.device)
+    method = load_trained(args.method, params, args.models / args.method, device)
+    if not hasattr(method, "feature_maps"):
+        print(f"agebench feature-maps: error: {args.method} has no feature_maps hooks", file=sys.stderr)
+        return 2
+    if not args.face.is_file():
+        print(f"agebench feature-maps: error: {args.face}: not found", file=sys.stderr)
+        return 2
+    with Image.open(args.face) as img:
+        face = ph.resize(np.asarray(ImageOps.exif_transpose(img).convert("RGB")), method.resolution)
+    x = uint8_to_float(torch.from_numpy(np.array(face)).permute(2, 0, 1)[None].to(device))
+    try:
+        maps = {k: v[0].cpu().numpy().astype(np.float32) for k, v in method.feature_maps(x, args.to).items()}
+    except ValueError as exc:
+        print(f"agebench feature-maps: error: {exc}", file=sys.stderr)
+        return 2
+    buf = io.BytesIO()
+    np.savez(buf, **maps)
+    with atomic_path(args.out / "feature_maps.npz") as tmp:
+        tmp.write_bytes(buf.getvalue())
+    with atomic_path(args.out / "feature_maps.png") as tmp:
+        tmp.write_bytes(maps_png(maps, face, f"{args.method}: {args.face.name} -> {args.to}"))
+    print(f"feature-maps: {len(maps)} stages ({', '.join(maps)}) -> {args.out}")
+    return 0
