@@ -114,7 +114,9 @@ def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
         assert z["cycle"].shape == z["fake"].shape and len(z["rows"]) == n_young_test
 
     page = (repo / "reports/index.html").read_text(encoding="utf-8")
-    assert page.count('<img class="face"') == 2 * (1 + 2) * min(6, n_young_test)  # 2 tasks, input + 2 methods
+    n_old_test = data["groups"]["pair"]["old"]["test"]
+    # Per task a row of inputs and one per method, up to 6 faces each.
+    assert page.count('<img class="face"') == (1 + 2) * (min(6, n_young_test) + min(6, n_old_test))
     assert "http" not in page.split("</style>")[1]  # self-contained
 
     # Nothing changed: nothing runs.
