@@ -21,7 +21,8 @@ import pandas as pd
 BOARD_COLUMNS = (("joint", 3), ("age_acc", 3), ("age_acc_rel", 3), ("id_rate", 3), ("fid", 1), ("cycle_l1", 3))
 
 
-def _figure():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures are only ever written as PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,7 @@ def _figure():
 
 def figure_png(fig: Any) -> bytes:
     """A matplotlib figure as PNG bytes (fixed dpi, no timestamp metadata); the figure is closed."""
-    plt = _figure()
+    plt = pyplot()
     buf = io.BytesIO()
     # No "Software"/date chunks: the same inputs give the same bytes.
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
@@ -112,7 +113,7 @@ def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes
     `board` is `stages.report.leaderboard_frame`'s frame; `ceiling` the estimator's age_acc on real
     target faces (a vertical line: no method is expected to the right of it).
     """
-    plt = _figure()
+    plt = pyplot()
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
@@ -152,7 +153,7 @@ def age_distribution_png(
     ages: method -> (N,) estimated ages (NaN ignored); real: (M,) ages of real test faces of the target
     group; bounds: the target group's inclusive age range (shaded).
     """
-    plt = _figure()
+    plt = pyplot()
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -172,7 +173,7 @@ def age_distribution_png(
 
 def breakdown_png(docs: Sequence[Mapping[str, Any]], task: str, metric: str = "joint") -> bytes:
     """Bars of `metric` per gender and per race for every method (PROTOCOL.md s.4 breakdowns)."""
-    plt = _figure()
+    plt = pyplot()
     import seaborn as sns
 
     rows = []
@@ -201,7 +202,7 @@ def training_curves_png(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> byt
     curves = {m: c for m, c in curves.items() if c}
     if not curves:
         return None
-    plt = _figure()
+    plt = pyplot()
     n = len(curves)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
     for ax, (method, losses) in zip(axes[0], curves.items()):
@@ -218,7 +219,7 @@ def training_curves_png(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> byt
 
 def progression_png(images: np.ndarray, groups: Sequence[str], sources: Sequence[str], method: str) -> bytes:
     """Strips: (K, G, S, S, 3) uint8, row k = test face k translated to each of the G groups."""
-    plt = _figure()
+    plt = pyplot()
     k, g = images.shape[:2]
     fig, axes = plt.subplots(k, g, figsize=(1.3 * g, 1.4 * k + 0.4), squeeze=False)
     for i in range(k):

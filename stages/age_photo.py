@@ -191,9 +191,9 @@ def trained_methods(params: Params, models: Path) -> tuple[list[str], list[str]]
 
 def comparison_png(panels: list[tuple[str, np.ndarray]]) -> bytes:
     """The photo and its aged versions side by side, titled."""
-    from agebench.report_html import _figure, figure_png
+    from agebench.report_html import figure_png, pyplot
 
-    plt = _figure()
+    plt = pyplot()
     h, w = panels[0][1].shape[:2]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2 * h / w + 0.4), squeeze=False)
     for ax, (title, img) in zip(axes[0], panels):

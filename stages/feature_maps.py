@@ -30,9 +30,9 @@ from stages.train import select_device
 
 def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes:
     """The face, then each stage's mean |activation| map (own colour scale), in forward order."""
-    from agebench.report_html import _figure, figure_png
+    from agebench.report_html import figure_png, pyplot
 
-    plt = _figure()
+    plt = pyplot()
     n = len(maps) + 1
     fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
     axes[0][0].imshow(face)

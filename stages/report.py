@@ -177,9 +177,10 @@ def _npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def sample_grid(
-    task: str, names: list[str], outputs: Path, scores: Path, faces: np.ndarray | None
+    task: str, names: list[str], outputs: Path, scores: dict[str, dict[str, np.ndarray]], faces: np.ndarray | None
 ) -> tuple[str, list[str]]:
-    """HTML grid of the same test faces for every method of `names` that has outputs for `task`."""
+    """HTML grid of the same test faces for every method of `names` that has outputs for `task`;
+    `scores` holds each method's `data/scores/<method>.npz` (absent when it has none)."""
     missing: list[str] = []
     outs: dict[str, np.ndarray] = {}
     rows = None
@@ -201,9 +202,9 @@ def sample_grid(
     dists: dict[str, np.ndarray] = {}
     input_ages = None
     for name in outs:
-        sc = _npz(scores / f"{name}.npz")
+        sc = scores.get(name)
         if sc is None or f"{task}/rows" not in sc or not np.array_equal(sc[f"{task}/rows"], rows):
-            missing.append(f"{name} scores (no {scores / f'{name}.npz'} for these faces)")
+            missing.append(f"{name} scores (no per-face scores for these faces in data/scores/{name}.npz)")
             continue
         if f"{task}/age_out" in sc:
             ages[name] = sc[f"{task}/age_out"][pick]
@@ -242,12 +243,13 @@ def write_html_report(
     faces_file = paths["data"] / f"faces_{params.evaluate.resolution}.npy"
     faces = load_faces(paths["data"], params.evaluate.resolution) if faces_file.is_file() else None
     real_scores = _npz(paths["scores"] / "real.npz") or {}
+    scores = {n: z for n in names if (z := _npz(paths["scores"] / f"{n}.npz")) is not None}
     notes: list[str] = []
     sections: list[tuple[str, str]] = [("Leaderboard", report_html.leaderboard_html(board, TASKS))]
 
     grids = []
     for task, t in params.tasks.items():
-        grid, missing = sample_grid(task, names, paths["outputs"], paths["scores"], faces)
+        grid, missing = sample_grid(task, names, paths["outputs"], scores, faces)
         grids.append(f"<h3>{task}: {t.source} → {t.target}</h3>" + (grid or "<p>no outputs to show</p>"))
         notes += [f"sample grid {task}: {m}" for m in missing]
     if faces is None:
@@ -271,7 +273,7 @@ def write_html_report(
     for task, t in params.tasks.items():
         ages = {}
         for name in names:
-            sc = _npz(paths["scores"] / f"{name}.npz") or {}
+            sc = scores.get(name, {})
             if f"{task}/age_out" in sc:
                 ages[name] = sc[f"{task}/age_out"]
             else:
