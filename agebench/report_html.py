@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Order of the per-task columns in the HTML leaderboard (name, digits).
-BOARD_COLUMNS = (("joint", 3), ("age_acc", 3), ("age_acc_rel", 3), ("id_rate", 3), ("fid", 1), ("cycle_l1", 3))
+#: Order of the per-task columns in the HTML leaderboard.
+BOARD_COLUMNS = ("joint", "age_acc", "age_acc_rel", "id_rate", "fid", "cycle_l1")
 
 
 def pyplot():
@@ -248,13 +248,15 @@ def leaderboard_html(board: pd.DataFrame, tasks: Sequence[str]) -> str:
             continue
         out.append(f"<h3>{title}</h3>")
         for task in tasks:
-            head = "".join(f"<th>{c}</th>" for c, _ in BOARD_COLUMNS)
+            head = "".join(f"<th>{c}</th>" for c in BOARD_COLUMNS)
             body = []
             for rank, (_, r) in enumerate(part.iterrows(), start=1):
                 cells = [f"<td>{rank if kind == 'method' else '–'}</td>", f"<td>{html.escape(str(r['method']))}</td>"]
-                for col, digits in BOARD_COLUMNS:
-                    cells.append(f"<td>{_cell(r, task, col, digits)}</td>")
-                cells.append(f"<td>{'' if _nan(r.get(f'{task}.n')) else int(r.get(f'{task}.n'))}</td>")
+                for col in BOARD_COLUMNS:
+                    value, ci = value_and_interval(r, task, col)
+                    interval = f' <span class="ci">{ci}</span>' if ci else ""
+                    cells.append(f"<td>{value}{interval}</td>")
+                cells.append(f"<td>{'' if is_missing(r.get(f'{task}.n')) else int(r.get(f'{task}.n'))}</td>")
                 body.append("<tr>" + "".join(cells) + "</tr>")
             out.append(
                 f'<table class="board"><caption>{task}</caption><tr><th>rank</th><th>method</th>{head}<th>n</th></tr>'
@@ -264,17 +266,21 @@ def leaderboard_html(board: pd.DataFrame, tasks: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-def _nan(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """None or NaN (a metric that was not computed)."""
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _cell(r: pd.Series, task: str, col: str, digits: int) -> str:
-    v = r.get(f"{task}.{col}")
-    if _nan(v):
-        return "–"
-    lo, hi = r.get(f"{task}.{col}_lo"), r.get(f"{task}.{col}_hi")
-    ci = "" if _nan(lo) or _nan(hi) else f' <span class="ci">[{lo:.{digits}f}, {hi:.{digits}f}]</span>'
-    return f"{v:.{digits}f}{ci}"
+def value_and_interval(row: pd.Series, task: str, col: str) -> tuple[str, str]:
+    """A leaderboard cell of `stages.report.leaderboard_frame`'s row: ("0.512", "[0.47, 0.55]"), "–" when
+    the metric is missing and "" when it has no interval; fid with 1 decimal, the rates with 3."""
+    v = row.get(f"{task}.{col}")
+    if is_missing(v):
+        return "–", ""
+    digits = 1 if col == "fid" else 3
+    lo, hi = row.get(f"{task}.{col}_lo"), row.get(f"{task}.{col}_hi")
+    ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{v:.{digits}f}", ci
 
 
 STYLE = """

@@ -24,17 +24,16 @@ from methods.base import TrainData
 from stages.prepare import group_of, list_files, parse_label, split_of
 
 
-def train_data_stub(utkface: Path, scheme: str, groups: dict) -> TrainData:
+def train_ages(utkface: Path) -> list[int]:
+    """Ages of the train-split files with a valid label (no image decoded)."""
+    labels = [(name, parse_label(name)) for name in list_files(utkface)]
+    return [lab.age for name, lab in labels if not isinstance(lab, str) and split_of(name) == "train"]
+
+
+def train_data_stub(ages: list[int], scheme: str, groups: dict) -> TrainData:
     """Group labels of the train split (no images: only the schedule is computed)."""
     names = tuple(groups[scheme])
-    ids = []
-    for name in list_files(utkface):
-        label = parse_label(name)
-        if isinstance(label, str) or split_of(name) != "train":
-            continue
-        g = group_of(label.age, groups[scheme])
-        if g:
-            ids.append(names.index(g))
+    ids = [names.index(g) for g in (group_of(a, groups[scheme]) for a in ages) if g]
     return TrainData(images={}, groups={scheme: torch.tensor(ids)}, group_names={scheme: names})
 
 
@@ -76,40 +75,31 @@ def main() -> None:
         raise SystemExit(f"{args.params} has profile {params.profile!r}; the estimate is for the full profile")
     ips = {k: float(v) for k, v in (item.split("=", 1) for item in args.ips)}
     schemes = params.groups.schemes()
-    total_h = 0.0
-    print("| method | steps | training images | images/s | hours | needed for the budget (img/s) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    budget_s = args.budget_hours * 3600
+    ages = train_ages(args.utkface)
     rows = []
     for name in params.methods:
         if name == "identity":
             continue
         method = schedule_only(name, params)
-        data = train_data_stub(args.utkface, method.scheme, schemes)
-        steps = method.num_steps(data)
-        if type(method).__name__ == "CycleGANKeras":
+        steps = method.num_steps(train_data_stub(ages, method.scheme, schemes))
+        if type(method).__name__ == "CycleGANKeras":  # the batch changes with the size schedule
             images = sum(images_per_step(method, s) for s in range(steps))
         else:
             images = steps * images_per_step(method, 0)
-        rows.append((name, steps, images))
+        rows.append((name, steps, images, ips.get(name)))
+    print("| method | steps | training images | images/s | hours |")
+    print("|---|---:|---:|---:|---:|")
+    for name, steps, images, rate in rows:
+        hours = f"{images / rate / 3600:.2f}" if rate else "–"
+        print(f"| {name} | {steps:,} | {images:,} | {rate or '–'} | {hours} |")
     all_images = sum(r[2] for r in rows)
-    for name, steps, images in rows:
-        rate = ips.get(name)
-        hours = images / rate / 3600 if rate else None
-        total_h += hours or 0.0
-        # The budget shared in proportion to the workload.
-        need = all_images / budget_s
-        print(
-            f"| {name} | {steps:,} | {images:,} | {rate or '–'} | {'–' if hours is None else f'{hours:.2f}'} | "
-            f"{need:.0f} |"
-        )
-    missing = [r[0] for r in rows if r[0] not in ips]
-    print(f"\ntotal training images: {all_images:,}; to fit {args.budget_hours} h every method needs "
-          f"{all_images / budget_s:.0f} training images/s on average")  # fmt: skip
+    print(f"\ntotal training images: {all_images:,}; to fit {args.budget_hours} h the methods need "
+          f"{all_images / (args.budget_hours * 3600):.0f} training images/s on average")  # fmt: skip
+    missing = [r[0] for r in rows if r[3] is None]
     if missing:
         print(f"no measured throughput for: {', '.join(missing)} (pass --ips METHOD=VALUE)")
     else:
-        print(f"estimated training time: {total_h:.2f} h (scoring adds about 1 min per method on a GPU)")
+        print(f"estimated training time: {sum(r[2] / r[3] for r in rows) / 3600:.2f} h (scoring not included)")
 
 
 if __name__ == "__main__":

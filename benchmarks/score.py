@@ -37,25 +37,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from agebench.config import EvaluateConfig
+from metrics.fid import MemoryFeatureCache
 from metrics.suite import Scorer, score_task
 from stages.scoring import build_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SIZE = 128
 TARGET_OUTPUTS = 1000  # the issue's target: 1,000 outputs fully scored in <= 60 s on 2 cores
-
-
-class MemoryCache:
-    """An in-memory `ArrayCache` (the benchmark writes nothing to disk)."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, np.ndarray] = {}
-
-    def get(self, key: str) -> np.ndarray | None:
-        return self.store.get(key)
-
-    def put(self, key: str, value: np.ndarray) -> None:
-        self.store[key] = value
 
 
 class Timed:
@@ -295,7 +283,7 @@ def main() -> None:
 
     cfg = EvaluateConfig(batch_size=args.batch_size)
     scorer = build_scorer(cfg, cache_dir=None, device=args.device)
-    scorer.cache = MemoryCache()
+    scorer.cache = MemoryFeatureCache()
     ours = run_ours(scorer, inputs, outputs, gender, race)
     naive: dict[str, float] = {}
     if not args.skip_naive:

@@ -347,18 +347,22 @@ class FeatureCache(Protocol):
 
 
 class MemoryFeatureCache:
-    """A dict-backed `FeatureCache` (in memory only; no file IO)."""
+    """A dict-backed `FeatureCache` (in memory only; no file IO). It stores numpy arrays as well, so it
+    also serves as the in-memory `metrics.suite.ArrayCache` of a `Scorer`."""
 
     def __init__(self) -> None:
-        self._store: dict[str, torch.Tensor] = {}
+        self._store: dict[str, torch.Tensor | np.ndarray] = {}
 
-    def get(self, key: str) -> torch.Tensor | None:
+    def get(self, key: str) -> torch.Tensor | np.ndarray | None:
         """Features under `key` or None."""
         return self._store.get(key)
 
-    def put(self, key: str, features: torch.Tensor) -> None:
-        """Keep a copy of (N, D) features under `key`."""
-        self._store[key] = features.detach().cpu().clone()
+    def put(self, key: str, features: torch.Tensor | np.ndarray) -> None:
+        """Keep a copy of (N, D) features (a tensor or an array) under `key`."""
+        if isinstance(features, torch.Tensor):
+            self._store[key] = features.detach().cpu().clone()
+        else:
+            self._store[key] = np.array(features, copy=True)
 
     def __len__(self) -> int:
         return len(self._store)

@@ -157,6 +157,10 @@ class TaskContext:
     ci: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
+    def age_in(self) -> np.ndarray:
+        return self.scorer.estimate_ages(self.inputs)
+
+    @functools.cached_property
     def age_out(self) -> np.ndarray:
         return self.scorer.estimate_ages(self.fake)
 
@@ -182,7 +186,7 @@ class TaskContext:
 @METRICS.register("age")
 def age_metrics(ctx: TaskContext) -> dict[str, Any]:
     """age_acc, age_mean, age_gain, age_fail, and the estimator's ceiling age_acc_real / age_acc_rel."""
-    age_in = ctx.scorer.estimate_ages(ctx.inputs)
+    age_in = ctx.age_in
     age_out = ctx.age_out
     out: dict[str, Any] = {
         "age_acc": ctx.mean("age_acc", ctx.in_target.astype(np.float64)),
@@ -305,7 +309,7 @@ def score_task(
         rates["joint"] = (ctx.in_target & ctx.verification[1]).astype(np.float64)
     if per_face is not None:
         if "age" in metric_names:
-            per_face["age_in"] = scorer.estimate_ages(inputs)
+            per_face["age_in"] = ctx.age_in
             per_face["age_out"] = ctx.age_out
         if "identity" in metric_names:
             per_face["id_dist"] = ctx.verification[0]

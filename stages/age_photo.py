@@ -234,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.copyfile(args.photo, args.out)
         return 0
-    names = [args.method] if args.method else trained_methods(params, args.models)[0]
+    names = [args.method]
     if args.all_methods:
-        missing = trained_methods(params, args.models)[1]
+        names, missing = trained_methods(params, args.models)
         if missing:
             print(f"age-photo: not trained, left out: {', '.join(missing)} (dvc repro train@<method>)")
         if not names:

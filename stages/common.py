@@ -51,6 +51,12 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` as an uncompressed .npz atomically (keys may contain "/")."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from agebench.config import Params, load_params
 from metrics.registry import METRICS
 from metrics.suite import Scorer, score_task, verify_pairs
-from stages.common import atomic_path, read_json, run_main, write_json
+from stages.common import read_json, run_main, write_json, write_npz
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import build_scorer, result_context
 from stages.train import select_device
@@ -43,10 +43,13 @@ def evaluate_method(
     outputs: Path,
     scorer: Scorer,
     per_face: dict[str, np.ndarray] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every task in `outputs/tasks.json`; returns the metrics document.
 
-    `per_face`, when given, receives `<task>/rows` and `<task>/<age_in|age_out|id_dist>` arrays.
+    `per_face`, when given, receives `<task>/rows` and `<task>/<age_in|age_out|id_dist>` arrays;
+    `runtime` receives the training summary's machine-dependent keys (`RUNTIME_KEYS`), which the
+    document leaves out.
     """
     meta = read_json(outputs / "tasks.json")
     index = load_index(prepared)
@@ -90,7 +93,10 @@ def evaluate_method(
     recon = outputs / "reconstruction.npz"
     if recon.is_file():
         doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
-    doc["train"] = {k: v for k, v in meta.get("train", {}).items() if k not in RUNTIME_KEYS}
+    train = meta.get("train", {})
+    doc["train"] = {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
+    if runtime is not None:
+        runtime.update({k: v for k, v in train.items() if k in RUNTIME_KEYS})
     doc["resolution"] = meta.get("resolution")
     doc.update(result_context(params, name))
     return doc
@@ -129,16 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(params.evaluate.device)
     scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
     per_face: dict[str, np.ndarray] = {}
-    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face)
+    runtime: dict[str, Any] = {"method": args.method}
+    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face, runtime)
     write_json(args.out, doc)
     if args.scores:
-        with atomic_path(Path(args.scores)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **per_face)
+        write_npz(args.scores, per_face)
     if args.runtime:
-        train = read_json(Path(args.outputs) / "tasks.json").get("train", {})
-        runtime = {k: train[k] for k in RUNTIME_KEYS if k in train}
-        runtime.update({"method": args.method, "evaluate_seconds": round(time.perf_counter() - t0, 3)})
-        write_json(args.runtime, runtime)
+        write_json(args.runtime, {**runtime, "evaluate_seconds": round(time.perf_counter() - t0, 3)})
     a = doc["tasks"].get("aging", {})
     print(
         f"evaluate {args.method}: aging joint {a.get('joint', float('nan')):.3f} "

@@ -11,7 +11,6 @@ float32}) together with `<out>/feature_maps.png` (per stage, the mean absolute a
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import methods  # noqa: F401  (registers the methods)
 from agebench import photo as ph
 from agebench.config import load_params
 from methods.base import uint8_to_float
-from stages.common import atomic_path
+from stages.common import atomic_path, write_npz
 from stages.generate import load_trained
 from stages.train import select_device
 
@@ -73,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"agebench feature-maps: error: {exc}", file=sys.stderr)
         return 2
-    buf = io.BytesIO()
-    np.savez(buf, **maps)
-    with atomic_path(args.out / "feature_maps.npz") as tmp:
-        tmp.write_bytes(buf.getvalue())
+    write_npz(args.out / "feature_maps.npz", maps)
     with atomic_path(args.out / "feature_maps.png") as tmp:
         tmp.write_bytes(maps_png(maps, face, f"{args.method}: {args.face.name} -> {args.to}"))
     print(f"feature-maps: {len(maps)} stages ({', '.join(maps)}) -> {args.out}")

@@ -22,7 +22,7 @@ from agebench.config import Params, load_params
 from metrics import stats
 from metrics.fid import fid_from_features, kid_from_features
 from metrics.suite import Scorer
-from stages.common import atomic_path, run_main, write_json
+from stages.common import run_main, write_json, write_npz
 from stages.data import faces_nchw, load_faces, load_index
 from stages.scoring import build_scorer, result_context
 from stages.train import select_device
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     doc.update(result_context(params))
     write_json(args.out, doc)
     if args.scores:
-        with atomic_path(Path(args.scores)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **per_face)
+        write_npz(args.scores, per_face)
     print(f"reference: real row -> {args.out}")
     return 0
 

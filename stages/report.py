@@ -89,15 +89,8 @@ def _num(v: Any) -> float:
 
 
 def _fmt(row: pd.Series, task: str, col: str) -> str:
-    v = row.get(f"{task}.{col}")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    digits = 1 if col == "fid" else 3
-    text = f"{v:.{digits}f}"
-    lo, hi = row.get(f"{task}.{col}_lo"), row.get(f"{task}.{col}_hi")
-    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
-        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return text
+    value, ci = report_html.value_and_interval(row, task, col)
+    return f"{value} {ci}" if ci else value
 
 
 def leaderboard_markdown(df: pd.DataFrame) -> str:
@@ -146,7 +139,7 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
             secs = row.get("train_seconds")
             lines.append(
                 f"| {row['method']} | {_int(row.get('resolution'))} | {_int(row.get('parameters'))} | "
-                f"{'–' if _missing(secs) else f'{secs:.0f}'} | {_text(row.get('hardware'))} | "
+                f"{'–' if report_html.is_missing(secs) else f'{secs:.0f}'} | {_text(row.get('hardware'))} | "
                 f"{_text(row.get('git_revision'))} | {_int(row.get('protocol_version'))} | "
                 f"{_text(row.get('profile'))} |"
             )
@@ -154,16 +147,12 @@ def leaderboard_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _text(v: Any) -> str:
-    return "–" if _missing(v) else str(v)
+    return "–" if report_html.is_missing(v) else str(v)
 
 
 def _int(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+    return "–" if report_html.is_missing(v) else f"{int(v):,}"
 
 
 SAMPLE_FACES = 6

@@ -214,6 +214,8 @@ def train(
         "config": to_dict(method.config),
         **provenance(),
     }
+    if not world.is_main:
+        return summary
     final = {
         "method": name,
         "config": to_dict(method.config),
@@ -222,8 +224,6 @@ def train(
         "state": method.state_dict(),
         "summary": summary,
     }
-    if not world.is_main:
-        return summary
     with atomic_path(out / "model.pt") as tmp:
         torch.save(final, tmp)
     write_json(out / "train.json", summary)
