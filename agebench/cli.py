@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--metrics", default="reports/metrics")
     upd.add_argument("--params", default="params.yaml")
 
-    # Parsed by stages.age_photo (see `agebench age-photo --help`); listed here for the overview.
+    # Parsed by agebench.age_photo (see `agebench age-photo --help`); listed here for the overview.
     sub.add_parser("age-photo", help="age every face of a photo with trained methods", add_help=False)
     sub.add_parser("feature-maps", help="dump cyclegan_agevec's intermediate feature maps for a face", add_help=False)
     return p
@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _gate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from agebench import check
     from agebench.config import CheckConfig, ParamsError, read_params, section
-    from stages import check
 
     try:
         cfg = section(read_params(args.params), "check", CheckConfig)
@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["age-photo"]:
-        from stages.age_photo import cli
+        from agebench.age_photo import cli
 
         return cli(argv[1:])
     if argv[:1] == ["feature-maps"]:
         from agebench.config import ParamsError
-        from stages.feature_maps import main as feature_maps
+        from agebench.feature_maps import main as feature_maps
 
         try:
             return feature_maps(argv[1:])
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             f"score and rank {args.name}"
         )
         return 0
+    from agebench import cli_score
     from metrics.backbones import BackboneError
-    from stages import cli_score
 
     try:
         if args.command == "fid":

@@ -369,10 +369,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate a params file (profile overlay applied): the shared sections are built
     into frozen dataclasses, top-level keys and the `methods:` list are checked against the method
     registry (method sections themselves are built by the stages with their method's config class)."""
-    import methods as _methods  # registers the built-in methods
+    from agebench.registry import METHODS
 
     raw = read_params(path)
-    check_top_level(raw, _methods.METHODS.names())
+    check_top_level(raw, METHODS.names())
     methods = _coerce(tuple[str, ...], raw.get("methods", ["identity"]), f"{raw['_file']}: methods")
     return Params(
         profile=raw["profile"],

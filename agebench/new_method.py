@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from methods.base import Method, TrainData, uint8_to_float
-from methods.registry import METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +48,6 @@ class {cls}Config:
     lambda_keep: float = 1.0
 
 
-@METHODS.register("{name}")
 class {cls}(Method):
     """Residual colour translator between the two groups of the `pair` scheme."""
 
@@ -132,12 +130,12 @@ def class_name(name: str) -> str:
 
 
 def add_method(repo: Path, name: str) -> list[Path]:
-    """Write methods/NAME.py, register it in methods/__init__.py, add its params.yaml section,
+    """Write methods/NAME.py, register it in methods/registry.yaml, add its params.yaml section,
     smoke override and `methods:` entry. Returns the files changed. Nothing is written on error."""
     if not _NAME.fullmatch(name) or keyword.iskeyword(name):
         raise NewMethodError(f"{name!r} is not a valid method name (lowercase letters, digits, _; e.g. my_method)")
     method_file = repo / "methods" / f"{name}.py"
-    init, params = repo / "methods" / "__init__.py", repo / "params.yaml"
+    init, params = repo / "methods" / "registry.yaml", repo / "params.yaml"
     for p in (init, params):
         if not p.is_file():
             raise NewMethodError(f"{p} not found: run this in the agebench repository (or pass --repo)")
@@ -147,12 +145,8 @@ def add_method(repo: Path, name: str) -> list[Path]:
     if re.search(rf"(?m)^{re.escape(name)}:", params_text):
         raise NewMethodError(f"params.yaml already has a section {name!r}")
 
-    # methods/__init__.py: insert NAME into the sorted import tuple.
-    m = re.search(r"from methods import \(  # noqa: F401\n((?:    \w+,\n)+)\)", init_text)
-    if m is None:
-        raise NewMethodError(f"{init}: cannot find the `from methods import (...)` block to register {name}")
-    names = sorted({*re.findall(r"    (\w+),", m.group(1)), name})
-    new_init = init_text[: m.start(1)] + "".join(f"    {n},\n" for n in names) + init_text[m.end(1) :]
+    # methods/registry.yaml: one line, name -> module:Class (no Python edited).
+    new_init = init_text.rstrip("\n") + f"\n{name}: methods.{name}:{class_name(name)}\n"
 
     # params.yaml: list entry, section before the smoke profile, smoke override at the end.
     lm = re.search(r"(?m)^methods:\n((?:( *)- .+\n)+)", params_text)

@@ -1,11 +1,24 @@
-"""Name -> class registries for methods and metrics (the name is the params.yaml key and leaderboard row)."""
+"""Name -> implementation registries for methods and metrics (the name is the params.yaml key and
+leaderboard row or column).
+
+A registry maps each name to a "module:attribute" string and imports the module on first use
+(as junyanz's `models/__init__.py` `find_model_using_name`), so parsing params never imports every
+GAN. The built-in methods are listed in `methods/registry.yaml`; `agebench new-method` appends a line
+there, so registering a method edits no Python.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import importlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
 
 T = TypeVar("T")
+
+METHODS_FILE = Path(__file__).resolve().parent.parent / "methods" / "registry.yaml"
 
 
 class UnknownNameError(KeyError):
@@ -15,46 +28,90 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+def import_target(target: str) -> Any:
+    """Import "package.module:attribute" and return the attribute."""
+    module, _, attr = target.partition(":")
+    if not attr:
+        raise ValueError(f"registry target {target!r} is not of the form 'module:attribute'")
+    return getattr(importlib.import_module(module), attr)
+
+
 class Registry(Generic[T]):
-    """A dict of named entries that rejects duplicates and entries of the wrong base class.
+    """Names -> lazily imported entries; rejects duplicates and entries of the wrong base class.
 
     Args:
         kind: what the entries are ("method", "metric"), used in error messages.
-        base: every registered class must subclass it (None: any callable).
+        entries: name -> "module:attribute".
+        base: "module:Class" every entry must subclass (None: any object), checked on first use.
     """
 
-    def __init__(self, kind: str, base: type | None = None) -> None:
+    def __init__(self, kind: str, entries: Mapping[str, str] | None = None, base: str | None = None) -> None:
         self.kind = kind
         self.base = base
-        self._entries: dict[str, T] = {}
+        self._targets: dict[str, str] = {}
+        self._loaded: dict[str, T] = {}
+        for name, target in (entries or {}).items():
+            self.add(name, target)
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register the decorated class or function under `name`."""
-
-        def wrap(obj: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is already registered ({self._entries[name]!r})")
-            if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
-                raise ValueError(f"{self.kind} {name!r} must be a subclass of {self.base.__name__}, got {obj!r}")
-            self._entries[name] = obj
-            return obj
-
-        return wrap
+    def add(self, name: str, target: str) -> None:
+        """Register `name` -> "module:attribute" (not imported yet)."""
+        if name in self._targets:
+            raise ValueError(f"{self.kind} {name!r} is already registered ({self._targets[name]})")
+        if not isinstance(target, str) or ":" not in target:
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} must be 'module:attribute'")
+        self._targets[name] = target
 
     def get(self, name: str) -> T:
-        """Return the entry for `name`; unknown names raise UnknownNameError listing the valid ones."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            valid = ", ".join(sorted(self._entries)) or "(none registered)"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+        """Return the entry for `name`, importing it on first use; unknown names list the valid ones."""
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._targets:
+            valid = ", ".join(sorted(self._targets)) or "(none registered)"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
+        obj = import_target(self._targets[name])
+        if self.base is not None:
+            base = import_target(self.base)
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise ValueError(f"{self.kind} {name!r} ({self._targets[name]}) must subclass {base.__name__}")
+        self._loaded[name] = obj
+        return obj
+
+    def target(self, name: str) -> str:
+        """The "module:attribute" string of `name` (no import)."""
+        if name not in self._targets:
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}")
+        return self._targets[name]
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        return sorted(self._entries)
+        return sorted(self._targets)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._targets
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _method_entries(path: Path = METHODS_FILE) -> dict[str, str]:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping name: 'module:Class'")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+METHODS: Registry[Any] = Registry("method", _method_entries(), base="methods.base:Method")
+"""Face-aging methods: `params.yaml` name -> `methods.base.Method` subclass."""
+
+
+METRICS: Registry[Any] = Registry(
+    "metric",
+    {
+        "age": "metrics.suite:age_metrics",
+        "identity": "metrics.suite:identity_metrics",
+        "joint": "metrics.suite:joint_metric",
+        "fid": "metrics.suite:fid_metrics",
+        "cycle": "metrics.suite:cycle_metric",
+    },
+)
+"""Task metrics: the name used in `evaluate.metrics` -> a function `(metrics.suite.TaskContext) -> dict`."""

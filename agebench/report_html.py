@@ -110,7 +110,7 @@ def sample_grid_html(
 def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes:
     """age_acc (x) vs id_rate (y) per method with 95% intervals; reference rows in grey.
 
-    `board` is `stages.report.leaderboard_frame`'s frame; `ceiling` the estimator's age_acc on real
+    `board` is `agebench.report.leaderboard_frame`'s frame; `ceiling` the estimator's age_acc on real
     target faces (a vertical line: no method is expected to the right of it).
     """
     plt = pyplot()
@@ -272,7 +272,7 @@ def is_missing(v: Any) -> bool:
 
 
 def value_and_interval(row: pd.Series, task: str, col: str) -> tuple[str, str]:
-    """A leaderboard cell of `stages.report.leaderboard_frame`'s row: ("0.512", "[0.47, 0.55]"), "–" when
+    """A leaderboard cell of `agebench.report.leaderboard_frame`'s row: ("0.512", "[0.47, 0.55]"), "–" when
     the metric is missing and "" when it has no interval; fid with 1 decimal, the rates with 3."""
     v = row.get(f"{task}.{col}")
     if is_missing(v):

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-import methods  # noqa: F401
 from agebench.config import load_params
+from agebench.prepare import group_of, list_files, parse_label, split_of
 from methods.base import TrainData
-from stages.prepare import group_of, list_files, parse_label, split_of
 
 
 def train_ages(utkface: Path) -> list[int]:
@@ -43,7 +42,7 @@ def schedule_only(name: str, params):
     from torchvision.models import vgg16
 
     from agebench.config import section
-    from methods.registry import METHODS
+    from agebench.registry import METHODS
 
     cls = METHODS.get(name)
     aux = {"vgg16": vgg16().features} if "vgg16" in cls.aux_networks else {}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from agebench.config import DataConfig, GroupsConfig
-from stages.prepare import prepare
+from agebench.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -37,9 +37,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from agebench.config import EvaluateConfig
+from agebench.scoring import build_scorer
 from metrics.fid import MemoryFeatureCache
 from metrics.suite import Scorer, score_task
-from stages.scoring import build_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SIZE = 128

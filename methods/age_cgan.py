@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import Method, TrainData, uint8_to_float
-from methods.registry import METHODS
 
 #: Latent size and number of age groups of the paper.
 Z_DIM = 100
@@ -239,7 +238,6 @@ class Encoder(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-@METHODS.register("age_cgan")
 class AgeCgan(Method):
     """Age-cGAN: conditional GAN + encoder + per-face latent optimisation (identity-preserving by default).
 

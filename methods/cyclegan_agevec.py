@@ -58,7 +58,6 @@ from methods.blocks import (
     steps_per_epoch,
     tile,
 )
-from methods.registry import METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +89,6 @@ class CycleGANAgeVecConfig:
             raise ValueError(f"resolution must be a multiple of 4, got {self.resolution}")
 
 
-@METHODS.register("cyclegan_agevec")
 class CycleGANAgeVec(Method):
     """One decade-conditioned CycleGAN generator for every decade pair (METHODS.md s.4).
 

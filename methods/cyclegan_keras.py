@@ -43,7 +43,6 @@ from methods.blocks import (
     set_requires_grad,
     steps_per_epoch,
 )
-from methods.registry import METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +83,6 @@ class CycleGANKerasConfig:
             raise ValueError("batch_per_size must be >= 1 and epochs_per_size >= 0")
 
 
-@METHODS.register("cyclegan_keras")
 class CycleGANKeras(Method):
     """Keras-GAN-style CycleGAN with progressive resizing (METHODS.md s.1).
 

@@ -51,7 +51,6 @@ from methods.blocks import (
     set_requires_grad,
     steps_per_epoch,
 )
-from methods.registry import METHODS
 
 #: Index in torchvision's `vgg16().features` of each ReLU whose output the style loss uses.
 VGG16_RELU = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
@@ -151,7 +150,6 @@ class CycleGANPerceptualConfig:
             raise ValueError(f"resolution must be a multiple of 4, got {self.resolution}")
 
 
-@METHODS.register("cyclegan_perceptual")
 class CycleGANPerceptual(Method):
     """junyanz CycleGAN with a VGG-16 Gram (style) identity loss (METHODS.md s.2).
 

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from metrics import stats
-from metrics.registry import METRICS
 
 AgeFn = Callable[[torch.Tensor], np.ndarray]
 DescriptorFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -183,7 +182,6 @@ class TaskContext:
         return r["value"]
 
 
-@METRICS.register("age")
 def age_metrics(ctx: TaskContext) -> dict[str, Any]:
     """age_acc, age_mean, age_gain, age_fail, and the estimator's ceiling age_acc_real / age_acc_rel."""
     age_in = ctx.age_in
@@ -203,7 +201,6 @@ def age_metrics(ctx: TaskContext) -> dict[str, Any]:
     return out
 
 
-@METRICS.register("identity")
 def identity_metrics(ctx: TaskContext) -> dict[str, Any]:
     """id_rate (distance < threshold, failures count as not verified), id_dist, id_fail."""
     dist, same, failed = ctx.verification
@@ -214,13 +211,11 @@ def identity_metrics(ctx: TaskContext) -> dict[str, Any]:
     }
 
 
-@METRICS.register("joint")
 def joint_metric(ctx: TaskContext) -> dict[str, Any]:
     """joint: in the target age group and verified as the input's person (the headline)."""
     return {"joint": ctx.mean("joint", (ctx.in_target & ctx.verification[1]).astype(np.float64))}
 
 
-@METRICS.register("fid")
 def fid_metrics(ctx: TaskContext) -> dict[str, Any]:
     """fid, kid_mean, kid_std against all real faces of the target group (NaN with < 2 images)."""
     from metrics.fid import fid_from_features, kid_from_features
@@ -236,7 +231,6 @@ def fid_metrics(ctx: TaskContext) -> dict[str, Any]:
     return {**out, "fid": fid_from_features(f_real, f_fake), "kid_mean": kid_mean, "kid_std": kid_std}
 
 
-@METRICS.register("cycle")
 def cycle_metric(ctx: TaskContext) -> dict[str, Any]:
     """cycle_l1: mean |input - round trip| in [0, 1] pixel units (absent without round trips)."""
     if ctx.cycle is None:
@@ -244,7 +238,16 @@ def cycle_metric(ctx: TaskContext) -> dict[str, Any]:
     return {"cycle_l1": ctx.mean("cycle_l1", stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy()))}
 
 
-DEFAULT_METRICS = ("age", "identity", "joint", "fid", "cycle")
+TASK_METRICS: dict[str, Any] = {
+    "age": age_metrics,
+    "identity": identity_metrics,
+    "joint": joint_metric,
+    "fid": fid_metrics,
+    "cycle": cycle_metric,
+}
+"""Task metrics by name (the names used in `evaluate.metrics`; agebench.registry.METRICS resolves to these)."""
+
+DEFAULT_METRICS = tuple(TASK_METRICS)
 
 
 def _resamples(n: int, scorer: Scorer) -> np.ndarray:
@@ -285,7 +288,10 @@ def score_task(
     """
     if fake.shape != inputs.shape:
         raise ValueError(f"outputs {tuple(fake.shape)} do not match inputs {tuple(inputs.shape)}")
-    fns = [METRICS.get(name) for name in metric_names]
+    unknown = [n for n in metric_names if n not in TASK_METRICS]
+    if unknown:
+        raise KeyError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(sorted(TASK_METRICS))}")
+    fns = [TASK_METRICS[name] for name in metric_names]
     ctx = TaskContext(
         scorer,
         inputs,

@@ -1,10 +1,6 @@
-"""`evaluate` stage: score one method's generated outputs (PROTOCOL.md s.4) into a metrics JSON.
+"""DVC stage `evaluate`: score one method's generated outputs (PROTOCOL.md s.4) into a metrics JSON.
 
-Writes `reports/metrics/<method>.json`: every metric of both common tasks (and of every extra
-group pair the method supports) with 95% bootstrap intervals and gender/race breakdowns, plus the
-protocol version, resolved params, git revision, backbone provenance and the training summary.
-That file is a pure function of code, params and data (two smoke runs give identical bytes); what a
-run measured about the machine (training wall time, hardware) goes to `reports/runtime/<method>.json`.
+Arguments and file writes only; the work is in `agebench.evaluate`.
 """
 
 from __future__ import annotations
@@ -15,106 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from agebench.config import Params, load_params
-from metrics.registry import METRICS
-from metrics.suite import Scorer, score_task, verify_pairs
-from stages.common import read_json, run_main, write_json, write_npz
-from stages.data import faces_nchw, load_faces, load_index
-from stages.scoring import build_scorer, result_context
-from stages.train import select_device
-
-REFERENCE_METHODS = ("identity",)
-#: Training-summary keys that describe the machine and the run, not the result.
-RUNTIME_KEYS = ("train_seconds", "hardware", "images_per_second")
-
-
-def nchw(arr: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 array -> (N, 3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
-
-
-def evaluate_method(
-    name: str,
-    params: Params,
-    prepared: Path,
-    outputs: Path,
-    scorer: Scorer,
-    per_face: dict[str, np.ndarray] | None = None,
-    runtime: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score every task in `outputs/tasks.json`; returns the metrics document.
-
-    `per_face`, when given, receives `<task>/rows` and `<task>/<age_in|age_out|id_dist>` arrays;
-    `runtime` receives the training summary's machine-dependent keys (`RUNTIME_KEYS`), which the
-    document leaves out.
-    """
-    meta = read_json(outputs / "tasks.json")
-    index = load_index(prepared)
-    faces = load_faces(prepared, params.evaluate.resolution)
-    schemes = params.groups.schemes()
-    tasks: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
-        data = np.load(outputs / f"{task_id}.npz")
-        rows = data["rows"]
-        faces_out: dict[str, np.ndarray] = {}
-        sub = index.set_index("row").loc[rows]
-        target_rows = index.loc[index[t["scheme"]] == t["target"], "row"].to_numpy()
-        target_test = index.loc[(index[t["scheme"]] == t["target"]) & (index["split"] == "test"), "row"].to_numpy()
-        result = score_task(
-            scorer,
-            faces_nchw(faces, rows),
-            nchw(data["fake"]),
-            nchw(data["cycle"]),
-            faces_nchw(faces, target_rows),
-            faces_nchw(faces, target_test),
-            tuple(schemes[t["scheme"]][t["target"]]),
-            sub["gender"].astype(str).to_numpy(),
-            sub["race"].astype(str).to_numpy(),
-            params.evaluate.metrics,
-            per_face=faces_out,
-        )
-        if per_face is not None:
-            per_face[f"{task_id}/rows"] = rows
-            per_face.update({f"{task_id}/{k}": v for k, v in faces_out.items()})
-        result.update({k: t[k] for k in ("scheme", "source", "target")})
-        (tasks if t["common"] else extra)[task_id] = result
-    doc: dict[str, Any] = {
-        "method": name,
-        "kind": "reference" if name in REFERENCE_METHODS else "method",
-        "profile": params.profile,
-        "tasks": tasks,
-    }
-    if extra:
-        doc["extra_tasks"] = extra
-    recon = outputs / "reconstruction.npz"
-    if recon.is_file():
-        doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
-    train = meta.get("train", {})
-    doc["train"] = {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
-    if runtime is not None:
-        runtime.update({k: v for k, v in train.items() if k in RUNTIME_KEYS})
-    doc["resolution"] = meta.get("resolution")
-    doc.update(result_context(params, name))
-    return doc
-
-
-def reconstruction_rates(data: Any, faces: np.ndarray, scorer: Scorer) -> dict[str, Any]:
-    """Identity rate of reconstructions per latent mode (Age-cGAN's initial / pixel-wise / IP table)."""
-    inputs = faces_nchw(faces, data["rows"])
-    d_in, f_in = scorer.face_descriptors(inputs)
-    out = {"n": len(inputs)}
-    for mode in ("initial", "pixel", "ip"):
-        d, f = scorer.face_descriptors(nchw(data[mode]))
-        dist, same, failed = verify_pairs(d_in, f_in, d, f, scorer.id_threshold)
-        out[mode] = {
-            "id_rate": float(same.mean()) if len(same) else float("nan"),
-            "id_dist": float(np.nanmean(dist)) if (~failed).any() else float("nan"),
-        }
-    return out
+from agebench.common import run_main, write_json, write_npz
+from agebench.config import load_params
+from agebench.evaluate import evaluate_method
+from agebench.registry import METRICS
+from agebench.scoring import build_scorer
+from agebench.train import select_device
 
 
 def main(argv: list[str] | None = None) -> int:

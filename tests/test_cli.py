@@ -453,12 +453,12 @@ def test_unusable_input_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
 
 def _fail_replace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the final rename of every atomic write fail."""
-    import stages.common
+    import agebench.common
 
     def broken_replace(src, dst):
         raise PermissionError(f"cannot replace {dst}")
 
-    monkeypatch.setattr(stages.common.os, "replace", broken_replace)
+    monkeypatch.setattr(agebench.common.os, "replace", broken_replace)
 
 
 @pytest.mark.real_data

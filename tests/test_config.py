@@ -93,28 +93,44 @@ def test_method_section_roundtrip(tmp_path: Path) -> None:
         section(read_params(write(tmp_path, {"identity": {"size": 64}})), "identity", IdentityConfig)
 
 
+class _Base:
+    pass
+
+
+class _A(_Base):
+    pass
+
+
 def test_registry_rejects_duplicates_wrong_base_and_lists_valid_names() -> None:
-    class Base:
-        pass
-
-    reg: Registry[type] = Registry("widget", base=Base)
-
-    @reg.register("a")
-    class A(Base):
-        pass
-
+    reg: Registry[type] = Registry("widget", {"a": "tests.test_config:_A"}, base="tests.test_config:_Base")
     with pytest.raises(ValueError, match="already registered"):
-        reg.register("a")(type("B", (Base,), {}))
-    with pytest.raises(ValueError, match="subclass of Base"):
-        reg.register("c")(int)
+        reg.add("a", "tests.test_config:_A")
+    with pytest.raises(ValueError, match="module:attribute"):
+        reg.add("b", "no_colon")
+    reg.add("c", "builtins:int")
+    with pytest.raises(ValueError, match="must subclass _Base"):
+        reg.get("c")
     with pytest.raises(UnknownNameError) as err:
         reg.get("zzz")
-    assert "unknown widget 'zzz'" in str(err.value) and "valid widgets: a" in str(err.value)
-    assert reg.get("a") is A and reg.names() == ["a"]
+    assert "unknown widget 'zzz'" in str(err.value) and "valid widgets: a, c" in str(err.value)
+    assert reg.get("a") is _A and reg.names() == ["a", "c"]
+
+
+def test_parsing_params_imports_no_method() -> None:
+    """The lazy registry: validating params (method names included) imports no GAN module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from agebench.config import load_params; load_params('params.yaml'); "
+        "print(sorted(m for m in sys.modules if m.startswith('methods')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_method_registry_knows_identity() -> None:
-    from methods import METHODS
+    from agebench.registry import METHODS
 
     assert "identity" in METHODS.names()
     with pytest.raises(UnknownNameError, match="identity"):

@@ -84,7 +84,7 @@ def test_torchrun_two_processes_train_and_rank0_writes(prepared: Path, tmp_path:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "-m", "stages.train", "--params", str(params), "--method", "cyclegan_keras",
+        "-m", "agebench.train", "--params", str(params), "--method", "cyclegan_keras",
         "--data", str(prepared), "--out", str(out), "--live", str(tmp_path / "live"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

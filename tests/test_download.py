@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from agebench import download as dl
 from agebench.config import DataConfig
-from stages import download as dl
-from stages.download import (
+from agebench.download import (
     ChecksumError,
     DataSourceError,
     DownloadError,
@@ -35,6 +35,7 @@ from stages.download import (
     folder_digest,
     materialise,
 )
+from stages import download as dl_stage
 
 NAMES = [
     "25_0_1_20170116174525125.jpg.chip.jpg",
@@ -494,12 +495,12 @@ def test_cli_resolves_relative_source_against_params_file(tmp_path, images, caps
     params = project / "params.yaml"
     params.write_text("data:\n  source: ../faces\n  sha256: ''\n")
     out = tmp_path / "run" / "raw"
-    assert dl.main(["--params", str(params), "--out", str(out), "--cache", str(tmp_path / "dl")]) == 0
+    assert dl_stage.main(["--params", str(params), "--out", str(out), "--cache", str(tmp_path / "dl")]) == 0
     record = json.loads((out / "source.json").read_text())
     assert record["source"] == "../faces" and record["images_dir"] == str((tmp_path / "faces").resolve())
 
     params.write_text("data:\n  source: missing_folder\n")
-    assert dl.main(["--params", str(params), "--out", str(out), "--cache", str(tmp_path / "dl")]) == 2
+    assert dl_stage.main(["--params", str(params), "--out", str(out), "--cache", str(tmp_path / "dl")]) == 2
     err = capsys.readouterr().err
     assert "missing_folder does not exist" in err and "Traceback" not in err
     assert json.loads((out / "source.json").read_text()) == record  # failed run kept the old output

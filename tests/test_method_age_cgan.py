@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agebench.registry import METHODS
 from methods.age_cgan import (
     GROUP_FOR_PAIR,
     AgeCgan,
@@ -23,7 +24,6 @@ from methods.age_cgan import (
     labels_to_onehot,
 )
 from methods.base import TrainData
-from methods.registry import METHODS
 
 NAMES = ("0-18", "19-29", "30-39", "40-49", "50-59", "60+")
 CPU = torch.device("cpu")

@@ -16,6 +16,7 @@ import torch
 import torchvision
 
 from agebench.config import build
+from agebench.registry import METHODS
 from methods.base import TrainData
 from methods.blocks import (
     ImagePool,
@@ -38,7 +39,6 @@ from methods.cyclegan_perceptual import (
     vgg16_features_from_state_dict,
     vgg_style_features,
 )
-from methods.registry import METHODS
 
 NAMES = ("cyclegan_keras", "cyclegan_perceptual", "cyclegan_agevec")
 DECADES = ("10s", "20s", "30s", "40s", "50s", "60s")

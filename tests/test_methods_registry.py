@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from agebench.config import load_params, section
-from methods import METHODS
+from agebench.registry import METHODS
 from methods.base import TrainData, uint8_to_float
 from tests.conftest import REPO
 

@@ -100,7 +100,7 @@ def test_detect_faces_casts_object_arrays_drops_weak_and_sorts_largest_first() -
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained smoke-size checkpoints of a two-group and a multi-group method (mechanics only)."""
-    from stages.train import build_method
+    from agebench.train import build_method
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "smoke"
@@ -116,7 +116,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(args: list[str], models: Path) -> int:
-    from stages.age_photo import cli
+    from agebench.age_photo import cli
 
     return cli([*args, "--models", str(models), "--params", str(models / "params.yaml"), "--device", "cpu"])
 
@@ -125,7 +125,7 @@ def run_cli(args: list[str], models: Path) -> int:
 def fake_faces(monkeypatch: pytest.MonkeyPatch):
     """Replace MTCNN by a detector that finds the given faces (generated photos have no real faces)."""
     found: list[ph.Detection] = []
-    monkeypatch.setattr("stages.age_photo.load_detector", lambda device: FakeDetector(found))
+    monkeypatch.setattr("agebench.age_photo.load_detector", lambda device: FakeDetector(found))
     return found
 
 
@@ -222,7 +222,7 @@ def test_fgnet_photos_every_face_aged_background_bit_identical(
 ) -> None:
     """Real MTCNN on FG-NET photos (faces on backgrounds): all methods, the comparison figure and a strip."""
     photos = sorted(fgnet_dir.glob("*.JPG"))[:3]
-    from stages.age_photo import load_detector, load_photo
+    from agebench.age_photo import load_detector, load_photo
 
     detector = load_detector(torch.device("cpu"))
     for photo in photos:

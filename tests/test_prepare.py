@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from agebench.config import DataConfig, GroupsConfig
-from stages.prepare import Label, group_of, list_files, main, parse_label, prepare, split_of
+from agebench.prepare import Label, group_of, list_files, parse_label, prepare, split_of
+from stages.prepare import main
 
 
 def jpeg_bytes(seed: int, size: int = 200) -> bytes:

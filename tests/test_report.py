@@ -14,10 +14,10 @@ from PIL import Image
 
 from agebench import report_html
 from agebench.config import load_params
-from stages.report import leaderboard_frame, leaderboard_markdown, write_html_report
+from agebench.report import leaderboard_frame, leaderboard_markdown, write_html_report
 from tests.conftest import REPO
 
-K = 6  # stages.report.SAMPLE_FACES
+K = 6  # agebench.report.SAMPLE_FACES
 TASKS = ("aging", "rejuvenation")
 COLOURS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230)]
 

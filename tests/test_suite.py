@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agebench.registry import UnknownNameError
+from agebench.scoring import DiskCache
 from metrics import stats
 from metrics.suite import Scorer, images_key, score_task, verify_pairs
-from stages.scoring import DiskCache
 
 
 class CountingScorer(Scorer):
@@ -144,7 +143,7 @@ def test_cache_serves_repeated_sets_and_keys_depend_on_pixels(tmp_path) -> None:
 def test_unknown_metric_lists_valid_names() -> None:
     x = faces(4, 0)
     g, r = labels(4)
-    with pytest.raises(UnknownNameError, match="valid metrics: age, cycle, fid, identity, joint"):
+    with pytest.raises(KeyError, match="valid metrics: age, cycle, fid, identity, joint"):
         score_task(make_scorer(), x, x, x, x, x, (50, 59), g, r, ("age", "sharpness"))
 
 

@@ -11,9 +11,9 @@ import torch
 import yaml
 from PIL import Image
 
+from agebench import train as train_stage
 from agebench.config import DataConfig, GroupsConfig, load_params
-from stages import train as train_stage
-from stages.prepare import prepare
+from agebench.prepare import prepare
 
 TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "sizes": [32], "epochs_per_size": [1], "batch_per_size": [2], "max_steps": 6}
 

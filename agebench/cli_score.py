@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from stages.common import atomic_path, write_json
+from agebench.common import atomic_path, write_json
 
 # Images are stacked in chunks of at most this many pixels (one 4096x4096 photo, or 419 200x200 faces),
 # so folders of large photos do not build multi-GB batches.

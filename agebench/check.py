@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agebench.common import write_json
 from agebench.config import CheckConfig
-from stages.common import write_json
 
 TASKS = ("aging", "rejuvenation")
 

@@ -120,7 +120,7 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
 
     user_errors: tuple[type[BaseException], ...] = (ParamsError, UnknownNameError, FileNotFoundError)
     with contextlib.suppress(ImportError):
-        from stages.download import DataSourceError
+        from agebench.download import DataSourceError
 
         user_errors += (DataSourceError,)
     with contextlib.suppress(ImportError):

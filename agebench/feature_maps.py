@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-import methods  # noqa: F401  (registers the methods)
 from agebench import photo as ph
+from agebench.common import atomic_path, write_npz
 from agebench.config import load_params
+from agebench.generate import load_trained
+from agebench.train import select_device
 from methods.base import uint8_to_float
-from stages.common import atomic_path, write_npz
-from stages.generate import load_trained
-from stages.train import select_device
 
 
 def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes:

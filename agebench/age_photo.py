@@ -22,13 +22,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-import methods  # noqa: F401  (registers the methods)
 from agebench import photo as ph
+from agebench.common import atomic_path, run_main
 from agebench.config import Params, load_params
+from agebench.generate import group_containing, load_trained
+from agebench.train import select_device
 from methods.base import Method, float_to_uint8, uint8_to_float
-from stages.common import atomic_path, run_main
-from stages.generate import group_containing, load_trained
-from stages.train import select_device
 
 EXIF_ORIENTATION = 0x0112
 

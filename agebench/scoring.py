@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agebench.common import atomic_path
 from agebench.config import EvaluateConfig, Params
 from metrics.suite import Scorer
-from stages.common import atomic_path
 
 
 class DiskCache:
@@ -109,9 +109,9 @@ def build_scorer(
 
 def result_context(params: Params, method: str | None = None) -> dict:
     """What every metrics file records besides its numbers: resolved params, backbones, provenance."""
+    from agebench.common import provenance
     from agebench.config import to_dict
     from metrics.backbones import describe
-    from stages.common import provenance
 
     resolved = {
         "evaluate": to_dict(params.evaluate),

@@ -1,0 +1,66 @@
+"""Project-local modules a stage's command imports, transitively (for dvc.yaml deps and their test).
+
+Static: reads `import` / `from ... import` statements with `ast`, including imports inside functions,
+so a lazily imported module still counts. Only files inside the project root are returned.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGES = ("agebench", "methods", "metrics", "stages")
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    parts = dotted.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # `from pkg import mod` imports pkg.mod when it is a module
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def closure(root: str | Path, module: str, skip: tuple[str, ...] = ()) -> set[str]:
+    """Relative paths (POSIX) of every project file `module` imports, itself included.
+
+    `skip`: module prefixes not followed (e.g. `methods.` for per-method deps handled by DVC's foreach).
+    """
+    root = Path(root)
+    todo, seen = [module], set()
+    files: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            f = _module_file(root, ".".join(parts[:i]))
+            if f is None:
+                continue
+            rel = f.relative_to(root).as_posix()
+            if rel in files:
+                continue
+            if any(".".join(parts[:i]).startswith(s) for s in skip):
+                continue
+            files.add(rel)
+            todo.extend(_imports(f))
+    return files
