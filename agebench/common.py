@@ -6,37 +6,117 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 import agebench
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path` (file or directory).
+class OutputPathError(OSError):
+    """An output path that would destroy something the user did not ask to replace (exit 2, one line)."""
 
-    On any exception the temporary is removed and `path` is left as it was, so an interrupted
-    stage never leaves a half-written output.
+
+# `.<name>.<pid>.<random>.tmp` (this version) or `.<name>.<random>.tmp` (earlier ones, no pid), with
+# tempfile.mkdtemp's 8 random characters: nothing else beside an output is ever matched.
+_TMP_RE = r"\.{name}\.(?:(?P<pid>[0-9]+)\.)?[a-z0-9_]{{8}}\.tmp"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove `.<name>.*.tmp` temporaries of `path` left by a killed earlier run; returns what was removed.
+
+    A temporary named with the pid of a process that is still alive is kept (a concurrent writer);
+    one without a pid (older agebench) or of a dead process is removed.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(_TMP_RE.format(name=re.escape(path.name)))
+    removed = []
+    for entry in path.parent.iterdir():
+        m = pattern.fullmatch(entry.name)
+        if m is None or (m.group("pid") is not None and _pid_alive(int(m.group("pid")))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            _rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def check_output_path(
+    path: str | Path, kind: Literal["file", "dir"] = "file", inputs: Iterable[str | Path] = ()
+) -> Path:
+    """Refuse (OutputPathError, one line) an output `path` that would replace what it must not.
+
+    A file output never replaces a directory (or a link to one); a directory output never replaces a
+    file; no output is one of `inputs` (same path or the same file through another name). Returns `path`.
+    """
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"{path}: {parent} is a file, not a folder: give another output path")
+            break
+    if kind == "file" and path.is_dir():
+        raise OutputPathError(f"{path} is a folder: give a file name for this output (nothing was written)")
+    if kind == "dir" and (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise OutputPathError(f"{path} exists and is not a folder: give a folder for this output")
+    for src in inputs:
+        src = Path(src)
+        same = os.path.abspath(src) == os.path.abspath(path)
+        if not same and src.exists() and path.exists():
+            same = os.path.samefile(src, path)
+        if same:
+            raise OutputPathError(f"{path} is the input {src}: give a different output path (the input is kept)")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | Path, suffix: str = "", kind: Literal["file", "dir"] = "file", inputs: Iterable[str | Path] = ()
+) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`.
+
+    `kind="file"` (default) refuses, before anything is written, a `path` that is a folder: a file
+    output never eats a directory. Stages whose output is a folder (prepare, generate) say
+    `kind="dir"`: the old folder is then moved aside and replaced as a whole. `inputs` are paths the
+    output must not be (see `check_output_path`). On any exception the temporary is removed and `path`
+    is left as it was; temporaries a killed earlier run left (`.<name>.<pid>.*.tmp`) are removed first.
+    """
+    path = check_output_path(path, kind, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)) / (path.name + suffix)
+    remove_stale_temporaries(path)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    tmp = workdir / (path.name + suffix)
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
+        check_output_path(path, kind, inputs)  # it may have changed while the output was being made
+        if kind == "dir" and path.is_dir() and not path.is_symlink():
             # Move the old output aside first: at every instant either it or the new one is in place.
-            aside = tmp.parent / (path.name + ".old")
-            os.replace(path, aside)
+            os.replace(path, workdir / (path.name + ".old"))
         os.replace(tmp, path)
     finally:
-        _rmtree(tmp.parent)
+        _rmtree(workdir)
 
 
 def _rmtree(path: Path) -> None:
@@ -114,11 +194,15 @@ def provenance() -> dict[str, Any]:
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a stage `main`, turning user-caused errors into one clear line and exit status 2."""
+    """Run a stage `main`, turning user-caused errors into one clear line and exit status 2.
+
+    Exit status: `main`'s return value (0 when None); 2 with one `error: ...` line for a user-caused
+    error; 130 with one line on Ctrl-C (SIGINT), without a traceback.
+    """
     from agebench.config import ParamsError
     from agebench.registry import UnknownNameError
 
-    user_errors: tuple[type[BaseException], ...] = (ParamsError, UnknownNameError, FileNotFoundError)
+    user_errors: tuple[type[BaseException], ...] = (ParamsError, UnknownNameError, FileNotFoundError, OutputPathError)
     with contextlib.suppress(ImportError):
         from agebench.download import DataSourceError
 
@@ -132,4 +216,8 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Outputs are written through atomic_path: an interrupted run leaves the previous ones whole.
+        print("interrupted (Ctrl-C): stopped; outputs already in place are unchanged", file=sys.stderr)
+        sys.exit(130)
     sys.exit(code or 0)

@@ -9,7 +9,9 @@ Guarantees, in the order the work is done:
   interrupted download continues where it stopped; the archive only gets its final name once it is
   complete;
 - the archive's sha256 is checked before a single member is unpacked;
-- unpacking refuses absolute paths, `..` components, links and device files (tar and zip);
+- unpacking refuses absolute paths, `..` components, links and device files (tar and zip), and stops
+  when one member or the whole unpacked content passes its size cap (`data.max_member_bytes`,
+  `data.max_unpacked_bytes`): a small archive cannot fill the disk;
 - the output is built in a temporary folder beside `out` and moved into place with `os.replace`,
   so `out` is either the previous complete output or the new complete one, never half-written.
 
@@ -19,6 +21,7 @@ Usage: `python -m agebench.download --params params.yaml --out data/raw --cache 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -86,6 +89,16 @@ class UnsafeArchiveError(DataSourceError):
     """An archive that is corrupt or holds a member that could write outside the target folder."""
 
 
+class ArchiveTooLargeError(UnsafeArchiveError):
+    """An archive whose member, or whose whole content, unpacks past its size cap."""
+
+
+#: Default caps on unpacking (params `data.max_member_bytes` / `data.max_unpacked_bytes` override them):
+#: generous for UTKFace (106 MB packed, ~10 kB per face), small against a decompression bomb.
+MAX_MEMBER_BYTES = 50_000_000
+MAX_UNPACKED_BYTES = 1_000_000_000
+
+
 # --------------------------------------------------------------------------------------------
 # Checksums
 # --------------------------------------------------------------------------------------------
@@ -129,11 +142,12 @@ def folder_digest(path: str | Path) -> tuple[int, str]:
     Names are taken as bytes (never decoded, so a name with a space or odd bytes counts as it is)
     and sorted bytewise; the digest covers, per file in that order, the 8-byte big-endian length of
     its name, the name, the 8-byte length of its content and the content. Independent of creation
-    order and of the folder's own location. Subfolders are not entered; hidden files count.
+    order and of the folder's own location. Subfolders are not entered; hidden files count; symbolic
+    links are not followed (a link to a file elsewhere is not part of the folder, and `prepare` skips it).
     """
     root = os.fsencode(Path(path))
     with os.scandir(root) as entries:
-        names = sorted(e.name for e in entries if e.is_file())
+        names = sorted(e.name for e in entries if e.is_file(follow_symlinks=False))
     digest = hashlib.sha256()
     for name in tqdm(names, desc=f"digest {Path(path).name}", unit="file", disable=None, leave=False):
         data = Path(os.fsdecode(os.path.join(root, name))).read_bytes()
@@ -294,30 +308,30 @@ def _safe_relpath(name: str, archive: Path) -> PurePosixPath | None:
     return rel if rel.parts else None
 
 
-def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath | None, bool, IO[bytes] | None]]:
+def _tar_members(archive: Path) -> Iterator[tuple[PurePosixPath | None, bool, IO[bytes] | None, int]]:
     with tarfile.open(archive, "r:*") as tf:
         # Iterating streams the archive once; extractfile() of the current member does not seek back.
         for member in tf:
             rel = _safe_relpath(member.name, archive)
             if member.isdir():
-                yield rel, True, None
+                yield rel, True, None, 0
             elif member.isreg():
-                yield rel, False, tf.extractfile(member)
+                yield rel, False, tf.extractfile(member), member.size
             else:
                 kind = "link" if member.issym() or member.islnk() else "special file"
                 raise UnsafeArchiveError(f"{archive}: refusing {kind} member {member.name!r}")
 
 
-def _zip_members(archive: Path) -> Iterator[tuple[PurePosixPath | None, bool, IO[bytes] | None]]:
+def _zip_members(archive: Path) -> Iterator[tuple[PurePosixPath | None, bool, IO[bytes] | None, int]]:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             rel = _safe_relpath(info.filename, archive)
             mode = info.external_attr >> 16
             if info.is_dir():
-                yield rel, True, None
+                yield rel, True, None, 0
             elif stat.S_IFMT(mode) in (0, stat.S_IFREG):  # 0: made by a tool that records no type
                 with zf.open(info) as fh:
-                    yield rel, False, fh
+                    yield rel, False, fh, info.file_size
             else:
                 kind = "link" if stat.S_ISLNK(mode) else "special file"
                 raise UnsafeArchiveError(f"{archive}: refusing {kind} member {info.filename!r}")
@@ -336,22 +350,31 @@ def archive_format(path: str | Path) -> str:
     )
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> int:
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
+) -> int:
     """Unpack regular files and folders of a tar or zip archive into the new folder `dest`.
 
     Refuses (UnsafeArchiveError) absolute paths, `..` components, symlinks, hardlinks, device files
-    and duplicate names; a corrupt or truncated archive is an UnsafeArchiveError too. Names are kept
-    byte for byte. On error `dest` may hold part of the archive: callers unpack into a temporary
-    folder and delete it. Returns the number of files written.
+    and duplicate names; a corrupt or truncated archive is an UnsafeArchiveError too. A member
+    over `max_member_bytes`, or a total over `max_unpacked_bytes`, is an ArchiveTooLargeError: the
+    sizes the archive declares are checked before a member is written, and the bytes actually
+    written are counted too (a header can lie). Names are kept byte for byte. On error `dest` may
+    hold part of the archive: callers unpack into a temporary folder and delete it. Returns the
+    number of files written.
     """
     archive, dest = Path(archive), Path(dest)
+    total = 0
     members = _tar_members(archive) if archive_format(archive) == "tar" else _zip_members(archive)
     dest.mkdir()
     count = 0
     try:
         bar = tqdm(desc=f"unpack {archive.name}", unit="file", disable=None, leave=False)
         with contextlib.closing(members), bar:
-            for rel, is_dir, src in members:
+            for rel, is_dir, src, declared in members:
                 target = dest.joinpath(*rel.parts) if rel is not None else dest
                 if is_dir:
                     target.mkdir(parents=True, exist_ok=True)
@@ -359,9 +382,15 @@ def safe_extract(archive: str | Path, dest: str | Path) -> int:
                 if rel is None or src is None:
                     raise UnsafeArchiveError(f"{archive}: refusing a file member without a name")
                 target.parent.mkdir(parents=True, exist_ok=True)
+                _check_caps(archive, rel, declared, total, max_member_bytes, max_unpacked_bytes)
                 try:
                     with open(target, "xb") as out:
-                        shutil.copyfileobj(src, out, CHUNK)
+                        written = 0
+                        for block in iter(functools.partial(src.read, CHUNK), b""):
+                            written += len(block)
+                            _check_caps(archive, rel, written, total, max_member_bytes, max_unpacked_bytes)
+                            out.write(block)
+                        total += written
                 except FileExistsError:
                     raise UnsafeArchiveError(f"{archive}: refusing duplicate member {str(rel)!r}") from None
                 count += 1
@@ -371,6 +400,19 @@ def safe_extract(archive: str | Path, dest: str | Path) -> int:
     except (NotADirectoryError, IsADirectoryError) as exc:
         raise UnsafeArchiveError(f"{archive}: a member's path runs through another member: {exc}") from exc
     return count
+
+
+def _check_caps(archive: Path, rel: PurePosixPath, size: int, before: int, max_member: int, max_total: int) -> None:
+    if size > max_member:
+        raise ArchiveTooLargeError(
+            f"{archive}: member {str(rel)!r} unpacks to more than {max_member:,} bytes (data.max_member_bytes); "
+            "refusing to unpack it. If you trust this archive, raise the cap in params.yaml"
+        )
+    if before + size > max_total:
+        raise ArchiveTooLargeError(
+            f"{archive}: unpacks to more than {max_total:,} bytes in all (data.max_unpacked_bytes); refusing "
+            "to unpack it. If you trust this archive, raise the cap in params.yaml"
+        )
 
 
 def find_images_dir(root: str | Path) -> Path:
@@ -408,6 +450,8 @@ def materialise(
     *,
     base_dir: str | Path | None = None,
     backoff: float | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES,
 ) -> dict[str, Any]:
     """Make the images of `source` available and write `<out>/source.json`; returns its content.
 
@@ -428,7 +472,8 @@ def materialise(
         shutil.rmtree(stale, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        record = _build(source, located, work, out, Path(cache), sha256, retries, backoff)
+        caps = (max_member_bytes, max_unpacked_bytes)
+        record = _build(source, located, work, out, Path(cache), sha256, retries, backoff, caps)
         (work / SOURCE_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         _replace_dir(work, out)
     except BaseException:
@@ -446,7 +491,7 @@ def _check_local(path: Path, source: str) -> None:
         )
     if path.is_file():
         archive_format(path)  # a README given by mistake fails here, not at the checksum
-    elif not any(e.is_file() for e in os.scandir(path)):
+    elif not any(e.is_file(follow_symlinks=False) for e in os.scandir(path)):
         subdirs = sorted(e.name for e in os.scandir(path) if e.is_dir())
         hint = (
             f" It has subfolders ({', '.join(subdirs[:5])}): point data.source at the one holding the images."
@@ -465,6 +510,7 @@ def _build(
     sha256: str,
     retries: int,
     backoff: float | None,
+    caps: tuple[int, int] = (MAX_MEMBER_BYTES, MAX_UNPACKED_BYTES),
 ) -> dict[str, Any]:
     """Fill `work` (the future `out`) and return the record for source.json."""
     if isinstance(located, Path) and located.is_dir():
@@ -478,7 +524,7 @@ def _build(
             kind = "url"
             archive = fetch(located, cache / url_filename(located), sha256, retries, backoff=backoff)
             archive_sha = sha256 or sha256_file(archive)
-        safe_extract(archive, work / "unpacked")
+        safe_extract(archive, work / "unpacked", *caps)
         os.rename(find_images_dir(work / "unpacked"), work / IMAGES_DIRNAME)
         shutil.rmtree(work / "unpacked", ignore_errors=True)
         files, digest = folder_digest(work / IMAGES_DIRNAME)

@@ -6,8 +6,14 @@ Implements PROTOCOL.md sections 1-2 exactly:
   with race "unknown"; names are kept byte for byte;
 - a file that is not an image ("not an image": PIL cannot identify it, zero-byte files included)
   or does not decode ("undecodable image": identified but truncated or corrupt) is excluded and
-  counted, never fatal;
-- split: test when int(sha1(name_utf8).hexdigest(), 16) % 10 == 0, else train;
+  counted, never fatal; so are a name that is not valid UTF-8 ("name not UTF-8": it has no UTF-8
+  bytes for the split rule), an image over `data.max_image_pixels` ("too many pixels", judged from
+  its header before decoding) and one PIL refuses as a decompression bomb ("decompression bomb");
+- entries of the folder that are not regular files are skipped and counted in `skipped`: symbolic
+  links are never followed (a link may point anywhere on the machine), subfolders are not entered;
+- split: test when int(sha1(name_utf8).hexdigest(), 16) % 10 == 0, else train; v2 duplicates:
+  byte-identical files (same sha256, hashed in the decoding workers) all take the side the rule
+  gives the group's first name in UTF-8 byte order, so no test face has a copy in train;
 - groups of the `pair`, `cgan6` and `decades` schemes (inclusive bounds from params.yaml).
 
 Outputs in `--out`: `index.csv` (one row per kept face, the row number is the array index),
@@ -27,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -35,7 +42,19 @@ from tqdm import tqdm
 from agebench.common import atomic_path
 from agebench.config import DataConfig, GroupsConfig
 
-EXCLUSION_REASONS = ("bad age", "bad gender", "not an image", "undecodable image")
+EXCLUSION_REASONS = (
+    "name not UTF-8",
+    "bad age",
+    "bad gender",
+    "not an image",
+    "undecodable image",
+    "too many pixels",
+    "decompression bomb",
+)
+#: Folder entries that are not regular files: skipped, never read, counted in data.json's `skipped`.
+SKIP_REASONS = ("symlink", "directory", "special file")
+#: The version of PROTOCOL.md's data rules (s.1-2) this module implements (v2: duplicates share a side).
+PROTOCOL_VERSION = 2
 SCHEMES = ("pair", "cgan6", "decades")
 INDEX_COLUMNS = ("row", "file", "age", "gender", "race", "split", *SCHEMES)
 _INT = re.compile(r"[0-9]+")
@@ -84,22 +103,59 @@ def group_of(age: int, groups: Mapping[str, tuple[int, int]]) -> str:
     return ""
 
 
-def load_face(path: Path, resolutions: Sequence[int]) -> list[np.ndarray] | str:
+def is_utf8(name: str) -> bool:
+    """True when a file name (as os.scandir gives it: undecodable bytes as surrogates) is valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def load_face(
+    path: Path | IO[bytes], resolutions: Sequence[int], max_pixels: int = DataConfig.max_image_pixels
+) -> list[np.ndarray] | str:
     """Decode one image and resize it to every resolution (PIL antialiased bicubic).
 
-    Returns a list of (R, R, 3) uint8 arrays, or the exclusion reason when it cannot be decoded.
+    Returns a list of (R, R, 3) uint8 arrays, or the exclusion reason when it cannot be used: over
+    `max_pixels` ("too many pixels", from the header: nothing is decoded), refused by PIL's own
+    decompression-bomb guard ("decompression bomb"), not an image, or not decodable.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if img.width * img.height > max_pixels:
+                    return "too many pixels"
                 img.load()
                 rgb = img.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "decompression bomb"
+    except UnidentifiedImageError:
         return "not an image"
     except (OSError, SyntaxError, ValueError):
         return "undecodable image"
     return [np.asarray(rgb.resize((r, r), Image.Resampling.BICUBIC, reducing_gap=None)) for r in resolutions]
+
+
+def read_face(
+    path: Path, resolutions: Sequence[int], max_pixels: int = DataConfig.max_image_pixels
+) -> tuple[list[np.ndarray] | str, str]:
+    """(`load_face`'s result, hex sha256 of the file's bytes) with one open of the file.
+
+    The file is opened without following a symbolic link (one swapped in after the folder was
+    listed is "not an image"), hashed in a streaming pass, then decoded from the same handle.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return "not an image", ""
+    with os.fdopen(fd, "rb") as fh:
+        digest = hashlib.sha256()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+        fh.seek(0)
+        return load_face(fh, resolutions, max_pixels), digest.hexdigest()
 
 
 # Worker state: the output arrays opened once per process, written in place by row.
@@ -112,43 +168,87 @@ def _init_worker(paths: dict[int, str]) -> None:
         _ARRAYS[res] = np.load(p, mmap_mode="r+")
 
 
-def _process_chunk(args: tuple[str, list[tuple[int, str]], tuple[int, ...]]) -> list[tuple[int, str | None]]:
-    folder, items, resolutions = args
-    out: list[tuple[int, str | None]] = []
+def _process_chunk(
+    args: tuple[str, list[tuple[int, str]], tuple[int, ...], int],
+) -> list[tuple[int, str | None, str]]:
+    folder, items, resolutions, max_pixels = args
+    out: list[tuple[int, str | None, str]] = []
     for row, name in items:
-        result = load_face(Path(folder) / name, resolutions)
+        result, sha = read_face(Path(folder) / name, resolutions, max_pixels)
         if isinstance(result, str):
-            out.append((row, result))
+            out.append((row, result, sha))
             continue
         for res, arr in zip(resolutions, result):
             _ARRAYS[res][row] = arr
-        out.append((row, None))
+        out.append((row, None, sha))
     for arr in _ARRAYS.values():
         arr.flush()
     return out
 
 
-def list_files(folder: Path) -> list[str]:
-    """Regular files in `folder` (names as on disk), sorted; clear errors for a bad folder."""
+def scan_folder(folder: Path) -> tuple[list[str], Counter[str]]:
+    """(regular files in `folder`, sorted; {skip reason: count} of the other entries).
+
+    Symbolic links (to files or folders, inside or outside `folder`) are not followed, subfolders
+    not entered. Clear errors for a missing folder or one without regular files.
+    """
     if not folder.exists():
         raise FileNotFoundError(f"image folder {folder} does not exist (check data.source in params.yaml)")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    names = sorted(e.name for e in os.scandir(folder) if e.is_file())
+    names: list[str] = []
+    skipped: Counter[str] = Counter({r: 0 for r in SKIP_REASONS})
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.is_symlink():
+                skipped["symlink"] += 1
+            elif e.is_dir(follow_symlinks=False):
+                skipped["directory"] += 1
+            elif e.is_file(follow_symlinks=False):
+                names.append(e.name)
+            else:
+                skipped["special file"] += 1
     if not names:
         raise FileNotFoundError(f"image folder {folder} holds no files (check data.source in params.yaml)")
-    return names
+    return sorted(names), skipped
+
+
+def list_files(folder: Path) -> list[str]:
+    """Regular files in `folder` (names as on disk), sorted; see `scan_folder`."""
+    return scan_folder(folder)[0]
+
+
+def dedupe_split(names: Sequence[str], digests: Sequence[str]) -> tuple[dict[str, str], int, int]:
+    """PROTOCOL.md s.1 v2: ({name: "train"|"test"}, duplicate groups, files moved from their v1 side).
+
+    Files with the same sha256 form a group; every member takes `split_of` of the group's first
+    name in UTF-8 byte order. A group is counted when it has two or more members.
+    """
+    by_digest: dict[str, list[str]] = {}
+    for name, digest in zip(names, digests):
+        by_digest.setdefault(digest, []).append(name)
+    side: dict[str, str] = {}
+    groups = 0
+    for members in by_digest.values():
+        groups += len(members) > 1
+        rule = split_of(min(members, key=lambda n: n.encode("utf-8")))
+        side.update((m, rule) for m in members)
+    moved = sum(side[n] != split_of(n) for n in names)
+    return side, groups, moved
 
 
 def prepare(
     folder: Path, out: Path, data: DataConfig, groups: GroupsConfig, workers: int = 0, progress: bool = True
 ) -> dict:
     """Run the whole prepare step from an image folder into `out`; returns the data report dict."""
-    names = list_files(folder)
+    names, skipped = scan_folder(folder)
     excluded: Counter[str] = Counter({r: 0 for r in EXCLUSION_REASONS})
     candidates: list[tuple[str, Label]] = []
     subsampled_out = 0
     for name in names:
+        if not is_utf8(name):
+            excluded["name not UTF-8"] += 1
+            continue
         if not in_subsample(name, data.subsample):
             subsampled_out += 1
             continue
@@ -168,23 +268,26 @@ def prepare(
     workers = workers or os.cpu_count() or 1
     chunk = 64
     jobs = [
-        (str(folder), [(i, candidates[i][0]) for i in range(s, min(s + chunk, n))], resolutions)
+        (str(folder), [(i, candidates[i][0]) for i in range(s, min(s + chunk, n))], resolutions, data.max_image_pixels)
         for s in range(0, n, chunk)
     ]
     failed: dict[int, str] = {}
+    digests: dict[int, str] = {}
     bar = tqdm(total=n, desc="prepare: decode+resize", unit="img", disable=not progress)
     if workers == 1:
         _init_worker({r: str(p) for r, p in tmp_paths.items()})
         results = map(_process_chunk, jobs)
         for res in results:
-            failed.update({row: reason for row, reason in res if reason})
+            failed.update({row: reason for row, reason, _ in res if reason})
+            digests.update({row: sha for row, _, sha in res})
             bar.update(len(res))
     else:
         with ProcessPoolExecutor(
             workers, initializer=_init_worker, initargs=({r: str(p) for r, p in tmp_paths.items()},)
         ) as pool:
             for res in pool.map(_process_chunk, jobs):
-                failed.update({row: reason for row, reason in res if reason})
+                failed.update({row: reason for row, reason, _ in res if reason})
+                digests.update({row: sha for row, _, sha in res})
                 bar.update(len(res))
     bar.close()
     _ARRAYS.clear()
@@ -206,6 +309,7 @@ def prepare(
         else:
             os.replace(p, final)
 
+    side, duplicate_groups, moved = dedupe_split([candidates[i][0] for i in keep], [digests[i] for i in keep])
     rows = []
     schemes = groups.schemes()
     for row, i in enumerate(keep):
@@ -217,7 +321,7 @@ def prepare(
                 "age": label.age,
                 "gender": label.gender,
                 "race": label.race,
-                "split": split_of(name),
+                "split": side[name],
                 **{s: group_of(label.age, schemes[s]) for s in SCHEMES},
             }
         )
@@ -231,9 +335,13 @@ def prepare(
 
     split_counts = Counter(r["split"] for r in rows)
     report = {
+        "protocol_version": PROTOCOL_VERSION,
         "files_total": len(names),
         "images_kept": len(rows),
         "excluded": dict(excluded),
+        "skipped": dict(skipped),
+        "duplicate_groups": duplicate_groups,
+        "moved_files": moved,
         "subsample": {"fraction": data.subsample, "files_left_out": subsampled_out},
         "split": {"train": split_counts["train"], "test": split_counts["test"]},
         "groups": {

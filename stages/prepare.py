@@ -25,16 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     source = read_json(Path(args.source) / "source.json")
     out = Path(args.out)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, kind="dir") as tmp:
         report = prepare(Path(source["images_dir"]), tmp, params.data, params.groups, params.data.workers)
         report = {"profile": params.profile, "source_digest": source.get("digest"), **report}
         write_json(tmp / "data.json", report)
     write_json(args.report, report)
     age_histogram(out / "index.csv", Path(args.figure))
     excl = ", ".join(f"{k}: {v}" for k, v in report["excluded"].items() if v)
+    skipped = ", ".join(f"{k}: {v}" for k, v in report["skipped"].items() if v)
     print(
         f"prepare: {report['files_total']} files, {report['images_kept']} kept "
-        f"(train {report['split']['train']}, test {report['split']['test']}); excluded: {excl or 'none'}"
+        f"(train {report['split']['train']}, test {report['split']['test']}; {report['duplicate_groups']} groups of "
+        f"identical files, {report['moved_files']} moved to their group's side); excluded: {excl or 'none'}"
+        + (f"; not regular files, skipped: {skipped}" if skipped else "")
     )
     return 0
 

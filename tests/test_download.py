@@ -511,3 +511,94 @@ def test_real_utkface_folder(utkface_dir):
     # Golden value: the same digest came out of a .tar.gz of this folder fetched through the URL path.
     assert folder_digest(utkface_dir) == (23_708, REAL_UTKFACE_DIGEST)
     assert (utkface_dir / "24_0_1_20170116220224657 .jpg.chip.jpg").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Resource caps and links (issue 9 cases 8 and 10)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_member_and_total_size_caps(tmp_path, images, kind):
+    """A small archive that unpacks big is refused by the cap's name; nothing is left behind."""
+    bomb = {**images, "99_0_0_bomb.jpg.chip.jpg": b"\0" * 300_000}  # compresses to ~300 bytes
+    archive = tmp_path / f"a.{'tar.gz' if kind == 'tar' else 'zip'}"
+    if kind == "tar":
+        archive.write_bytes(_tar_bytes(bomb))
+    else:
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in bomb.items():
+                zf.writestr("UTKFace/" + name, data)
+    assert archive.stat().st_size < 20_000
+    out = tmp_path / "raw"
+    with pytest.raises(dl.ArchiveTooLargeError, match=r"bomb.jpg.chip.jpg.*data.max_member_bytes"):
+        materialise(str(archive), out, tmp_path / "dl", "", 0, max_member_bytes=100_000)
+    _assert_nothing_left(out)
+    total = sum(len(v) for v in bomb.values())
+    with pytest.raises(dl.ArchiveTooLargeError, match=r"data\.max_unpacked_bytes"):
+        materialise(str(archive), out, tmp_path / "dl", "", 0, max_unpacked_bytes=total - 1)
+    _assert_nothing_left(out)
+    # At the caps exactly, it unpacks.
+    record = materialise(str(archive), out, tmp_path / "dl", "", 0, max_member_bytes=300_000, max_unpacked_bytes=total)
+    assert record["files"] == len(bomb)
+
+
+def test_size_cap_counts_bytes_not_the_declared_size(tmp_path, images):
+    """A member whose header understates its size is stopped by the bytes actually read."""
+
+    def members():  # (path, is_dir, stream, declared size): 10 bytes declared, 5,000 in the stream
+        yield dl.PurePosixPath("UTKFace"), True, None, 0
+        yield dl.PurePosixPath("UTKFace/x.jpg"), False, io.BytesIO(b"\1" * 5000), 10
+
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(_tar_bytes(images, mode="w"))
+    original = dl._tar_members
+    try:
+        dl._tar_members = lambda _archive: members()
+        with pytest.raises(dl.ArchiveTooLargeError, match="max_member_bytes"):
+            dl.safe_extract(archive, tmp_path / "dest", max_member_bytes=4096)
+    finally:
+        dl._tar_members = original
+
+
+def test_stage_reads_caps_from_params(tmp_path, images, capsys):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar_bytes(images))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: {archive}\n  sha256: ''\n  max_unpacked_bytes: 1000\n")
+    out = tmp_path / "raw"
+    assert dl_stage.main(["--params", str(params), "--out", str(out), "--cache", str(tmp_path / "dl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.max_unpacked_bytes" in err[0]
+    _assert_nothing_left(out)
+
+
+def test_folder_digest_does_not_follow_links(tmp_path, images):
+    """A link in the image folder (here to a file outside it) is not read into the digest or the count."""
+    folder = _write_folder(tmp_path / "faces", images, NAMES)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not part of the data set")
+    (folder / "20_0_0_link.jpg.chip.jpg").symlink_to(secret)
+    (folder / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    assert folder_digest(folder) == (len(images), _reference_digest(images))
+    record = materialise(str(folder), tmp_path / "raw", tmp_path / "dl", "", retries=0)
+    assert record["files"] == len(images)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expect"),
+    [
+        ("methods: [nope]\n", "methods: unknown method 'nope'"),
+        ("methods: []\n", "methods: the list is empty"),
+        ("methods: identity\n", "methods: expected a list"),
+    ],
+)
+def test_bad_methods_list_is_one_line_in_download(tmp_path, images, capsys, yaml_text, expect):
+    """Issue 9 case 4: `methods` errors were tracebacks in the download stage."""
+    folder = _write_folder(tmp_path / "faces", images, NAMES)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  source: {folder}\n{yaml_text}")
+    code = dl_stage.main(["--params", str(params), "--out", str(tmp_path / "raw"), "--cache", str(tmp_path / "dl")])
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err and str(params) in err and "Traceback" not in err
+    assert not (tmp_path / "raw").exists()

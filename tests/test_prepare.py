@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 from PIL import Image
 
 from agebench.config import DataConfig, GroupsConfig
-from agebench.prepare import Label, group_of, list_files, parse_label, prepare, split_of
+from agebench.prepare import EXCLUSION_REASONS, Label, group_of, list_files, parse_label, prepare, split_of
 from stages.prepare import main
 
 
@@ -97,7 +100,9 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path: Path) -> None:
     )
     assert report["files_total"] == 9
     assert report["images_kept"] == 4
-    assert report["excluded"] == {"bad age": 1, "bad gender": 1, "not an image": 2, "undecodable image": 1}
+    expected = {"bad age": 1, "bad gender": 1, "not an image": 2, "undecodable image": 1}
+    assert report["excluded"] == {r: expected.get(r, 0) for r in EXCLUSION_REASONS}
+    assert report["skipped"] == {"symlink": 0, "directory": 0, "special file": 0}
     import pandas as pd
 
     index = pd.read_csv(out / "index.csv", keep_default_na=False, dtype={"race": str})
@@ -114,6 +119,55 @@ def test_bad_inputs_are_counted_never_fatal(tmp_path: Path) -> None:
     assert report["groups"]["pair"]["young"]["train"] + report["groups"]["pair"]["young"]["test"] == 2
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGB pixels but holds almost no data (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_unusual_entries_are_counted_by_reason(tmp_path: Path) -> None:
+    """Issue 9 cases 5 and 10: a non-UTF-8 name, links, a subfolder, a bomb and a huge image are each
+    counted under their own reason; no link is followed and the outputs read back."""
+    folder = tmp_path / "faces"
+    good = make_bad_folder(folder)
+    outside = tmp_path / "elsewhere" / "33_0_1_20170116174525140.jpg.chip.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(jpeg_bytes(8))  # a valid face with a valid name: kept if the link were followed
+    (folder / "34_0_1_20170116174525141.jpg.chip.jpg").symlink_to(outside)
+    (folder / "35_0_1_20170116174525142.jpg.chip.jpg").symlink_to(folder / next(iter(good)))  # inside, still skipped
+    (folder / "linked_dir").symlink_to(outside.parent, target_is_directory=True)
+    (folder / "36_0_1_sub").mkdir()
+    (folder / "36_0_1_sub" / "37_0_1_20170116174525143.jpg.chip.jpg").write_bytes(jpeg_bytes(9))
+    with open(os.path.join(os.fsencode(folder), b"38_0_1_2017\xff\xfe.jpg.chip.jpg"), "wb") as fh:
+        fh.write(jpeg_bytes(10))
+    (folder / "39_0_1_20170116174525144.jpg.chip.jpg").write_bytes(png_header_only(20000, 20000))  # 400 Mpx
+    (folder / "40_0_1_20170116174525145.jpg.chip.jpg").write_bytes(jpeg_bytes(11, size=400))  # 160,000 px
+    out = tmp_path / "prepared"
+    cfg = DataConfig(resolutions=(32,), max_image_pixels=100_000)
+    report = prepare(folder, out, cfg, GroupsConfig(), workers=1, progress=False)
+    expected = {
+        "bad age": 1,
+        "bad gender": 1,
+        "not an image": 2,
+        "undecodable image": 1,
+        "name not UTF-8": 1,
+        "decompression bomb": 1,
+        "too many pixels": 1,
+    }
+    assert report["excluded"] == {r: expected.get(r, 0) for r in EXCLUSION_REASONS}
+    assert report["skipped"] == {"symlink": 3, "directory": 1, "special file": 0}
+    assert report["files_total"] == 9 + 3 and report["images_kept"] == len(good) == 4
+    from agebench.data import load_index
+
+    index = load_index(out)  # the index reads back (it crashed on a non-UTF-8 name before)
+    assert sorted(index["file"]) == sorted(good)
+    assert np.load(out / "faces_32.npy").shape == (4, 32, 32, 3)
+
+
 def test_parallel_equals_serial(tmp_path: Path) -> None:
     folder = tmp_path / "faces"
     folder.mkdir()
@@ -125,6 +179,57 @@ def test_parallel_equals_serial(tmp_path: Path) -> None:
     assert r1 == r2
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "faces_32.npy"), np.load(tmp_path / "b" / "faces_32.npy"))
     assert (tmp_path / "a" / "index.csv").read_text() == (tmp_path / "b" / "index.csv").read_text()
+
+
+def independent_v2_split(folder: Path, names: list[str]) -> tuple[dict[str, str], int, int]:
+    """PROTOCOL.md s.1 v2 restated without agebench: ({name: side}, duplicate groups, moved files)."""
+
+    def v1(name: str) -> str:
+        return "test" if int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16) % 10 == 0 else "train"
+
+    by_content: dict[bytes, list[str]] = {}
+    for n in names:
+        by_content.setdefault(hashlib.sha256((folder / n).read_bytes()).digest(), []).append(n)
+    side = {}
+    for members in by_content.values():
+        first = sorted(m.encode("utf-8") for m in members)[0].decode("utf-8")
+        for m in members:
+            side[m] = v1(first)
+    groups = sum(len(m) > 1 for m in by_content.values())
+    return side, groups, sum(side[n] != v1(n) for n in names)
+
+
+def test_planted_duplicates_share_a_side(tmp_path: Path) -> None:
+    """Split v2 on a folder with planted byte-identical files, against `independent_v2_split`."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    names = [f"{20 + i % 40}_{i % 2}_{i % 5}_2017{i:09d}.jpg.chip.jpg" for i in range(200)]
+    tests = [n for n in names if split_of(n) == "test"]
+    trains = [n for n in names if split_of(n) == "train"]
+    assert len(tests) >= 6
+    content = {n: jpeg_bytes(i, 32) for i, n in enumerate(names)}
+    # Planted groups: test+train pairs, a triple, and a pair on one side (that moves nothing).
+    for members in ([tests[0], trains[0]], [trains[1], tests[1]], [tests[2], trains[2], trains[3]], trains[4:6]):
+        for m in members[1:]:
+            content[m] = content[members[0]]
+    for n, data in content.items():
+        (folder / n).write_bytes(data)
+    report = prepare(folder, tmp_path / "p", DataConfig(resolutions=(16,)), GroupsConfig(), workers=2, progress=False)
+    side, groups, moved = independent_v2_split(folder, names)
+    assert report["duplicate_groups"] == groups == 4
+    assert report["moved_files"] == moved and moved >= 3
+    assert report["protocol_version"] == 2
+    import pandas as pd
+
+    index = pd.read_csv(tmp_path / "p" / "index.csv", keep_default_na=False)
+    assert dict(zip(index["file"], index["split"])) == side
+    assert report["split"] == {
+        "train": sum(v == "train" for v in side.values()),
+        "test": sum(v == "test" for v in side.values()),
+    }
+    digests = {n: hashlib.sha256(content[n]).hexdigest() for n in names}
+    train_digests = {digests[n] for n, s in side.items() if s == "train"}
+    assert not any(digests[n] in train_digests for n, s in side.items() if s == "test")
 
 
 def test_empty_and_missing_folders_are_clear_errors(tmp_path: Path) -> None:
@@ -169,19 +274,21 @@ def test_stage_main_writes_report_and_figure(tmp_path: Path) -> None:
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_real_utkface_counts(utkface_dir: Path, tmp_path: Path) -> None:
-    """Counts on all 23,708 real files equal an independent application of PROTOCOL.md's rules."""
+    """Counts on all 23,708 real files equal an independent application of PROTOCOL.md's rules (v2)."""
     report = prepare(utkface_dir, tmp_path / "p", DataConfig(resolutions=(16,)), GroupsConfig(), progress=False)
     names = [p.name for p in utkface_dir.iterdir()]
     # Independent re-statement of the rules.
-    test = {n for n in names if int(hashlib.sha1(n.encode()).hexdigest(), 16) % 10 == 0}
+    side, groups, moved = independent_v2_split(utkface_dir, names)
+    test = {n for n in names if side[n] == "test"}
     ages = {n: int(n.split("_")[0]) for n in names}
     assert report["files_total"] == len(names) == 23708
     assert report["images_kept"] == 23708 and sum(report["excluded"].values()) == 0
-    assert report["split"] == {"train": 23708 - len(test), "test": len(test)} == {"train": 21352, "test": 2356}
+    assert (report["duplicate_groups"], report["moved_files"]) == (groups, moved) == (375, 70)
+    assert report["split"] == {"train": 23708 - len(test), "test": len(test)} == {"train": 21350, "test": 2358}
     bounds = {"pair": GroupsConfig().pair, "cgan6": GroupsConfig().cgan6, "decades": GroupsConfig().decades}
     for scheme, groups in bounds.items():
         for g, (lo, hi) in groups.items():
             members = [n for n in names if lo <= ages[n] <= hi]
             expect = {"train": sum(n not in test for n in members), "test": sum(n in test for n in members)}
             assert report["groups"][scheme][g] == expect, (scheme, g)
-    assert report["groups"]["pair"] == {"young": {"train": 6642, "test": 702}, "old": {"train": 2085, "test": 214}}
+    assert report["groups"]["pair"] == {"young": {"train": 6640, "test": 704}, "old": {"train": 2082, "test": 217}}
