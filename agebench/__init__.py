@@ -2,5 +2,5 @@
 
 __version__ = "0.1.0"
 
-#: Version of ../shared/PROTOCOL.md this code implements; recorded in every result.
-PROTOCOL_VERSION = 1
+#: Version of the evaluation protocol (PROTOCOL.md) this code implements; recorded in every result.
+PROTOCOL_VERSION = 2

@@ -1,6 +1,6 @@
 """Data-parallel training under `torchrun`, with no change to a method's code.
 
-`torchrun --nproc_per_node N -m agebench.train ...` starts N processes; each trains the same method on
+`torchrun --nproc_per_node N -m stages.train ...` starts N processes; each trains the same method on
 its own random batches, and every gradient is averaged over the processes before the method's
 optimisers step, exactly what DistributedDataParallel does for one backward pass. It is done with
 per-parameter gradient hooks rather than by wrapping modules in `DistributedDataParallel`, because

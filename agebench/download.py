@@ -15,7 +15,7 @@ Guarantees, in the order the work is done:
 - the output is built in a temporary folder beside `out` and moved into place with `os.replace`,
   so `out` is either the previous complete output or the new complete one, never half-written.
 
-Usage: `python -m agebench.download --params params.yaml --out data/raw --cache data/downloads`.
+Usage: `python -m stages.download --params params.yaml --out data/raw --cache data/downloads`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For each task (the two common tasks of PROTOCOL.md s.3, plus every group pair a 
 supports) it writes `<out>/<task>.npz` with `rows` (index rows of the inputs), `fake` (N, 128,
 128, 3) uint8 (the outputs, quantised to uint8 and, when the method works at another size,
 resized to 128 with PIL antialiased bicubic) and `cycle` (the round trip source -> target ->
-source of the quantised output, same format), and `tasks.json` describing them.
+source, `Method.round_trip` of the quantised output, same format), and `tasks.json` describing them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from agebench.config import Params
 from agebench.data import faces_nchw
-from agebench.train import build_method
+from agebench.train import CheckpointError, build_method, load_checkpoint, method_config
 from methods.base import Method, float_to_uint8, uint8_to_float
 
 
@@ -85,7 +85,7 @@ def translate_all(
     for s in tqdm(range(0, len(inputs), batch_size), desc=desc, unit="batch", disable=not progress):
         x = uint8_to_float(inputs[s : s + batch_size].to(method.device))
         fake = float_to_uint8(method.translate(x, source, target))
-        back = float_to_uint8(method.translate(uint8_to_float(fake), target, source))
+        back = float_to_uint8(method.round_trip(x, uint8_to_float(fake), source, target))
         fakes.append(to_eval_resolution(fake, eval_size))
         cycles.append(to_eval_resolution(back, eval_size))
     empty = np.zeros((0, eval_size, eval_size, 3), np.uint8)
@@ -133,14 +133,55 @@ def progression(
     }
 
 
-def load_trained(name: str, params: Params, model_dir: Path, device: torch.device) -> Method:
-    """Build method `name` and load its final checkpoint."""
+def load_trained_checkpoint(
+    name: str, params: Params, model_dir: Path, device: torch.device
+) -> tuple[Method, dict[str, Any]]:
+    """Rebuild method `name` from the config stored in `<model_dir>/model.pt` and load its weights.
+
+    The checkpoint, not today's params.yaml, says how the networks are shaped (a smoke model still
+    loads after `profile` went back to full); params only locate this machine's aux networks. Returns
+    (the method in eval mode, the checkpoint dict). Raises FileNotFoundError (no model) or
+    CheckpointError (refused, unreadable, or made by code that has changed since), each one line.
+    """
     path = model_dir / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train the method first (dvc repro train@{name})")
-    method = build_method(name, params, device)
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    method.load_state_dict(ckpt["state"])
+    ckpt = load_checkpoint(path, device)
+    config = method_config(name, ckpt, path)
+    method = build_method(name, params, device, config=config, group_names=ckpt.get("group_names"))
+    try:
+        method.load_state_dict(ckpt["state"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(
+            f"{path}: its weights do not fit {name} as this code builds it ({first}); the method's code changed "
+            f"since it was trained: retrain it (dvc repro train@{name})"
+        ) from None
     for m in method.modules().values():
         m.eval()
-    return method
+    return method, ckpt
+
+
+def load_trained(name: str, params: Params, model_dir: Path, device: torch.device) -> Method:
+    """Rebuild method `name` from its final checkpoint (see `load_trained_checkpoint`)."""
+    return load_trained_checkpoint(name, params, model_dir, device)[0]
+
+
+def extra_tables(
+    method: Method, faces: np.ndarray, rows: np.ndarray, source: str, batch_size: int, eval_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """The method's extra image tables (`Method.extra_tables`) for the faces `rows` of group `source`.
+
+    Returns {table: {"rows": (N,), name: (N, S, S, 3) uint8 for each of the table's image names}}.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for table, names in method.extra_tables.items():
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for s in tqdm(range(0, len(rows), batch_size), desc=f"{table}", unit="batch"):
+            x = uint8_to_float(faces_nchw(faces, rows[s : s + batch_size]).to(method.device))
+            images = method.extra_images(table, x, source)
+            for n in names:
+                parts[n].append(to_eval_resolution(float_to_uint8(images[n]), eval_size))
+        empty = np.zeros((0, eval_size, eval_size, 3), np.uint8)
+        out[table] = {"rows": rows, **{n: np.concatenate(p) if p else empty for n, p in parts.items()}}
+    return out

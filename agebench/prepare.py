@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+import agebench
 from agebench.common import atomic_path
 from agebench.config import DataConfig, GroupsConfig
 
@@ -53,8 +54,6 @@ EXCLUSION_REASONS = (
 )
 #: Folder entries that are not regular files: skipped, never read, counted in data.json's `skipped`.
 SKIP_REASONS = ("symlink", "directory", "special file")
-#: The version of PROTOCOL.md's data rules (s.1-2) this module implements (v2: duplicates share a side).
-PROTOCOL_VERSION = 2
 SCHEMES = ("pair", "cgan6", "decades")
 INDEX_COLUMNS = ("row", "file", "age", "gender", "race", "split", *SCHEMES)
 _INT = re.compile(r"[0-9]+")
@@ -335,7 +334,7 @@ def prepare(
 
     split_counts = Counter(r["split"] for r in rows)
     report = {
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": agebench.PROTOCOL_VERSION,
         "files_total": len(names),
         "images_kept": len(rows),
         "excluded": dict(excluded),

@@ -51,15 +51,12 @@ def schedule_only(name: str, params):
 
 
 def images_per_step(method, step: int) -> int:
-    """Training images one step consumes: a batch per domain for the CycleGANs (at the step's size for
-    the progressive one), one batch for Age-cGAN."""
+    """Training images one step consumes: a batch per domain for the CycleGANs (the progressive one is
+    counted from its schedule in `main`), one batch for Age-cGAN."""
+    from methods.cyclegan_base import CycleGANFamily
+
     c = method.config
-    name = type(method).__name__
-    if name == "CycleGANKeras":
-        return 2 * method._phase(step)[1]
-    if name == "AgeCGAN":
-        return c.batch_size
-    return 2 * c.batch_size
+    return 2 * c.batch_size if isinstance(method, CycleGANFamily) else c.batch_size
 
 
 def main() -> None:
@@ -80,9 +77,10 @@ def main() -> None:
         if name == "identity":
             continue
         method = schedule_only(name, params)
-        steps = method.num_steps(train_data_stub(ages, method.scheme, schemes))
+        data = train_data_stub(ages, method.scheme, schemes)
+        steps = method.num_steps(data)
         if type(method).__name__ == "CycleGANKeras":  # the batch changes with the size schedule
-            images = sum(images_per_step(method, s) for s in range(steps))
+            images = sum(2 * p.batch * max(0, min(p.end, steps) - p.start) for p in method.schedule(data))
         else:
             images = steps * images_per_step(method, 0)
         rows.append((name, steps, images, ips.get(name)))

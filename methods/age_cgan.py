@@ -27,8 +27,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -249,6 +249,10 @@ class AgeCgan(Method):
     config_cls = AgeCganConfig
     scheme = "cgan6"
     aux_networks = ("face_descriptor",)
+    # The identity-preserving latent optimisation minimises dlib's descriptor distance: dlib's metrics
+    # of this method are not an independent judgement (issue 14 item 1).
+    uses_scoring_networks = ("dlib",)
+    extra_tables: ClassVar[Mapping[str, tuple[str, ...]]] = {"reconstruction": LATENT_MODES}
     group_for_pair = GROUP_FOR_PAIR
 
     def __init__(
@@ -274,6 +278,8 @@ class AgeCgan(Method):
         )
         self.cgan_steps_done = 0
         self.encoder_steps_done = 0
+        # (inputs, source group, z*) of the last `translate`, so `round_trip` reuses the latent it found.
+        self._last_latent: tuple[torch.Tensor, str, torch.Tensor] | None = None
         cuda = torch.device(device).type == "cuda"
         self._amp = cuda and config.amp_bf16
         # Compiled wrappers share parameters with the plain modules; state_dict uses the plain ones.
@@ -576,7 +582,26 @@ class AgeCgan(Method):
     def translate(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
         """G(z*, y_target) with z* optimised for y_source (`config.latent_mode`); cgan6 or "pair" names."""
         self.group_index(target)  # fail before the optimisation on a bad name
-        return self.generate(self.optimise_latent(images, source), target)
+        z = self.optimise_latent(images, source)
+        self._last_latent = (images, source, z)
+        return self.generate(z, target)
+
+    def round_trip(self, images: torch.Tensor, fake: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """G(z*, y_source): back through the latent found for the INPUT (PROTOCOL.md s.4), not a second
+        inversion of the output. z* is the one the last `translate` of these same `images` found (the
+        optimisation is deterministic, so recomputing it gives the same latent)."""
+        cached, self._last_latent = self._last_latent, None
+        if cached is not None and cached[0] is images and cached[1] == source:
+            z = cached[2]
+        else:
+            z = self.optimise_latent(images, source)
+        return self.generate(z, source)
+
+    def extra_images(self, table: str, images: torch.Tensor, source: str) -> dict[str, torch.Tensor]:
+        """ "reconstruction": the paper's table, G(z_mode, y_source) for each latent mode."""
+        if table != "reconstruction":
+            return super().extra_images(table, images, source)
+        return {mode: self.reconstruct(images, source, mode) for mode in LATENT_MODES}
 
     # ---- state -----------------------------------------------------------------------------------
     _STATE_KEYS = (

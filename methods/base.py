@@ -62,6 +62,13 @@ class Method(ABC):
     config_cls: ClassVar[type]
     scheme: ClassVar[str] = "pair"
     aux_networks: ClassVar[tuple[str, ...]] = ()
+    #: Scoring networks of the benchmark (the judges' names, e.g. "dlib", "sface") the method trains or
+    #: translates with; generate records them (tasks.json `uses_scoring_networks`) so the report flags
+    #: every metric such a network produced for this method as not independent (PROTOCOL.md s.4).
+    uses_scoring_networks: ClassVar[tuple[str, ...]] = ()
+    #: Extra image tables generate writes for the aging task's inputs: table name -> the image names
+    #: `extra_images` returns (e.g. Age-cGAN's reconstruction table); none by default.
+    extra_tables: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(
         self,
@@ -98,10 +105,6 @@ class Method(ABC):
     def num_steps(self, data: TrainData) -> int:
         """Total optimisation steps for this config on `data` (0: nothing to train)."""
 
-    def train_resolution(self, step: int) -> int:
-        """Resolution of the batch for `step` (progressive resizing overrides this)."""
-        return self.resolution
-
     def train_resolutions(self) -> tuple[int, ...]:
         """Every resolution `sample_batch` may ask `TrainData.images` for (what the stage loads)."""
         return (self.resolution,)
@@ -135,6 +138,27 @@ class Method(ABC):
         Returns:
             (N, 3, R, R) float32 in [-1, 1].
         """
+
+    def round_trip(self, images: torch.Tensor, fake: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """The round trip source -> target -> source that `cycle_l1` scores (PROTOCOL.md s.4).
+
+        Args:
+            images: (N, 3, R, R) float32 in [-1, 1], the inputs (of group `source`).
+            fake: (N, 3, R, R) float32 in [-1, 1], their translation to `target` as the benchmark stored
+                it (quantised to uint8 and back).
+        Returns:
+            (N, 3, R, R) float32 in [-1, 1]. Default: `translate(fake, target, source)`; a latent method
+            overrides it to go back through the latent it found for `images`.
+        """
+        return self.translate(fake, target, source)
+
+    def extra_images(self, table: str, images: torch.Tensor, source: str) -> dict[str, torch.Tensor]:
+        """The images of extra table `table` (a key of `extra_tables`) for faces of group `source`.
+
+        images (N, 3, R, R) float32 in [-1, 1] -> {name: (N, 3, R, R) float32 in [-1, 1]} for every
+        name in `extra_tables[table]`.
+        """
+        raise KeyError(f"{type(self).__name__} has no extra table {table!r} (it has {sorted(self.extra_tables)})")
 
     def samples(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Images for the training sample grid: name -> (B, 3, R, R) float in [-1, 1]."""

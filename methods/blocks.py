@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -35,25 +35,84 @@ def _pad(padding: Padding, size: int) -> nn.Module:
     return nn.ReflectionPad2d(size) if padding == "reflect" else nn.ZeroPad2d(size)
 
 
-def _norm(channels: int, affine: bool) -> nn.Module:
-    # junyanz: InstanceNorm2d(affine=False, track_running_stats=False); keras_contrib's
-    # InstanceNormalization learns a scale and a shift (center=scale=True).
-    return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)
+#: "instance": junyanz's InstanceNorm2d(affine=False); "instance_affine": per-channel scale and shift;
+#: "keras": keras_contrib's InstanceNormalization() (axis=None, `KerasInstanceNorm`).
+Norm = Literal["instance", "instance_affine", "keras"]
+#: How stride-2 convolutions pad: "torch" symmetric (junyanz), "tf_same" TensorFlow's "same".
+StridedPadding = Literal["torch", "tf_same"]
+
+
+class KerasInstanceNorm(nn.Module):
+    """keras_contrib `InstanceNormalization()` with its default `axis=None` (what Keras-GAN builds).
+
+    One mean and one standard deviation per SAMPLE over channels, height and width together, and one
+    scalar gamma and beta for the whole layer (keras_contrib's formula, epsilon added to the std):
+    y = (x - mean_{C,H,W}(x)) / (std_{C,H,W}(x) + epsilon) * gamma + beta, std the population std.
+    """
+
+    def __init__(self, epsilon: float = 1e-3) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+        self.gamma = nn.Parameter(torch.ones(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) float -> (N, C, H, W) float of the same dtype (statistics in float32)."""
+        xf = x.float()
+        std, mean = torch.std_mean(xf, dim=(1, 2, 3), keepdim=True, correction=0)
+        # (x - mean) / (std + eps) * gamma + beta as one scale and shift per sample: two passes, not four.
+        scale = self.gamma / (std + self.epsilon)
+        return torch.addcmul(self.beta - mean * scale, xf, scale).to(x.dtype)
+
+
+def _norm(channels: int, kind: Norm) -> nn.Module:
+    # junyanz: InstanceNorm2d(affine=False, track_running_stats=False); keras_contrib: see KerasInstanceNorm.
+    if kind == "keras":
+        return KerasInstanceNorm()
+    return nn.InstanceNorm2d(channels, affine=kind == "instance_affine", track_running_stats=False)
+
+
+class TFSameConvTranspose2d(nn.Module):
+    """Keras `Conv2DTranspose(kernel 3, strides 2, padding="same")`: the full transposed convolution
+    cropped to twice the input size from the top-left (TF drops the extra row/column at the end; torch's
+    padding=1, output_padding=1 would drop it at the start)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(c_in, c_out, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, C_out, 2H, 2W)."""
+        h, w = x.shape[-2:]
+        return self.conv(x)[..., : 2 * h, : 2 * w]
+
+
+def _down(c_in: int, c_out: int, strided: StridedPadding) -> nn.Module:
+    # TF "same" for kernel 3, stride 2 on an even size pads 0 before and 1 after; torch pads 1 and 1.
+    if strided == "tf_same":
+        return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(c_in, c_out, 3, stride=2))
+    return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+
+
+def _up(c_in: int, c_out: int, strided: StridedPadding) -> nn.Module:
+    if strided == "tf_same":
+        return TFSameConvTranspose2d(c_in, c_out)
+    return nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)
 
 
 class ResnetBlock(nn.Module):
     """Johnson residual block: pad, conv3, norm, ReLU, pad, conv3, norm; output = x + block(x)."""
 
-    def __init__(self, channels: int, padding: Padding = "reflect", norm_affine: bool = False) -> None:
+    def __init__(self, channels: int, padding: Padding = "reflect", norm: Norm = "instance") -> None:
         super().__init__()
         self.block = nn.Sequential(
             _pad(padding, 1),
             nn.Conv2d(channels, channels, 3, bias=True),
-            _norm(channels, norm_affine),
+            _norm(channels, norm),
             nn.ReLU(True),
             _pad(padding, 1),
             nn.Conv2d(channels, channels, 3, bias=True),
-            _norm(channels, norm_affine),
+            _norm(channels, norm),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,12 +131,16 @@ class ResnetGenerator(nn.Module):
         ngf: filters of the first layer (64 in both sources).
         n_blocks: residual blocks (junyanz: 6 at 128x128, 9 at 256x256; the Keras tutorial: 9).
         padding: "reflect" (junyanz) or "zero" (Keras `padding="same"`) for the 7x7 and residual
-            convs; the strided convs always zero-pad by 1 as in junyanz.
-        norm_affine: learn InstanceNorm scale/shift (keras_contrib) or not (junyanz).
+            convs (stride 1: TF's "same" is symmetric there).
+        norm: "instance" (junyanz), "instance_affine" or "keras" (keras_contrib, `KerasInstanceNorm`).
+        strided: padding of the stride-2 convs and transposed convs: "torch" (junyanz: pad 1 and 1,
+            output_padding 1) or "tf_same" (Keras "same": pad (0, 1); transposed output cropped at the end).
         cond_dim: length of a condition vector (0: unconditioned). When > 0 the vector is tiled
-            to the bottleneck's size and concatenated with the encoder's features, and a
-            pad-conv3-norm-ReLU layer (`fuse`) maps the 4ngf + cond_dim channels back to 4ngf
-            before the residual blocks; the decoder is unchanged (METHODS.md s.4).
+            to the bottleneck's size and concatenated with the encoder's features.
+        fuse: with a condition, a pad-conv3-norm-ReLU layer (`fuse`) maps the 4ngf + cond_dim channels
+            back to 4ngf before the residual blocks (decoder unchanged). Without it the residual blocks
+            and the decoder's first layer take the 4ngf + cond_dim channels directly (Liu's description:
+            the vector is concatenated with the features and fed to the generator, nothing more).
     """
 
     def __init__(
@@ -87,49 +150,35 @@ class ResnetGenerator(nn.Module):
         ngf: int = 64,
         n_blocks: int = 9,
         padding: Padding = "reflect",
-        norm_affine: bool = False,
+        norm: Norm = "instance",
         cond_dim: int = 0,
+        fuse: bool = True,
+        strided: StridedPadding = "torch",
     ) -> None:
         super().__init__()
         self.cond_dim = cond_dim
         self.encoder = nn.Sequential(
             OrderedDict(
-                c7s1=nn.Sequential(
-                    _pad(padding, 3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf, norm_affine), nn.ReLU(True)
-                ),
-                down1=nn.Sequential(
-                    nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1), _norm(2 * ngf, norm_affine), nn.ReLU(True)
-                ),
-                down2=nn.Sequential(
-                    nn.Conv2d(2 * ngf, 4 * ngf, 3, stride=2, padding=1),
-                    _norm(4 * ngf, norm_affine),
-                    nn.ReLU(True),
-                ),
+                c7s1=nn.Sequential(_pad(padding, 3), nn.Conv2d(in_channels, ngf, 7), _norm(ngf, norm), nn.ReLU(True)),
+                down1=nn.Sequential(_down(ngf, 2 * ngf, strided), _norm(2 * ngf, norm), nn.ReLU(True)),
+                down2=nn.Sequential(_down(2 * ngf, 4 * ngf, strided), _norm(4 * ngf, norm), nn.ReLU(True)),
             )
         )
         self.fuse: nn.Module | None = None
-        if cond_dim > 0:
+        width = 4 * ngf
+        if cond_dim > 0 and fuse:
             self.fuse = nn.Sequential(
-                _pad(padding, 1),
-                nn.Conv2d(4 * ngf + cond_dim, 4 * ngf, 3),
-                _norm(4 * ngf, norm_affine),
-                nn.ReLU(True),
+                _pad(padding, 1), nn.Conv2d(4 * ngf + cond_dim, 4 * ngf, 3), _norm(4 * ngf, norm), nn.ReLU(True)
             )
+        elif cond_dim > 0:
+            width = 4 * ngf + cond_dim
         self.blocks = nn.Sequential(
-            OrderedDict((f"res{i + 1}", ResnetBlock(4 * ngf, padding, norm_affine)) for i in range(n_blocks))
+            OrderedDict((f"res{i + 1}", ResnetBlock(width, padding, norm)) for i in range(n_blocks))
         )
         self.decoder = nn.Sequential(
             OrderedDict(
-                up1=nn.Sequential(
-                    nn.ConvTranspose2d(4 * ngf, 2 * ngf, 3, stride=2, padding=1, output_padding=1),
-                    _norm(2 * ngf, norm_affine),
-                    nn.ReLU(True),
-                ),
-                up2=nn.Sequential(
-                    nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1, output_padding=1),
-                    _norm(ngf, norm_affine),
-                    nn.ReLU(True),
-                ),
+                up1=nn.Sequential(_up(width, 2 * ngf, strided), _norm(2 * ngf, norm), nn.ReLU(True)),
+                up2=nn.Sequential(_up(2 * ngf, ngf, strided), _norm(ngf, norm), nn.ReLU(True)),
                 out=nn.Sequential(_pad(padding, 3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()),
             )
         )
@@ -147,11 +196,13 @@ class ResnetGenerator(nn.Module):
         """(N, 3, H, W) float in [-1, 1] (H, W multiples of 4), cond (N, cond_dim) float or None
         -> (N, 3, H, W) float in [-1, 1]."""
         h = self.encoder(x)
-        if self.fuse is not None:
+        if self.cond_dim > 0:
             if cond is None or cond.shape != (x.shape[0], self.cond_dim):
                 got = None if cond is None else tuple(cond.shape)
                 raise ValueError(f"generator needs a condition of shape ({x.shape[0]}, {self.cond_dim}), got {got}")
-            h = self.fuse(torch.cat([h, tile(cond.to(h.dtype), h.shape[-2:])], dim=1))
+            h = torch.cat([h, tile(cond.to(h.dtype), h.shape[-2:])], dim=1)
+            if self.fuse is not None:
+                h = self.fuse(h)
         elif cond is not None:
             raise ValueError("this generator is unconditioned; pass cond=None")
         return self.decoder(self.blocks(h))
@@ -183,13 +234,13 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             layers += [
                 nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1),
-                _norm(ndf * mult, False),
+                _norm(ndf * mult, "instance"),
                 nn.LeakyReLU(0.2, True),
             ]
         prev, mult = mult, min(2**n_layers, 8)
         layers += [
             nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1),
-            _norm(ndf * mult, False),
+            _norm(ndf * mult, "instance"),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1),
         ]
@@ -204,10 +255,11 @@ class KerasPatchDiscriminator(nn.Module):
     """Keras-GAN CycleGAN discriminator (METHODS.md s.1): a 16x16 patch map at 256 input.
 
     Four `d_layer`s: Conv2D(kernel 4, stride 2, padding "same") with df, 2df, 4df, 8df filters, then
-    LeakyReLU 0.2, then InstanceNormalization (learned scale/shift) on all but the first - Keras-GAN's
-    order is conv, activation, norm. Then Conv2D(1, kernel 4, stride 1, "same"). TensorFlow's
-    "same" padding is (1, 1) for the stride-2 layers on even sizes and (1, 2) (before, after) for
-    the final stride-1 layer; both are reproduced exactly.
+    LeakyReLU 0.2, then keras_contrib's InstanceNormalization() (axis=None: per-sample statistics over
+    C, H, W and a scalar gamma and beta, `KerasInstanceNorm`) on all but the first - Keras-GAN's order
+    is conv, activation, norm. Then Conv2D(1, kernel 4, stride 1, "same"). TensorFlow's "same" padding
+    is (1, 1) for the kernel-4 stride-2 layers on even sizes and (1, 2) (before, after) for the final
+    stride-1 layer; both are reproduced exactly. 2,764,743 parameters at df = 64.
     """
 
     def __init__(self, in_channels: int = 3, ndf: int = 64) -> None:
@@ -217,7 +269,7 @@ class KerasPatchDiscriminator(nn.Module):
         for i, mult in enumerate((1, 2, 4, 8)):
             layers += [nn.Conv2d(prev, ndf * mult, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
             if i > 0:
-                layers.append(_norm(ndf * mult, True))
+                layers.append(KerasInstanceNorm())
             prev = ndf * mult
         layers += [nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(prev, 1, 4, stride=1)]
         self.model = nn.Sequential(*layers)
@@ -225,6 +277,28 @@ class KerasPatchDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float, H and W even multiples of 16 -> (N, 1, H/16, W/16) float patch scores."""
         return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Pretrained feature network (cyclegan_perceptual's style loss; built by agebench.aux_networks)
+# --------------------------------------------------------------------------------------------
+
+
+def vgg16_features_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """torchvision `vgg16(weights=None).features` with `state_dict` loaded strictly, frozen, in eval mode.
+
+    `state_dict` has the keys of `vgg16().features.state_dict()` ("0.weight", ..., "28.bias"), e.g.
+    the conv layers of torchvision's ImageNet `vgg16-397923af.pth`. Mismatched keys or shapes raise.
+    """
+    import torchvision  # here, not at the top: only the VGG loader needs it
+
+    # Built on the meta device so the 120M-parameter classifier is never allocated or initialised;
+    # the strict load then fills every tensor of the features.
+    with torch.device("meta"):
+        features = torchvision.models.vgg16(weights=None).features
+    features = features.to_empty(device="cpu")
+    features.load_state_dict(state_dict, strict=True)
+    return features.eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Source: a tutorial that adapted Keras-GAN's CycleGAN (eriklindernoren/Keras-GAN, `cyclegan/cyclegan.py`)
 to age conversion on UTKFace. Domain A = "young" (20-29), B = "old" (50-59) of the "pair" scheme.
 
-- Networks: a ResNet generator (c7s1-64, d128, d256, 9 residual blocks, u128, u64, c7s1-3, tanh,
-  InstanceNorm with learned scale/shift as keras_contrib, zero "same" padding) and the Keras-GAN
-  4-layer PatchGAN (16x16 map at 256). Both fully convolutional, so the same weights train at every size.
+- Networks: a ResNet generator (c7s1-64, d128, d256, 9 residual blocks, u128, u64, c7s1-3, tanh) and
+  the Keras-GAN 4-layer PatchGAN (16x16 map at 256), both with keras_contrib's `InstanceNormalization()`
+  as Keras-GAN builds it (axis=None: one mean and std per sample over C, H, W; a scalar gamma and
+  beta; `KerasInstanceNorm`) and TF "same" padding (stride-2 convs pad (0, 1); transposed convs crop
+  at the end). Both fully convolutional, so the same weights train at every size.
 - Progressive resizing (the tutorial's main trick): `epochs_per_size[i]` epochs at `sizes[i]` with
   batch `batch_per_size[i]`, in order; `translate` works at the last size.
 - Per step, in Keras-GAN's order: the discriminators first, on real faces and on the current
@@ -14,35 +16,28 @@ to age conversion on UTKFace. Domain A = "young" (20-29), B = "old" (50-59) of t
   Keras-GAN makes two `train_on_batch` calls per discriminator (real, then fake) and only reports
   0.5 * (real + fake); METHODS.md specifies one update on 0.5 * (real + fake), which is what runs here.
 - Generator loss: L = L_adv + lambda_cycle * L_cycle + lambda_id * L_identity with the adversarial
-  terms least squares and the cycle/identity terms MSE (tutorial) or MAE (Keras-GAN), `pixel_loss`.
+  terms least squares and the cycle/identity terms MAE (`pixel_loss: mae`, default: what Keras-GAN and
+  the tutorial's notebook compile and therefore what produced the tutorial's results; its prose says
+  MSE, available as `pixel_loss: mse`).
 
-Steps per epoch at a size = ceil(max(|A|, |B|) / batch), as junyanz's unaligned dataset; faces are
-drawn uniformly with replacement, independently per domain, and flipped left-right at random.
+Steps per epoch at a size = int(min(|A|, |B|) / batch), as Keras-GAN's `DataLoader.load_batch`.
+Deviation: Keras-GAN draws each epoch's faces without replacement; here faces are drawn uniformly
+with replacement (the loop's batch sampler is pure), independently per domain, and flipped
+left-right at random as Keras-GAN does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from methods.base import Method, TrainData
-from methods.blocks import (
-    Engine,
-    KerasPatchDiscriminator,
-    ResnetGenerator,
-    eval_mode,
-    group_indices,
-    init_weights,
-    lsgan_loss,
-    pixel_loss,
-    random_faces,
-    set_requires_grad,
-    steps_per_epoch,
-)
+from methods.base import TrainData
+from methods.blocks import KerasPatchDiscriminator, ResnetGenerator, lsgan_loss, pixel_loss, set_requires_grad
+from methods.cyclegan_base import TwoDomainCycleGAN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +54,8 @@ class CycleGANKerasConfig:
     epochs_per_size: tuple[int, ...] = (20, 15, 15)
     # Tutorial: batch 32 at 64x64; larger sizes use smaller batches (its values are not published).
     batch_per_size: tuple[int, ...] = (32, 8, 2)
-    pixel_loss: Literal["mse", "mae"] = "mse"  # tutorial: MSE for cycle and identity; Keras-GAN: MAE
+    # Keras-GAN and the tutorial's notebook compile cycle/identity as MAE; the tutorial's prose says MSE.
+    pixel_loss: Literal["mse", "mae"] = "mae"
     lambda_cycle: float = 10.0  # Keras-GAN; the tutorial's notebook used 0.1
     lambda_id: float = 1.0  # Keras-GAN: 0.1 * lambda_cycle; the tutorial's notebook used 0.01
     lr: float = 2e-4  # Keras-GAN: Adam(0.0002, 0.5)
@@ -83,15 +79,25 @@ class CycleGANKerasConfig:
             raise ValueError("batch_per_size must be >= 1 and epochs_per_size >= 0")
 
 
-class CycleGANKeras(Method):
-    """Keras-GAN-style CycleGAN with progressive resizing (METHODS.md s.1).
+class Phase(NamedTuple):
+    """One size of the progressive schedule: steps [start, end) train at `size` with `batch`."""
 
-    Code names -> paper symbols (Zhu et al. 2017): G_AB = G (young -> old), G_BA = F (old -> young),
-    D_A = D_X (judges young faces), D_B = D_Y (judges old faces).
-    """
+    start: int
+    end: int
+    size: int
+    batch: int
+
+
+def keras_epoch_length(domain_sizes: list[int], batch: int) -> int:
+    """Batches in one Keras-GAN epoch: int(min(|A|, |B|) / batch) (`DataLoader.load_batch`'s n_batches)."""
+    return int(min(domain_sizes) / batch)
+
+
+class CycleGANKeras(TwoDomainCycleGAN):
+    """Keras-GAN-style CycleGAN with progressive resizing (METHODS.md s.1)."""
 
     config_cls = CycleGANKerasConfig
-    scheme = "pair"
+    method_name = "cyclegan_keras"
 
     def __init__(
         self,
@@ -101,77 +107,54 @@ class CycleGANKeras(Method):
         aux: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__(config, group_names, device, aux)
-        self.domain_a, self.domain_b = "young", "old"
-        for g in (self.domain_a, self.domain_b):
-            if g not in self.group_names:
-                raise ValueError(f"cyclegan_keras needs group {g!r} in scheme 'pair', got {self.group_names}")
         c = config
-        gen = dict(ngf=c.ngf, n_blocks=c.n_blocks, padding=c.padding, norm_affine=True)
+        gen = dict(ngf=c.ngf, n_blocks=c.n_blocks, padding=c.padding, norm="keras", strided="tf_same")
         self.G_AB, self.G_BA = ResnetGenerator(**gen), ResnetGenerator(**gen)
         self.D_A, self.D_B = KerasPatchDiscriminator(ndf=c.ndf), KerasPatchDiscriminator(ndf=c.ndf)
-        for net in self.modules().values():
-            init_weights(net, c.init)
-        self.engine = Engine(device, c.amp_bf16, c.channels_last, c.compile)
-        self._g_ab, self._g_ba = self.engine.prepare(self.G_AB), self.engine.prepare(self.G_BA)
-        self._d_a, self._d_b = self.engine.prepare(self.D_A), self.engine.prepare(self.D_B)
-        betas = (c.beta1, c.beta2)
-        self.opt_G = torch.optim.Adam([*self.G_AB.parameters(), *self.G_BA.parameters()], lr=c.lr, betas=betas)
-        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=c.lr, betas=betas)
-        # (end step exclusive, size, batch) per size; set by num_steps(data), which the stage calls first.
-        self._schedule: list[tuple[int, int, int]] | None = None
+        self._set_networks({"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}, c.init)
+        self._adam(c.lr, (c.beta1, c.beta2))
 
-    # ---- what the stages ask -----------------------------------------------------------------
     @property
     def resolution(self) -> int:
         return self.config.sizes[-1]
 
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
+    def _stateful(self) -> dict[str, object]:
+        return {"opt_G": self.opt_G, "opt_D": self.opt_D}
 
     # ---- schedule ----------------------------------------------------------------------------
+    def schedule(self, data: TrainData) -> list[Phase]:
+        """The progressive schedule on `data` (uncapped), one `Phase` per size, in order."""
+        per_epoch = self.domain_sizes(data)
+        phases, start = [], 0
+        for size, epochs, batch in zip(self.config.sizes, self.config.epochs_per_size, self.config.batch_per_size):
+            end = start + epochs * keras_epoch_length(per_epoch, batch)
+            phases.append(Phase(start, end, size, batch))
+            start = end
+        return phases
+
+    def phase(self, data: TrainData, step: int) -> Phase:
+        """The phase `step` trains in (after the last phase: the last one)."""
+        phases = self.schedule(data)
+        return next((p for p in phases if step < p.end), phases[-1])
+
     def epoch_lengths(self, data: TrainData) -> list[int]:
-        """Steps in each epoch, in order (uncapped): ceil(max(|A|, |B|) / batch of that epoch's size)."""
-        sizes = [group_indices(data, self.scheme, g).numel() for g in (self.domain_a, self.domain_b)]
+        """Steps in each epoch, in order (uncapped): int(min(|A|, |B|) / batch of that epoch's size)."""
+        sizes = self.domain_sizes(data)
         return [
-            steps_per_epoch(sizes, batch)
+            keras_epoch_length(sizes, batch)
             for epochs, batch in zip(self.config.epochs_per_size, self.config.batch_per_size)
             for _ in range(epochs)
         ]
-
-    def num_steps(self, data: TrainData) -> int:
-        """Total steps (capped by `max_steps`); also fixes the size schedule `train_resolution` reads."""
-        sizes = [group_indices(data, self.scheme, g).numel() for g in (self.domain_a, self.domain_b)]
-        end, schedule = 0, []
-        for size, epochs, batch in zip(self.config.sizes, self.config.epochs_per_size, self.config.batch_per_size):
-            end += epochs * steps_per_epoch(sizes, batch)
-            schedule.append((end, size, batch))
-        self._schedule = schedule
-        return min(end, self.config.max_steps) if self.config.max_steps > 0 else end
-
-    def _phase(self, step: int) -> tuple[int, int]:
-        if self._schedule is None:
-            raise RuntimeError("cyclegan_keras: call num_steps(data) before asking for the size schedule")
-        for end, size, batch in self._schedule:
-            if step < end:
-                return size, batch
-        return self._schedule[-1][1], self._schedule[-1][2]
 
     def train_resolutions(self) -> tuple[int, ...]:
         """All sizes of the progressive schedule."""
         return tuple(self.config.sizes)
 
-    def train_resolution(self, step: int) -> int:
-        """Image side for `step` under progressive resizing (after the last phase: the last size)."""
-        return self._phase(step)[0]
-
     # ---- training ----------------------------------------------------------------------------
     def sample_batch(self, data: TrainData, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """{"A": young, "B": old}, each (batch, 3, R, R) float32 in [-1, 1], R = train_resolution(step)."""
-        size, batch = self._phase(step)
-        return {
-            "A": random_faces(data, size, group_indices(data, self.scheme, self.domain_a), batch, generator),
-            "B": random_faces(data, size, group_indices(data, self.scheme, self.domain_b), batch, generator),
-        }
+        """{"A": young, "B": old}, each (batch, 3, R, R) float32 in [-1, 1], R and batch of `phase(step)`."""
+        p = self.phase(data, step)
+        return self.sample_pair(data, p.size, p.batch, generator)
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         """One Keras-GAN step: update D_A and D_B, then G_AB and G_BA. Returns every loss term.
@@ -182,16 +165,17 @@ class CycleGANKeras(Method):
         configured pixel loss, unweighted; loss_G = the weighted generator total.
         """
         c, e = self.config, self.engine
+        g_ab, g_ba, d_a, d_b = (self._run[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
         real_a, real_b = e.inputs(batch["A"]), e.inputs(batch["B"])
         for net in self.modules().values():
             net.train()
 
         # Discriminators first, on the current generators' translations (Keras-GAN order).
         with torch.no_grad(), e.autocast():
-            fake_b, fake_a = self._g_ab(real_a), self._g_ba(real_b)
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
         with e.autocast():
-            loss_d_a = 0.5 * (lsgan_loss(self._d_a(real_a), True) + lsgan_loss(self._d_a(fake_a), False))
-            loss_d_b = 0.5 * (lsgan_loss(self._d_b(real_b), True) + lsgan_loss(self._d_b(fake_b), False))
+            loss_d_a = 0.5 * (lsgan_loss(d_a(real_a), True) + lsgan_loss(d_a(fake_a), False))
+            loss_d_b = 0.5 * (lsgan_loss(d_b(real_b), True) + lsgan_loss(d_b(fake_b), False))
         self.opt_D.zero_grad(set_to_none=True)
         (loss_d_a + loss_d_b).backward()
         self.opt_D.step()
@@ -199,11 +183,11 @@ class CycleGANKeras(Method):
         # Generators through the frozen discriminators (Keras-GAN's `combined` model).
         set_requires_grad([self.D_A, self.D_B], False)
         with e.autocast():
-            fake_b, fake_a = self._g_ab(real_a), self._g_ba(real_b)
-            rec_a, rec_b = self._g_ba(fake_b), self._g_ab(fake_a)
-            idt_a, idt_b = self._g_ba(real_a), self._g_ab(real_b)
-            loss_g_ab = lsgan_loss(self._d_b(fake_b), True)
-            loss_g_ba = lsgan_loss(self._d_a(fake_a), True)
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
+            idt_a, idt_b = g_ba(real_a), g_ab(real_b)
+            loss_g_ab = lsgan_loss(d_b(fake_b), True)
+            loss_g_ba = lsgan_loss(d_a(fake_a), True)
         loss_cycle_a, loss_cycle_b = pixel_loss(c.pixel_loss, rec_a, real_a), pixel_loss(c.pixel_loss, rec_b, real_b)
         loss_idt_a, loss_idt_b = pixel_loss(c.pixel_loss, idt_a, real_a), pixel_loss(c.pixel_loss, idt_b, real_b)
         loss_g = (
@@ -223,47 +207,3 @@ class CycleGANKeras(Method):
             "loss_idt_A": loss_idt_a, "loss_idt_B": loss_idt_b, "loss_G": loss_g,
         }  # fmt: skip
         return {k: float(v.detach()) for k, v in losses.items()}
-
-    # ---- inference ---------------------------------------------------------------------------
-    def _generator(self, source: str, target: str) -> Any:
-        if (source, target) == (self.domain_a, self.domain_b):
-            return self._g_ab
-        if (source, target) == (self.domain_b, self.domain_a):
-            return self._g_ba
-        raise ValueError(f"cyclegan_keras translates young <-> old only, not {source!r} -> {target!r}")
-
-    def supported_tasks(self) -> list[tuple[str, str]]:
-        return [(self.domain_a, self.domain_b), (self.domain_b, self.domain_a)]
-
-    def translate(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """(N, 3, R, R) float32 in [-1, 1] -> (N, 3, R, R) float32 in [-1, 1] (eval mode, no grad)."""
-        net = self._generator(source, target)
-        with eval_mode(self.modules().values()), self.engine.autocast():
-            return net(self.engine.inputs(images)).float().contiguous()
-
-    def samples(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """real_A, fake_B = G(a), rec_A = F(G(a)), real_B, fake_A = F(b), rec_B = G(F(b))."""
-        a, b = self.engine.inputs(batch["A"]), self.engine.inputs(batch["B"])
-        with eval_mode(self.modules().values()), self.engine.autocast():
-            fake_b, fake_a = self._g_ab(a), self._g_ba(b)
-            out = {"real_A": a, "fake_B": fake_b, "rec_A": self._g_ba(fake_b),
-                   "real_B": b, "fake_A": fake_a, "rec_B": self._g_ab(fake_a)}  # fmt: skip
-        return {k: v.float().contiguous() for k, v in out.items()}
-
-    # ---- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers and the size schedule. Tensors alias live ones: save or copy at once."""
-        return {
-            "nets": {k: m.state_dict() for k, m in self.modules().items()},
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "schedule": None if self._schedule is None else [list(s) for s in self._schedule],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, m in self.modules().items():
-            m.load_state_dict(state["nets"][k])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        sched = state["schedule"]
-        self._schedule = None if sched is None else [(int(a), int(b), int(c)) for a, b, c in sched]

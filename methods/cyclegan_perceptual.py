@@ -28,49 +28,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
-from methods.base import Method, TrainData
+from methods.base import TrainData
 from methods.blocks import (
-    Engine,
     ImagePool,
     LinearDecay,
     NLayerDiscriminator,
     ResnetGenerator,
-    eval_mode,
-    group_indices,
-    init_weights,
     lsgan_loss,
     new_seed,
     pixel_loss,
-    random_faces,
     set_requires_grad,
     steps_per_epoch,
+    vgg16_features_from_state_dict,  # noqa: F401 - re-exported: builds aux["vgg16"]
 )
+from methods.cyclegan_base import TwoDomainCycleGAN
 
 #: Index in torchvision's `vgg16().features` of each ReLU whose output the style loss uses.
 VGG16_RELU = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def vgg16_features_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """torchvision `vgg16(weights=None).features` with `state_dict` loaded strictly, frozen, in eval mode.
-
-    `state_dict` has the keys of `vgg16().features.state_dict()` ("0.weight", ..., "28.bias"), e.g.
-    the conv layers of torchvision's ImageNet `vgg16-397923af.pth`. Mismatched keys or shapes raise.
-    """
-    # Built on the meta device so the 120M-parameter classifier is never allocated or initialised;
-    # the strict load then fills every tensor of the features.
-    with torch.device("meta"):
-        features = torchvision.models.vgg16(weights=None).features
-    features = features.to_empty(device="cpu")
-    features.load_state_dict(state_dict, strict=True)
-    return features.eval().requires_grad_(False)
 
 
 def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
@@ -150,16 +130,16 @@ class CycleGANPerceptualConfig:
             raise ValueError(f"resolution must be a multiple of 4, got {self.resolution}")
 
 
-class CycleGANPerceptual(Method):
+class CycleGANPerceptual(TwoDomainCycleGAN):
     """junyanz CycleGAN with a VGG-16 Gram (style) identity loss (METHODS.md s.2).
 
-    Code names -> paper symbols (Zhu et al. 2017): G_AB = G (young -> old), G_BA = F (old -> young),
-    D_A = D_X (judges young faces), D_B = D_Y (judges old faces). junyanz calls them G_A, G_B, D_B, D_A.
+    junyanz calls the networks G_A, G_B, D_B, D_A (see `TwoDomainCycleGAN` for the symbols).
     """
 
     config_cls = CycleGANPerceptualConfig
-    scheme = "pair"
+    method_name = "cyclegan_perceptual"
     aux_networks = ("vgg16",)
+    sample_identity = True
 
     def __init__(
         self,
@@ -169,10 +149,6 @@ class CycleGANPerceptual(Method):
         aux: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__(config, group_names, device, aux)
-        self.domain_a, self.domain_b = "young", "old"
-        for g in (self.domain_a, self.domain_b):
-            if g not in self.group_names:
-                raise ValueError(f"cyclegan_perceptual needs group {g!r} in scheme 'pair', got {self.group_names}")
         vgg = self.aux.get("vgg16")
         if vgg is None:
             raise ValueError(
@@ -187,15 +163,9 @@ class CycleGANPerceptual(Method):
         self.G_BA = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)
         self.D_A = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
         self.D_B = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
-        for net in self.modules().values():
-            init_weights(net, "normal", 0.02)
+        self._set_networks({"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}, "normal", 0.02)
         self.vgg = vgg.to(device).eval().requires_grad_(False)
-        self.engine = e = Engine(device, c.amp_bf16, c.channels_last, c.compile)
-        self._g_ab, self._g_ba = e.prepare(self.G_AB), e.prepare(self.G_BA)
-        self._d_a, self._d_b = e.prepare(self.D_A), e.prepare(self.D_B)
-        betas = (c.beta1, c.beta2)
-        self.opt_G = torch.optim.Adam([*self.G_AB.parameters(), *self.G_BA.parameters()], lr=c.lr, betas=betas)
-        self.opt_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], lr=c.lr, betas=betas)
+        self._adam(c.lr, (c.beta1, c.beta2))
         decay = LinearDecay(c.n_epochs, c.n_epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
@@ -203,37 +173,23 @@ class CycleGANPerceptual(Method):
         self.fake_A_pool = ImagePool(c.pool_size, new_seed())
         self.fake_B_pool = ImagePool(c.pool_size, new_seed())
 
-    # ---- what the stages ask -----------------------------------------------------------------
     @property
     def resolution(self) -> int:
         return self.config.resolution
 
-    def modules(self) -> dict[str, nn.Module]:
-        """The trained networks (the frozen VGG is an auxiliary input, not listed)."""
-        return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
+    def _stateful(self) -> dict[str, object]:
+        return {"opt_G": self.opt_G, "opt_D": self.opt_D, "sched_G": self.sched_G, "sched_D": self.sched_D,
+                "fake_A_pool": self.fake_A_pool, "fake_B_pool": self.fake_B_pool}  # fmt: skip
 
     def epoch_lengths(self, data: TrainData) -> list[int]:
-        """Steps in each of the n_epochs + n_epochs_decay epochs (uncapped)."""
-        sizes = [group_indices(data, self.scheme, g).numel() for g in (self.domain_a, self.domain_b)]
+        """Steps in each of the n_epochs + n_epochs_decay epochs (uncapped): ceil(max(|A|, |B|) / batch)."""
         epochs = self.config.n_epochs + self.config.n_epochs_decay
-        return [steps_per_epoch(sizes, self.config.batch_size)] * epochs
-
-    def num_steps(self, data: TrainData) -> int:
-        total = sum(self.epoch_lengths(data))
-        return min(total, self.config.max_steps) if self.config.max_steps > 0 else total
+        return [steps_per_epoch(self.domain_sizes(data), self.config.batch_size)] * epochs
 
     # ---- training ----------------------------------------------------------------------------
     def sample_batch(self, data: TrainData, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """{"A": young, "B": old}, each (batch_size, 3, R, R) float32 in [-1, 1]."""
-        c = self.config
-        return {
-            "A": random_faces(
-                data, c.resolution, group_indices(data, self.scheme, self.domain_a), c.batch_size, generator
-            ),
-            "B": random_faces(
-                data, c.resolution, group_indices(data, self.scheme, self.domain_b), c.batch_size, generator
-            ),
-        }
+        return self.sample_pair(data, self.config.resolution, self.config.batch_size, generator)
 
     def _style(self, generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         layers = self.config.style_layers
@@ -250,6 +206,7 @@ class CycleGANPerceptual(Method):
         loss_D_A / loss_D_B = 0.5 * (LS(D(real), 1) + LS(D(pooled fake), 0)) of D_X / D_Y.
         """
         c, e = self.config, self.engine
+        g_ab, g_ba, d_a, d_b = (self._run[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
         real_a, real_b = e.inputs(batch["A"]), e.inputs(batch["B"])
         for net in self.modules().values():
             net.train()
@@ -257,11 +214,11 @@ class CycleGANPerceptual(Method):
         # Generators, with the discriminators frozen.
         set_requires_grad([self.D_A, self.D_B], False)
         with e.autocast():
-            fake_b, fake_a = self._g_ab(real_a), self._g_ba(real_b)
-            rec_a, rec_b = self._g_ba(fake_b), self._g_ab(fake_a)
-            idt_a, idt_b = self._g_ba(real_a), self._g_ab(real_b)
-            loss_g_ab = lsgan_loss(self._d_b(fake_b), True)
-            loss_g_ba = lsgan_loss(self._d_a(fake_a), True)
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
+            idt_a, idt_b = g_ba(real_a), g_ab(real_b)
+            loss_g_ab = lsgan_loss(d_b(fake_b), True)
+            loss_g_ba = lsgan_loss(d_a(fake_a), True)
             loss_idt_a, loss_idt_b = self._style(idt_a, real_a), self._style(idt_b, real_b)
         loss_cycle_a, loss_cycle_b = pixel_loss("mae", rec_a, real_a), pixel_loss("mae", rec_b, real_b)
         loss_g = (
@@ -278,8 +235,8 @@ class CycleGANPerceptual(Method):
         # Discriminators on real faces and on fakes drawn through the history pools.
         pooled_a, pooled_b = self.fake_A_pool.query(fake_a), self.fake_B_pool.query(fake_b)
         with e.autocast():
-            loss_d_a = 0.5 * (lsgan_loss(self._d_a(real_a), True) + lsgan_loss(self._d_a(pooled_a), False))
-            loss_d_b = 0.5 * (lsgan_loss(self._d_b(real_b), True) + lsgan_loss(self._d_b(pooled_b), False))
+            loss_d_a = 0.5 * (lsgan_loss(d_a(real_a), True) + lsgan_loss(d_a(pooled_a), False))
+            loss_d_b = 0.5 * (lsgan_loss(d_b(real_b), True) + lsgan_loss(d_b(pooled_b), False))
         self.opt_D.zero_grad(set_to_none=True)
         (loss_d_a + loss_d_b).backward()
         self.opt_D.step()
@@ -295,50 +252,3 @@ class CycleGANPerceptual(Method):
         """Step junyanz's linear-decay schedules (constant for n_epochs, then linear to ~0)."""
         self.sched_G.step()
         self.sched_D.step()
-
-    # ---- inference ---------------------------------------------------------------------------
-    def supported_tasks(self) -> list[tuple[str, str]]:
-        return [(self.domain_a, self.domain_b), (self.domain_b, self.domain_a)]
-
-    def translate(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """(N, 3, R, R) float32 in [-1, 1] -> (N, 3, R, R) float32 in [-1, 1] (eval mode, no grad)."""
-        if (source, target) == (self.domain_a, self.domain_b):
-            net = self._g_ab
-        elif (source, target) == (self.domain_b, self.domain_a):
-            net = self._g_ba
-        else:
-            raise ValueError(f"cyclegan_perceptual translates young <-> old only, not {source!r} -> {target!r}")
-        with eval_mode(self.modules().values()), self.engine.autocast():
-            return net(self.engine.inputs(images)).float().contiguous()
-
-    def samples(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """real_A, fake_B = G(a), rec_A = F(G(a)), idt_A = F(a), and the same for B."""
-        a, b = self.engine.inputs(batch["A"]), self.engine.inputs(batch["B"])
-        with eval_mode(self.modules().values()), self.engine.autocast():
-            fake_b, fake_a = self._g_ab(a), self._g_ba(b)
-            out = {"real_A": a, "fake_B": fake_b, "rec_A": self._g_ba(fake_b), "idt_A": self._g_ba(a),
-                   "real_B": b, "fake_A": fake_a, "rec_B": self._g_ab(fake_a), "idt_B": self._g_ab(b)}  # fmt: skip
-        return {k: v.float().contiguous() for k, v in out.items()}
-
-    # ---- state -------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Networks, optimisers, lr schedulers and image pools. Tensors alias live ones: save at once."""
-        return {
-            "nets": {k: m.state_dict() for k, m in self.modules().items()},
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
-            "fake_A_pool": self.fake_A_pool.state_dict(),
-            "fake_B_pool": self.fake_B_pool.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, m in self.modules().items():
-            m.load_state_dict(state["nets"][k])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
-        self.fake_A_pool.load_state_dict(state["fake_A_pool"])
-        self.fake_B_pool.load_state_dict(state["fake_B_pool"])

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from agebench.common import atomic_path, run_main, write_json
 from agebench.config import load_params
 from agebench.data import faces_nchw, load_faces, load_index
-from agebench.generate import load_trained, progression, task_list, to_eval_resolution, translate_all
+from agebench.generate import extra_tables, load_trained_checkpoint, progression, task_list, translate_all
 from agebench.train import select_device
-from methods.base import float_to_uint8, uint8_to_float
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     torch.manual_seed(params.train.seed)
     device = select_device(params.train.device)
-    method = load_trained(args.method, params, Path(args.model), device)
+    method, ckpt = load_trained_checkpoint(args.method, params, Path(args.model), device)
     index = load_index(args.data)
     faces = load_faces(args.data, method.resolution)
     test = index[index["split"] == "test"]
     tasks = task_list(method, params)
     bs, size = params.generate.batch_size, params.evaluate.resolution
-    with atomic_path(Path(args.out)) as tmp:
+    with atomic_path(Path(args.out), kind="dir") as tmp:
         tmp.mkdir(parents=True)
         for task_id, t in tasks.items():
             rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
@@ -53,32 +51,23 @@ def main(argv: list[str] | None = None) -> int:
             )
             np.savez(tmp / f"{task_id}.npz", rows=rows, fake=fake, cycle=cycle)
             t["n"] = len(rows)
-        if hasattr(method, "reconstruct"):  # Age-cGAN: the paper's reconstruction table
-            t = tasks["aging"]
-            rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
-            recon = {}
-            for mode in ("initial", "pixel", "ip"):
-                outs = []
-                for s in tqdm(range(0, len(rows), bs), desc=f"reconstruct {mode}", unit="batch"):
-                    x = uint8_to_float(faces_nchw(faces, rows[s : s + bs]).to(device))
-                    outs.append(
-                        to_eval_resolution(float_to_uint8(method.reconstruct(x, t["method_source"], mode)), size)
-                    )
-                recon[mode] = np.concatenate(outs) if outs else np.zeros((0, size, size, 3), np.uint8)
-            np.savez(tmp / "reconstruction.npz", rows=rows, **recon)
+        t = tasks["aging"]  # extra tables (e.g. Age-cGAN's reconstructions) use the aging task's inputs
+        rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
+        for table, arrays in extra_tables(method, faces, rows, t["method_source"], bs, size).items():
+            np.savez(tmp / f"{table}.npz", **arrays)
         strips = progression(method, faces, test, size, params.generate.progression_faces)
         if strips is not None:
             np.savez(tmp / "progression.npz", **strips)
-        train_summary = torch.load(Path(args.model) / "model.pt", map_location="cpu", weights_only=False).get(
-            "summary", {}
-        )
         write_json(
             tmp / "tasks.json",
             {
                 "method": args.method,
                 "resolution": method.resolution,
                 "eval_resolution": size,
-                "train": train_summary,
+                "train": ckpt.get("summary", {}),
+                # Scoring networks the method trains/translates with: evaluate copies this into the
+                # metrics JSON and the report flags what those networks judged (PROTOCOL.md s.4).
+                "uses_scoring_networks": list(method.uses_scoring_networks),
                 "tasks": tasks,
             },
         )

@@ -84,7 +84,7 @@ def test_torchrun_two_processes_train_and_rank0_writes(prepared: Path, tmp_path:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "-m", "agebench.train", "--params", str(params), "--method", "cyclegan_keras",
+        "-m", "stages.train", "--params", str(params), "--method", "cyclegan_keras",
         "--data", str(prepared), "--out", str(out), "--live", str(tmp_path / "live"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -94,5 +94,5 @@ def test_torchrun_two_processes_train_and_rank0_writes(prepared: Path, tmp_path:
     assert summary["processes"] == 2 and summary["steps"] == 6
     assert "x 2 processes" in result.stdout and result.stdout.count("train cyclegan_keras: 6 steps") == 1
     assert not (out / "last.pt").exists()
-    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == 6

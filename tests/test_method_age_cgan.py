@@ -292,3 +292,32 @@ def test_lbfgs_variant_decreases_pixel_objective(method: AgeCgan) -> None:
         method.config = saved
     z0 = method.encode(x)
     assert (method.latent_objective(x, z, "40-49", "pixel") <= method.latent_objective(x, z0, "40-49", "pixel")).all()
+
+
+# ---- benchmark hooks ---------------------------------------------------------------------------------
+
+
+def test_round_trip_goes_back_through_the_inputs_latent() -> None:
+    """PROTOCOL.md s.4: Age-cGAN's round trip is G(z*, y_source) with z* the latent found for the INPUT,
+    not a second inversion of its own output."""
+    m = make_method(dataclasses.replace(TINY, latent_mode="pixel", latent_steps=3))
+    x = faces(2, seed=12)
+    fake = m.translate(x, "young", "old")
+    back = m.round_trip(x, fake, "young", "old")
+    want = m.generate(m.optimise_latent(x, "young"), "young")
+    torch.testing.assert_close(back, want, rtol=0, atol=0)
+    # Without the cached latent (a different inputs object) it recomputes the same z* (deterministic).
+    torch.testing.assert_close(m.round_trip(x.clone(), fake, "young", "old"), want, rtol=0, atol=0)
+    # The generic round trip (translate the output back) is a different image here.
+    assert not torch.allclose(m.translate(fake, "old", "young"), want)
+
+
+def test_declares_dlib_and_its_reconstruction_table(method: AgeCgan) -> None:
+    assert AgeCgan.uses_scoring_networks == ("dlib",)
+    assert dict(AgeCgan.extra_tables) == {"reconstruction": ("initial", "pixel", "ip")}
+    x = faces(1, seed=13)
+    table = method.extra_images("reconstruction", x, "old")
+    assert list(table) == ["initial", "pixel", "ip"]
+    torch.testing.assert_close(table["initial"], method.reconstruct(x, "old", "initial"), rtol=0, atol=0)
+    with pytest.raises(KeyError):
+        method.extra_images("nope", x, "old")

@@ -2,7 +2,8 @@
 
 Architectures are checked against the reference implementations' own numbers (junyanz prints
 11.378 M / 7.838 M parameters for its 9/6-block generator and 2.765 M for the 70x70 PatchGAN; the
-Keras-GAN discriminator's layer list gives 2,766,529) and patch-map sizes; the training contract
+Keras-GAN discriminator with keras_contrib's axis=None norm has 2,764,743) and patch-map sizes; the
+Keras norm and TF "same" padding against direct computations of their formulas; the training contract
 (finite named losses, weights move, exact resume, pure batch sampling) runs with ngf=8 networks.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -20,10 +22,12 @@ from agebench.registry import METHODS
 from methods.base import TrainData
 from methods.blocks import (
     ImagePool,
+    KerasInstanceNorm,
     KerasPatchDiscriminator,
     LinearDecay,
     NLayerDiscriminator,
     ResnetGenerator,
+    TFSameConvTranspose2d,
     random_faces,
 )
 from methods.cyclegan_agevec import CycleGANAgeVec, CycleGANAgeVecConfig
@@ -127,7 +131,6 @@ def test_train_step_moves_every_network_and_returns_finite_named_losses(name, da
 @pytest.mark.parametrize("name", NAMES)
 def test_sample_batch_is_pure_and_in_range(name, data, vgg):
     m = make(name, vgg)
-    m.num_steps(data)
     a = m.sample_batch(data, 0, torch.Generator().manual_seed(5))
     b = m.sample_batch(data, 0, torch.Generator().manual_seed(5))
     c = m.sample_batch(data, 0, torch.Generator().manual_seed(6))
@@ -141,7 +144,6 @@ def test_sample_batch_is_pure_and_in_range(name, data, vgg):
 @pytest.mark.parametrize("name", NAMES)
 def test_translate_shape_range_dtype_and_determinism(name, data, vgg):
     m = make(name, vgg)
-    m.num_steps(data)
     m.train_step(m.sample_batch(data, 0, torch.Generator().manual_seed(1)), 0)
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     (s, t), *_ = m.supported_tasks()
@@ -159,7 +161,6 @@ def test_translate_shape_range_dtype_and_determinism(name, data, vgg):
 def test_state_dict_round_trip_resumes_exactly(name, data, vgg):
     gen = torch.Generator().manual_seed(3)
     m1 = make(name, vgg, seed=0)
-    m1.num_steps(data)
     for step in range(2):  # fill part of the image pools
         m1.train_step(m1.sample_batch(data, step, gen), step)
     state = copy.deepcopy(m1.state_dict())
@@ -182,7 +183,6 @@ def test_max_steps_caps_the_schedule(name, data, vgg):
 
 def test_bf16_and_channels_last_switches_run(data, vgg):
     m = make("cyclegan_keras", vgg, amp_bf16=True, channels_last=True)
-    m.num_steps(data)
     losses = m.train_step(m.sample_batch(data, 0, torch.Generator().manual_seed(1)), 0)
     assert all(math.isfinite(v) for v in losses.values())
     assert m.translate(torch.zeros(1, 3, 32, 32), "young", "old").dtype == torch.float32
@@ -203,18 +203,67 @@ def test_junyanz_networks_match_reference_sizes():
 
 def test_keras_discriminator_gives_16x16_map_at_256():
     d = KerasPatchDiscriminator(ndf=64)
-    # Keras-GAN layer list: 3136 + 131200 + 256 + 524544 + 512 + 2097664 + 1024 + 8193.
-    assert n_params(d) == 2_766_529
+    # Keras-GAN convolutions 3136 + 131200 + 524544 + 2097664 + 8193 = 2,764,737, plus keras_contrib's
+    # InstanceNormalization() (axis=None): one scalar gamma and beta in each of the three norms.
+    assert n_params(d) == 2_764_743
+    assert [n_params(m) for m in d.modules() if isinstance(m, KerasInstanceNorm)] == [2, 2, 2]
     with torch.no_grad():
         assert d(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 16, 16)
         assert d(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 4, 4)
 
 
+def test_keras_instance_norm_matches_keras_contrib_formula():
+    """keras_contrib InstanceNormalization.call with axis=None, written out in numpy: reduction axes are
+    every axis but the batch; normed = (x - mean) / (std + epsilon); then * gamma + beta (broadcast shape
+    [1, 1, 1, 1]: scalars)."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, (3, 5, 4, 6)).astype(np.float64)
+    gamma, beta, eps = 1.7, -0.4, 1e-3
+    axes = (1, 2, 3)
+    mean = x.mean(axis=axes, keepdims=True)
+    std = np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True))  # K.std: population std
+    want = (x - mean) / (std + eps) * gamma + beta
+    norm = KerasInstanceNorm()
+    with torch.no_grad():
+        norm.gamma.fill_(gamma)
+        norm.beta.fill_(beta)
+        got = norm(torch.from_numpy(x).float()).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Not per-channel: a per-channel (torch InstanceNorm2d) result differs on the same input.
+    per_channel = torch.nn.functional.instance_norm(torch.from_numpy(x).float(), eps=eps).numpy() * gamma + beta
+    assert np.abs(per_channel - want).max() > 0.1
+
+
+def test_tf_same_padding_of_strided_convs():
+    """TF "same", kernel 3, stride 2, even size: pad 0 before and 1 after, so output (0, 0) sees input
+    rows/cols 0..2 with kernel tap (0, 0) on input (0, 0) (torch's padding=1 puts tap (1, 1) there).
+    The transposed conv is the exact adjoint of that conv (what TF's conv2d_transpose computes)."""
+    g = ResnetGenerator(ngf=2, n_blocks=1, norm="keras", strided="tf_same", padding="zero")
+    down = g.encoder.down1[0]
+    conv = down[1]
+    impulse = torch.zeros(1, conv.in_channels, 8, 8)
+    impulse[0, :, 0, 0] = 1.0
+    with torch.no_grad():
+        out = down(impulse) - conv.bias[None, :, None, None]
+    assert out.shape[-2:] == (4, 4)
+    torch.testing.assert_close(out[0, :, 0, 0], conv.weight[:, :, 0, 0].sum(1))
+    # Adjoint: <conv(x), y> == <x, conv_transpose(y)> with the same weights and no bias.
+    torch.manual_seed(0)
+    fwd = torch.nn.Sequential(torch.nn.ZeroPad2d((0, 1, 0, 1)), torch.nn.Conv2d(3, 5, 3, stride=2, bias=False))
+    up = TFSameConvTranspose2d(5, 3)
+    with torch.no_grad():
+        up.conv.weight.copy_(fwd[1].weight)
+        up.conv.bias.zero_()
+        x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 5, 4, 4)
+        torch.testing.assert_close((fwd(x) * y).sum(), (x * up(y)).sum(), rtol=1e-5, atol=1e-5)
+        assert up(y).shape == (2, 3, 8, 8)
+
+
 def test_generator_shapes_keras_settings_and_conditioning():
-    g = ResnetGenerator(ngf=8, n_blocks=2, padding="zero", norm_affine=True)
+    g = ResnetGenerator(ngf=8, n_blocks=2, padding="zero", norm="keras", strided="tf_same")
     with torch.no_grad():
         y = g(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert y.shape == (2, 3, 64, 64) and y.abs().max() <= 1
+    assert sum(isinstance(m, KerasInstanceNorm) for m in g.modules()) == 2 * 2 + 3 + 2
     cond = ResnetGenerator(ngf=8, n_blocks=1, cond_dim=6)
     with pytest.raises(ValueError):
         cond(torch.zeros(1, 3, 32, 32))
@@ -225,21 +274,36 @@ def test_generator_shapes_keras_settings_and_conditioning():
 def test_keras_progressive_schedule(data, vgg):
     cfg = CycleGANKerasConfig(ngf=8, n_blocks=1, ndf=8, epochs_per_size=(2, 1, 3), batch_per_size=(4, 2, 1))
     m = CycleGANKeras(cfg, ("young", "old"), CPU)
-    with pytest.raises(RuntimeError):
-        m.train_resolution(0)
-    # |young| = |old| = 10: epochs of ceil(10/4) = 3, ceil(10/2) = 5, 10 steps.
-    assert m.num_steps(data) == 2 * 3 + 5 + 3 * 10 == sum(m.epoch_lengths(data))
-    sizes = [m.train_resolution(s) for s in range(41)]
-    assert sizes == [64] * 6 + [128] * 5 + [256] * 30
+    # Readable straight away (no num_steps call first). |young| = |old| = 10: Keras-GAN epochs of
+    # int(10/4) = 2, int(10/2) = 5, 10 steps.
+    assert [(p.start, p.end, p.size, p.batch) for p in m.schedule(data)] == [
+        (0, 4, 64, 4), (4, 9, 128, 2), (9, 39, 256, 1)
+    ]  # fmt: skip
+    assert m.phase(data, 40).size == 256
+    assert m.num_steps(data) == 2 * 2 + 5 + 3 * 10 == sum(m.epoch_lengths(data))
+    assert [m.phase(data, s).size for s in range(39)] == [64] * 4 + [128] * 5 + [256] * 30
     assert m.resolution == 256
     # The batch follows the phase: a tiny two-size run samples 32x32 pairs, then 64x64 singles.
-    small = make("cyclegan_keras", vgg)
-    small.num_steps(data)  # epochs of ceil(10/2) = 5 steps at 32, then 10 at 64
+    small = make("cyclegan_keras", vgg)  # epochs of int(10/2) = 5 steps at 32, then 10 at 64
     g = torch.Generator().manual_seed(0)
     assert small.sample_batch(data, 4, g)["A"].shape == (2, 3, 32, 32)
     assert small.sample_batch(data, 5, g)["B"].shape == (1, 3, 64, 64)
     losses = small.train_step(small.sample_batch(data, 5, g), 5)  # same weights at the next size
     assert all(math.isfinite(v) for v in losses.values())
+
+
+def test_keras_epoch_is_the_smaller_domain_over_the_batch(data):
+    # Keras-GAN's DataLoader: n_batches = int(min(|A|, |B|) / batch); junyanz would use ceil(max / batch).
+    pair = data.groups["pair"].clone()
+    pair[torch.nonzero(pair == 1).flatten()[:3]] = -1  # old: 7 faces, young: 10
+    uneven = TrainData(data.images, {**data.groups, "pair": pair}, data.group_names)
+    cfg = CycleGANKerasConfig(ngf=8, n_blocks=1, ndf=8, sizes=(32,), epochs_per_size=(3,), batch_per_size=(2,))
+    m = CycleGANKeras(cfg, ("young", "old"), CPU)
+    assert m.epoch_lengths(uneven) == [3, 3, 3] and m.num_steps(uneven) == 9
+
+
+def test_keras_default_pixel_loss_is_mae_as_compiled_by_the_source():
+    assert CycleGANKerasConfig().pixel_loss == "mae"
 
 
 # ---- perceptual identity loss -------------------------------------------------------------------
@@ -318,6 +382,28 @@ def test_agevec_feature_maps_and_no_hooks_left(vgg):
     assert maps["down2"].shape == (2, 32, 8, 8) and maps["fuse"].shape == (2, 32, 8, 8)
     torch.testing.assert_close(maps["out"], m.translate(torch.zeros(2, 3, 32, 32), "10s", "60s"))
     assert all(not mod._forward_hooks for mod in m.G.modules())
+
+
+def test_agevec_switches_for_what_goes_beyond_liu(data, vgg):
+    plain = make("cyclegan_agevec", vgg, fuse=False, conditioned_discriminator=False)
+    assert plain.G.fuse is None and "fuse" not in plain.G.stages()
+    assert plain.G.blocks.res1.block[1].in_channels == 32 + 6 and plain.G.decoder.up1[0].in_channels == 32 + 6
+    assert plain.D.model[0].in_channels == 3
+    default = make("cyclegan_agevec", vgg)
+    assert default.G.fuse is not None and default.D.model[0].in_channels == 3 + 6
+    losses = plain.train_step(plain.sample_batch(data, 0, torch.Generator().manual_seed(0)), 0)
+    assert all(math.isfinite(v) for v in losses.values())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert not torch.equal(plain.translate(x, "20s", "30s"), plain.translate(x, "20s", "60s"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_keys_are_checked(name, vgg):
+    m = make(name, vgg)
+    state = m.state_dict()
+    assert "nets" in state and "opt_G" in state and set(state["nets"]) == set(m.modules())
+    with pytest.raises(ValueError, match="keys"):
+        m.load_state_dict({**state, "schedule": None})
 
 
 # ---- shared blocks --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ step on synthetic faces, then translated and round-tripped through state_dict.
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import pytest
 import torch
@@ -67,7 +68,16 @@ def test_registered_method_contract(name: str, tmp_path) -> None:
         assert any(not torch.equal(before[k], after[k]) for k in before), "one step changed no weight"
     y = method.translate(x, src, tgt)
     assert y.shape == x.shape and y.dtype == torch.float32 and y.min() >= -1 and y.max() <= 1
-    state = method.state_dict()
+    back = method.round_trip(x, y, src, tgt)
+    assert back.shape == x.shape and back.dtype == torch.float32
+    assert isinstance(method.uses_scoring_networks, tuple) and all(
+        isinstance(n, str) for n in method.uses_scoring_networks
+    )
+    # The resume state holds only what the weights-only loader accepts (checkpoints are read that way).
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
     clone, _ = build(name, tmp_path)
     clone.load_state_dict(state)
     torch.manual_seed(5)

@@ -1,8 +1,11 @@
-"""Training loop: resume after a kill ends where an uninterrupted run ends; non-finite losses stop cleanly."""
+"""Training loop: resume after a kill ends where an uninterrupted run ends; non-finite losses stop cleanly;
+checkpoints load only as weights (a planted pickle runs nothing); a trained model is rebuilt from the
+config in its checkpoint; a schedule of 0 steps is refused."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,12 @@ import yaml
 from PIL import Image
 
 from agebench import train as train_stage
-from agebench.config import DataConfig, GroupsConfig, load_params
+from agebench.common import run_main
+from agebench.config import DataConfig, GroupsConfig, ParamsError, load_params
+from agebench.generate import load_trained
 from agebench.prepare import prepare
 
+CPU = torch.device("cpu")
 TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "sizes": [32], "epochs_per_size": [1], "batch_per_size": [2], "max_steps": 6}
 
 
@@ -33,7 +39,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def params_file(tmp_path: Path, checkpoint_every: int = 2) -> Path:
+def params_file(tmp_path: Path, checkpoint_every: int = 2, **method: object) -> Path:
     p = tmp_path / "params.yaml"
     p.write_text(
         yaml.safe_dump(
@@ -47,7 +53,7 @@ def params_file(tmp_path: Path, checkpoint_every: int = 2) -> Path:
                     "sample_every": 0,
                     "threads": 1,
                 },
-                "cyclegan_keras": TINY,
+                "cyclegan_keras": {**TINY, **method},
             }
         )
     )
@@ -55,7 +61,7 @@ def params_file(tmp_path: Path, checkpoint_every: int = 2) -> Path:
 
 
 def final_state(out: Path) -> dict:
-    return torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    return torch.load(out / "model.pt", map_location="cpu", weights_only=True)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(prepared: Path, tmp_path: Path, monkeypatch) -> None:
@@ -76,7 +82,7 @@ def test_resume_after_kill_matches_uninterrupted_run(prepared: Path, tmp_path: P
     monkeypatch.setattr(CycleGANKeras, "train_step", dying)
     with pytest.raises(KeyboardInterrupt):
         train_stage.train("cyclegan_keras", params, prepared, tmp_path / "run", None, progress=False)
-    ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == 4 and ckpt["config"]["max_steps"] == 6 and not (tmp_path / "run" / "model.pt").exists()
 
     monkeypatch.setattr(CycleGANKeras, "train_step", original)
@@ -133,7 +139,7 @@ def test_non_finite_loss_stops_with_clear_message_and_keeps_checkpoint(
         train_stage.train("cyclegan_keras", params, prepared, tmp_path / "run", None, progress=False)
     msg = str(err.value)
     assert "step 4" in msg and "loss_G" in msg and "last.pt" in msg
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 4
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 4
 
 
 def test_dvclive_logs_every_named_loss(prepared: Path, tmp_path: Path) -> None:
@@ -145,3 +151,157 @@ def test_dvclive_logs_every_named_loss(prepared: Path, tmp_path: Path) -> None:
     assert len(rows) == 1 + summary["steps"]  # header + one row per step (log_every 1)
     info = json.loads((tmp_path / "run" / "train.json").read_text())
     assert info["parameter_count"] > 0 and info["steps"] == 6 and "hardware" in info
+
+
+# ---- safe loading, corrupt checkpoints, rebuilding from the checkpoint ---------------------------------
+
+
+class Planted:
+    """A pickle payload: unpickling it runs a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def plant(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": Planted(marker), "step": 1, "fingerprint": "x"}, path)
+
+
+def test_planted_model_pt_is_refused_and_runs_nothing(prepared: Path, tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "ran"
+    plant(tmp_path / "models" / "cyclegan_keras" / "model.pt", marker)
+    params_path = params_file(tmp_path)
+    with pytest.raises(train_stage.CheckpointError) as err:
+        load_trained("cyclegan_keras", load_params(params_path), tmp_path / "models" / "cyclegan_keras", CPU)
+    assert "refused" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    # The generate stage: one line, exit status 2, nothing ran, no outputs.
+    from stages import generate as generate_stage
+
+    argv = ["--params", str(params_path), "--method", "cyclegan_keras", "--data", str(prepared),
+            "--model", str(tmp_path / "models" / "cyclegan_keras"), "--out", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        run_main(generate_stage.main, argv)
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err_lines) == 1 and "refused" in err_lines[0], err_lines
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    # Control: the planted file really is a payload (what weights_only=False would have done).
+    torch.load(tmp_path / "models" / "cyclegan_keras" / "model.pt", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["planted", "truncated"])
+def test_bad_last_pt_is_moved_aside_and_training_starts_fresh(prepared: Path, tmp_path: Path, capsys, kind) -> None:
+    marker, out = tmp_path / "ran", tmp_path / "run"
+    if kind == "planted":
+        plant(out / "last.pt", marker)
+    else:
+        out.mkdir()
+        train_stage.save_checkpoint(out / "last.pt", {"state": {"x": torch.zeros(1000)}, "step": 2})
+        data = (out / "last.pt").read_bytes()
+        (out / "last.pt").write_bytes(data[: len(data) // 2])
+    summary = train_stage.train("cyclegan_keras", load_params(params_file(tmp_path)), prepared, out, None, False)
+    assert summary["steps"] == 6 and (out / "model.pt").is_file() and not marker.exists()
+    notes = [line for line in capsys.readouterr().out.splitlines() if "last.pt" in line]
+    assert len(notes) == 1 and "starting afresh" in notes[0] and "last.pt.bad" in notes[0], notes
+    assert (out / "last.pt.bad").is_file() and not (out / "last.pt").exists()
+
+
+def test_zero_step_schedule_is_refused_before_writing_a_model(prepared: Path, tmp_path: Path) -> None:
+    # Under 40 faces per domain, batch 64: Keras-GAN's int(min(|A|, |B|) / batch) = 0 steps per epoch.
+    params = load_params(params_file(tmp_path, batch_per_size=[64]))
+    with pytest.raises(ParamsError, match="0 training steps"):
+        train_stage.train("cyclegan_keras", params, prepared, tmp_path / "run", None, progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_model_is_rebuilt_from_its_checkpoint_config(prepared: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    params = load_params(params_file(small))
+    train_stage.train("cyclegan_keras", params, prepared, tmp_path / "model", None, progress=False)
+    # params.yaml now describes other networks (as after switching the profile back to full).
+    big = load_params(params_file(tmp_path, ngf=8, n_blocks=2, sizes=[64]))
+    method = load_trained("cyclegan_keras", big, tmp_path / "model", CPU)
+    assert method.config.ngf == 4 and method.resolution == 32
+    x = torch.zeros(1, 3, 32, 32)
+    assert method.translate(x, "young", "old").shape == (1, 3, 32, 32)
+
+    # A real mismatch: the stored config has a key today's code does not know -> one clear line.
+    ckpt = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    train_stage.save_checkpoint(tmp_path / "renamed" / "model.pt", {**ckpt, "config": {**ckpt["config"], "gone": 1}})
+    with pytest.raises(train_stage.CheckpointError, match="code changed") as err:
+        load_trained("cyclegan_keras", big, tmp_path / "renamed", CPU)
+    assert "\n" not in str(err.value)
+    # Weights that no longer fit the networks the code builds -> one clear line, not a size-mismatch dump.
+    nets = ckpt["state"]["nets"]
+    broken = {**nets, "D_A": {k: v[:1] if v.dim() else v for k, v in nets["D_A"].items()}}
+    train_stage.save_checkpoint(tmp_path / "shapes" / "model.pt", {**ckpt, "state": {**ckpt["state"], "nets": broken}})
+    with pytest.raises(train_stage.CheckpointError, match="code changed") as err:
+        load_trained("cyclegan_keras", big, tmp_path / "shapes", CPU)
+    assert "\n" not in str(err.value)
+
+
+def test_generate_goes_through_the_method_hooks() -> None:
+    """generate asks the method for its round trip and its extra tables (no name checks)."""
+    import numpy as np
+
+    from agebench.generate import extra_tables, translate_all
+    from methods.identity import Identity, IdentityConfig
+
+    class Hooked(Identity):
+        extra_tables = {"extra": ("dark",)}  # noqa: RUF012 - a test double
+
+        def round_trip(self, images, fake, source, target):
+            return torch.full_like(images, 0.5)
+
+        def extra_images(self, table, images, source):
+            return {"dark": torch.full_like(images, -1.0)}
+
+    m = Hooked(IdentityConfig(resolution=8), ("young", "old"), CPU)
+    inputs = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    fake, cycle = translate_all(m, inputs, "young", "old", 2, 8, "t", progress=False)
+    assert np.array_equal(fake, inputs.permute(0, 2, 3, 1).numpy()) and (cycle == 191).all()
+    faces = inputs.permute(0, 2, 3, 1).numpy()
+    tables = extra_tables(m, faces, np.array([2, 0]), "young", 1, 8)
+    assert list(tables) == ["extra"] and tables["extra"]["dark"].shape == (2, 8, 8, 3)
+    assert (tables["extra"]["dark"] == 0).all() and list(tables["extra"]["rows"]) == [2, 0]
+
+
+def test_last_pt_that_no_longer_fits_the_code_stops_with_the_fix(prepared: Path, tmp_path: Path) -> None:
+    params = load_params(params_file(tmp_path))
+    method = train_stage.build_method("cyclegan_keras", params, CPU)
+    fp = train_stage.fingerprint("cyclegan_keras", params, prepared)
+    state = train_stage.checkpoint_dict(method, "cyclegan_keras", 2, fp, rng=train_stage.rng_state(torch.Generator()))
+    state["state"]["nets"]["G_AB"] = {"renamed.weight": torch.zeros(1)}  # as if the method's code changed
+    train_stage.save_checkpoint(tmp_path / "run" / "last.pt", state)
+    with pytest.raises(train_stage.CheckpointError, match="run again") as err:
+        train_stage.train("cyclegan_keras", params, prepared, tmp_path / "run", None, progress=False)
+    assert "\n" not in str(err.value) and (tmp_path / "run" / "last.pt.bad").is_file()
+    summary = train_stage.train("cyclegan_keras", params, prepared, tmp_path / "run", None, progress=False)
+    assert summary["steps"] == 6 and (tmp_path / "run" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("command", ["feature-maps", "age-photo"])
+def test_planted_model_through_the_cli_is_refused(tmp_path: Path, capsys, request, command: str) -> None:
+    """`--models DIR` of a stranger: one line, exit 2, the payload never runs."""
+    from agebench.cli import main as cli_main
+
+    marker, models = tmp_path / "ran", tmp_path / "models"
+    plant(models / "cyclegan_agevec" / "model.pt", marker)
+    face = tmp_path / "face.png"
+    photo = Image.fromarray(np.full((400, 400, 3), 128, np.uint8))
+    if command == "age-photo":  # it loads a model only once it has found a face: a real UTKFace chip
+        with Image.open(request.getfixturevalue("utkface_sample")[0]) as chip:
+            photo.paste(chip.convert("RGB"), (100, 100))
+    photo.save(face)
+    common = ["--method", "cyclegan_agevec", "--to", "60s", "--params", str(params_file(tmp_path))]
+    out = ["--out", str(tmp_path / ("maps" if command == "feature-maps" else "aged.png"))]
+    code = cli_main([command, str(face), *common, *out, "--models", str(models)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "refused" in err[0], err
+    assert not marker.exists()
