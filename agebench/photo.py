@@ -1,16 +1,17 @@
 """Ageing the faces of an ordinary photo: detect, crop as UTKFace crops its faces, translate, paste back.
 
-Pure functions of arrays; the detector and the method come in as arguments, and `stages/age_photo.py`
-reads and writes the files. The crop reproduces the training data's framing: UTKFace's aligned chips
-put the eyes at a fixed place and scale (measured with the same detector, `UTKFACE_FRAMING`), so a
-face in a photo is cut out with the eyes at that place and scale before the method sees it. Like
-UTKFace's chips after our resize, the crop is not rotated (box + resize only).
+Pure functions of arrays; the detector (YuNet, the judge's detector) and the method come in as
+arguments, and `agebench/age_photo.py` reads and writes the files. The crop reproduces the training
+data's framing: UTKFace's aligned chips put the eyes at a fixed place and scale (measured with the same
+detector, `UTKFACE_FRAMING`), so a face in a photo is cut out with the eyes at that place and scale
+before the method sees it. Like UTKFace's chips after our resize, the crop is not rotated (box + resize
+only).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -18,22 +19,28 @@ from PIL import Image
 
 @dataclasses.dataclass(frozen=True)
 class Framing:
-    """Where the eyes sit in a training crop, as fractions of the crop side (MTCNN landmarks)."""
+    """Where the eyes sit in a training crop, as fractions of the crop side (YuNet landmarks)."""
 
     eye_distance: float
     eye_mid_x: float
     eye_mid_y: float
 
 
-#: Medians over the 199 of 200 UTKFace chips (every 100th file, sorted names) where facenet-pytorch's
-#: MTCNN found a face, measured on the dev machine; 10-90% ranges: eye distance 0.401-0.509,
-#: midpoint x 0.398-0.587, y 0.153-0.270 (the chips are not perfectly consistent). Roll: median -0.2 deg.
-UTKFACE_FRAMING = Framing(eye_distance=0.450, eye_mid_x=0.482, eye_mid_y=0.215)
+#: Medians over all 238 UTKFace chips of every 100th file (sorted names), YuNet (the judge's detector,
+#: `metrics.sface.detect_in_photo`) on each chip padded with a 50% black border as PROTOCOL.md s.4 pads
+#: (found in 238 of 238); 10-90% ranges: eye distance 0.365-0.434, midpoint x 0.470-0.512, y 0.273-0.314;
+#: roll median 0.1 deg. (YuNet puts its eye points lower and closer than MTCNN did: 0.450/0.482/0.215.)
+UTKFACE_FRAMING = Framing(eye_distance=0.402, eye_mid_x=0.487, eye_mid_y=0.295)
+
+#: Detection runs on a copy whose longest side is at most this (faces are found as well at 1024 px,
+#: and a 40 Mpx photo would otherwise cost the detector gigabytes); boxes are scaled back to full size.
+DETECT_MAX_SIDE = 1024
 
 
 @dataclasses.dataclass(frozen=True)
 class Detection:
-    """One detected face: box (x0, y0, x1, y1) and eye centres (x, y) in photo pixels, and confidence."""
+    """One detected face: box (x0, y0, x1, y1) and eye centres (x, y) in photo pixels (`left_eye` is the
+    one further left in the image), and the detector's score."""
 
     box: tuple[float, float, float, float]
     left_eye: tuple[float, float]
@@ -52,23 +59,61 @@ class FacePlan:
     skipped: str | None = None
 
 
-def detect_faces(image: np.ndarray, detector: Any, min_prob: float = 0.9) -> list[Detection]:
-    """Faces in an (H, W, 3) uint8 RGB image, largest first, with `detector` an MTCNN(keep_all=True).
+def for_detection(image: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """(an (h, w, 3) uint8 copy with longest side <= `max_side`, full-size pixels per copy pixel).
 
-    Under numpy 2, facenet-pytorch returns boxes, probabilities and landmarks as object arrays: they
-    are cast to float64 here. Detections below `min_prob` are dropped.
+    The image itself (scale 1.0) when it is small enough; else a PIL antialiased (box-reduced,
+    then bicubic) downscale.
     """
-    boxes, probs, landmarks = detector.detect(Image.fromarray(image), landmarks=True)
-    if boxes is None:
-        return []
-    boxes = np.asarray(np.stack([np.asarray(b, np.float64) for b in boxes]), np.float64)
-    probs = np.asarray([float(p) for p in probs], np.float64)
-    landmarks = np.asarray(np.stack([np.asarray(lm, np.float64) for lm in landmarks]), np.float64)
-    out = [
-        Detection(tuple(map(float, b)), tuple(map(float, lm[0])), tuple(map(float, lm[1])), float(p))
-        for b, p, lm in zip(boxes, probs, landmarks)
-        if p >= min_prob
-    ]
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, 1.0
+    scale = max(h, w) / max_side
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    small = Image.fromarray(image).resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return np.asarray(small), scale
+
+
+def scale_detection(det: Detection, scale: float) -> Detection:
+    """A detection made on a copy downscaled by `scale`, in full-size pixel coordinates."""
+    if scale == 1.0:
+        return det
+    return Detection(
+        tuple(v * scale for v in det.box),  # type: ignore[arg-type]
+        (det.left_eye[0] * scale, det.left_eye[1] * scale),
+        (det.right_eye[0] * scale, det.right_eye[1] * scale),
+        det.prob,
+    )
+
+
+def detect_faces(
+    image: np.ndarray,
+    detector: Callable[[np.ndarray], np.ndarray],
+    min_score: float = 0.0,
+    max_side: int = DETECT_MAX_SIDE,
+) -> list[Detection]:
+    """Faces in an (H, W, 3) uint8 RGB image, largest first.
+
+    `detector(image)` returns YuNet rows, (K, 15) float: box x, y, w, h, five landmarks (x, y) with the
+    two eyes first, score (`metrics.sface.detect_in_photo` with the judge bound). It sees a copy with
+    longest side <= `max_side` (`for_detection`); the boxes and eyes come back in full-size pixels. Rows
+    scoring below `min_score` are dropped.
+    """
+    small, scale = for_detection(image, max_side)
+    found = from_yunet(np.asarray(detector(small), np.float64).reshape(-1, 15), min_score)
+    return [scale_detection(d, scale) for d in found]
+
+
+def from_yunet(rows: np.ndarray, min_score: float = 0.0) -> list[Detection]:
+    """(K, 15) YuNet rows -> Detections, largest box first. The eyes are ordered by x (image left first):
+    YuNet names them from the subject's side, and the crop only needs their midpoint and distance."""
+    out = []
+    for r in rows:
+        if r[14] < min_score:
+            continue
+        x, y, w, h = map(float, r[:4])
+        left, right = sorted([(float(r[4]), float(r[5])), (float(r[6]), float(r[7]))])
+        out.append(Detection((x, y, x + w, y + h), left, right, float(r[14])))
     return sorted(out, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
 
@@ -123,12 +168,13 @@ def cut(photo: np.ndarray, plan: FacePlan) -> np.ndarray:
     return photo[plan.y0 : plan.y0 + plan.side, plan.x0 : plan.x0 + plan.side]
 
 
-def paste(photo: np.ndarray, face: np.ndarray, plan: FacePlan, mask: np.ndarray) -> np.ndarray:
-    """Blend a (side, side, 3) uint8 face into a copy of the (H, W, 3) uint8 photo with alpha `mask`.
+def paste(photo: np.ndarray, face: np.ndarray, plan: FacePlan, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Blend a (side, side, 3) uint8 face into a copy of the (H, W, 3) uint8 photo with alpha `mask`
+    (into `photo` itself with `inplace`: no full-size copy per face, which bounds age-photo's memory).
 
     Pixels where the mask is 0, and every pixel outside the crop, keep their exact original values.
     """
-    out = photo.copy()
+    out = photo if inplace else photo.copy()
     region = out[plan.y0 : plan.y0 + plan.side, plan.x0 : plan.x0 + plan.side]
     a = mask[..., None]
     blended = np.rint(a * face.astype(np.float64) + (1 - a) * region.astype(np.float64)).astype(np.uint8)

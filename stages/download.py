@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from agebench.config import ParamsError, load_params
+from agebench.doctor import preflight
 from agebench.download import DataSourceError, materialise
+from agebench.registry import UnknownNameError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,12 +22,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="data/raw", type=Path)
     parser.add_argument("--cache", default="data/downloads", type=Path)
     args = parser.parse_args(argv)
+    # Pre-flight first (seconds): everything the configured methods and metrics need, and no full
+    # profile on a CPU-only machine unless allowed, before any download or hours of work.
+    if preflight(args.params, "download", data_dir=args.out.parent) != 0:
+        return 2
     try:
         data = load_params(args.params).data
-        record = materialise(data.source, args.out, args.cache, data.sha256, data.retries, base_dir=args.params.parent)
-    except (DataSourceError, ParamsError) as exc:
+        record = materialise(
+            data.source,
+            args.out,
+            args.cache,
+            data.sha256,
+            data.retries,
+            base_dir=args.params.parent,
+            max_member_bytes=data.max_member_bytes,
+            max_unpacked_bytes=data.max_unpacked_bytes,
+        )
+    except (DataSourceError, ParamsError, UnknownNameError) as exc:
         print(f"download: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("download: interrupted (Ctrl-C); the previous output, if any, is unchanged", file=sys.stderr)
+        return 130
     print(f"download: {record['files']} files from {record['kind']} source at {record['images_dir']}")
     return 0
 

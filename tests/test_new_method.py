@@ -43,16 +43,18 @@ y = m.translate(uint8_to_float(data.images[128][:2]), "young", "old")
 assert y.shape == (2, 3, 128, 128) and y.min() >= -1 and y.max() <= 1
 print("ok", m.num_steps(data))
 """
-    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=300)
+    # -W error: the scaffold must run warning-free (a warning becomes a failing exception).
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], cwd=repo, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["ok", "200"]
-    lint = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "methods/my_method.py"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    )
-    assert lint.returncode == 0, lint.stdout
+    # What CI runs on every file: both must pass on the scaffold as written.
+    for cmd in (["check"], ["format", "--check", "--diff"]):
+        lint = subprocess.run(
+            [sys.executable, "-m", "ruff", *cmd, "methods/my_method.py"], cwd=repo, capture_output=True, text=True
+        )
+        assert lint.returncode == 0, f"ruff {' '.join(cmd)}:\n{lint.stdout}{lint.stderr}"
 
 
 def test_bad_names_and_duplicates_are_refused(repo: Path, capsys) -> None:

@@ -66,32 +66,67 @@ def test_plan_skips_small_faces_and_faces_at_the_border_with_reasons() -> None:
 
 
 class FakeDetector:
-    """facenet-pytorch's MTCNN.detect under numpy 2: object arrays of boxes, probabilities, landmarks."""
+    """Stands in for YuNet (`age_photo.load_detector()`): returns the given faces as YuNet rows (box x, y, w, h,
+    five landmarks with the subject's right eye, i.e. the image-right one here, first, score)."""
 
     def __init__(self, detections: list[ph.Detection]) -> None:
         self.detections = detections
+        self.calls: list[tuple[int, int]] = []
 
-    def detect(self, img: Image.Image, landmarks: bool = False):
-        if not self.detections:
-            return None, [None], None
-        boxes = np.empty(len(self.detections), dtype=object)
-        lms = np.empty(len(self.detections), dtype=object)
-        for i, d in enumerate(self.detections):
-            boxes[i] = np.array(d.box, dtype=np.float32)
-            lms[i] = np.array([d.left_eye, d.right_eye, d.left_eye, d.left_eye, d.right_eye], dtype=np.float32)
-        probs = np.array([d.prob for d in self.detections], dtype=object)
-        return boxes, probs, lms
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        self.calls.append(image.shape[:2])
+        rows = []
+        for d in self.detections:
+            x0, y0, x1, y1 = d.box
+            (lx, ly), (rx, ry) = d.left_eye, d.right_eye
+            rows.append(
+                [x0, y0, x1 - x0, y1 - y0, rx, ry, lx, ly, (lx + rx) / 2, ly + 9, lx, ly + 20, rx, ry + 20, d.prob]
+            )
+        return np.asarray(rows, np.float32).reshape(-1, 15)
 
 
-def test_detect_faces_casts_object_arrays_drops_weak_and_sorts_largest_first() -> None:
+def test_detect_faces_reads_yunet_rows_drops_weak_and_sorts_largest_first() -> None:
     small, big, weak = det(50, 50, 10), det(200, 200, 60), det(300, 300, 80, prob=0.5)
-    found = ph.detect_faces(np.zeros((400, 400, 3), np.uint8), FakeDetector([small, big, weak]))
-    assert [d.left_eye for d in found] == [
-        tuple(float(np.float32(v)) for v in big.left_eye),
-        tuple(float(np.float32(v)) for v in small.left_eye),
-    ]
-    assert all(isinstance(v, float) for d in found for v in d.box)
+    found = ph.detect_faces(np.zeros((400, 400, 3), np.uint8), FakeDetector([small, big, weak]), min_score=0.6)
+    assert [d.left_eye for d in found] == [big.left_eye, small.left_eye]  # image-left eye first again
+    assert [d.box for d in found] == [big.box, small.box]
+    assert all(isinstance(v, float) for d in found for v in (*d.box, *d.left_eye, *d.right_eye, d.prob))
     assert ph.detect_faces(np.zeros((8, 8, 3), np.uint8), FakeDetector([])) == []
+
+
+def test_detection_on_a_large_photo_runs_on_a_downscaled_copy_and_maps_back() -> None:
+    face = det(1000, 800, 200)
+    fake = FakeDetector([det(250, 200, 50)])  # what YuNet would see on the 4x smaller copy
+    found = ph.detect_faces(np.zeros((2048, 4096, 3), np.uint8), fake)
+    assert fake.calls == [(512, 1024)]
+    assert found[0].box == face.box and found[0].left_eye == face.left_eye
+
+
+@pytest.mark.real_data
+def test_a_utkface_chip_in_a_photo_is_cut_out_as_utkface_framed_it(utkface_sample: list[Path]) -> None:
+    """Each chip pasted into a larger grey "photo" at a known place: YuNet + UTKFACE_FRAMING find a crop
+    that maps back onto the chip (position and size as fractions of the chip's side)."""
+    from agebench.age_photo import load_detector
+
+    detector = load_detector()
+    errors = []
+    for path in utkface_sample[::2]:
+        chip = np.asarray(Image.open(path).convert("RGB"))
+        side = chip.shape[0]
+        photo = np.full((3 * side, 3 * side, 3), 90, np.uint8)
+        x0, y0 = side + 13, side - 21
+        photo[y0 : y0 + side, x0 : x0 + side] = chip
+        found = ph.detect_faces(photo, detector)
+        if not found:
+            continue
+        plan = ph.plan_faces(found[:1], *photo.shape[:2], 48)[0]
+        errors.append(((plan.x0 - x0) / side, (plan.y0 - y0) / side, (plan.side - side) / side))
+    assert len(errors) >= 0.9 * len(utkface_sample[::2])
+    errors = np.asarray(errors)
+    # No bias (signed medians within 3% of the side); the spread is the chips' own (UTKFace's framing
+    # varies: YuNet's eye distance is 0.365-0.434 of the side from its 10th to 90th percentile).
+    assert (np.abs(np.median(errors, axis=0)) < 0.03).all(), np.median(errors, axis=0)
+    assert (np.median(np.abs(errors), axis=0) < 0.06).all(), np.median(np.abs(errors), axis=0)
 
 
 # ---- the command on whole photos ---------------------------------------------------------------
@@ -100,7 +135,7 @@ def test_detect_faces_casts_object_arrays_drops_weak_and_sorts_largest_first() -
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained smoke-size checkpoints of a two-group and a multi-group method (mechanics only)."""
-    from agebench.train import build_method
+    from agebench.train import build_method, checkpoint_dict, save_checkpoint
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "smoke"
@@ -111,7 +146,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(0)
         method = build_method(name, params, torch.device("cpu"))
         (out / name).mkdir()
-        torch.save({"state": method.state_dict()}, out / name / "model.pt")
+        save_checkpoint(out / name / "model.pt", checkpoint_dict(method, name, 0, ""))
     return out
 
 
@@ -123,9 +158,9 @@ def run_cli(args: list[str], models: Path) -> int:
 
 @pytest.fixture()
 def fake_faces(monkeypatch: pytest.MonkeyPatch):
-    """Replace MTCNN by a detector that finds the given faces (generated photos have no real faces)."""
+    """Replace YuNet by a detector that finds the given faces (generated photos have no real faces)."""
     found: list[ph.Detection] = []
-    monkeypatch.setattr("agebench.age_photo.load_detector", lambda device: FakeDetector(found))
+    monkeypatch.setattr("agebench.age_photo.load_detector", lambda *a, **k: FakeDetector(found))
     return found
 
 
@@ -220,15 +255,15 @@ def test_bad_target_and_missing_photo_are_clear_errors(
 def test_fgnet_photos_every_face_aged_background_bit_identical(
     models_dir: Path, fgnet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """Real MTCNN on FG-NET photos (faces on backgrounds): all methods, the comparison figure and a strip."""
+    """Real YuNet on FG-NET photos (faces on backgrounds): all methods, the comparison figure and a strip."""
     photos = sorted(fgnet_dir.glob("*.JPG"))[:3]
     from agebench.age_photo import load_detector, load_photo
 
-    detector = load_detector(torch.device("cpu"))
+    detector = load_detector()
     for photo in photos:
         rgb, _ = load_photo(photo)
         plans = ph.plan_faces(ph.detect_faces(rgb, detector), rgb.shape[0], rgb.shape[1], 48)
-        assert plans, f"MTCNN found no face in {photo.name}"
+        assert plans, f"YuNet found no face in {photo.name}"
         out = tmp_path / f"{photo.stem}.png"
         assert run_cli([str(photo), "--method", "cyclegan_keras", "--to", "old", "--out", str(out)], models_dir) == 0
         b = np.asarray(Image.open(out).convert("RGB"))

@@ -16,20 +16,36 @@ from PIL import Image, ImageDraw
 
 from tests.conftest import REPO, shared_data_dir
 
+#: Folders of code: a module added there but not yet committed is part of the code under test.
+CODE_DIRS = ("agebench", "methods", "metrics", "stages", "tests", "benchmarks")
 
-def copy_repo(dest: Path) -> Path:
-    """The tracked files of the working tree (plus untracked, not ignored ones), without git."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    for f in files:
-        src = REPO / f
-        # A virtualenv that is not ignored (a differently named one) would be GBs of copying.
-        if Path(f).parts[0].startswith(".venv"):
-            continue
-        if src.is_file():
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
+
+def repo_files(repo: Path = REPO) -> list[str]:
+    """The files a fresh clone of `repo` would have, as they are in the working tree now.
+
+    Git-tracked files (their uncommitted edits included; deleted ones left out), plus untracked,
+    not-ignored `.py`/`.yaml` files inside the code folders (a module not yet committed). Nothing else
+    that is untracked: a checkout where the pipeline has run holds `dvc.lock`, `reports/metrics/*.json`
+    and other results of the user's run, and those must never leak into a test's repository.
+    """
+
+    def git(*args: str) -> list[str]:
+        out = subprocess.run(["git", "ls-files", "-z", *args], cwd=repo, capture_output=True, check=True).stdout
+        return [f for f in out.decode("utf-8", "surrogateescape").split("\0") if f]
+
+    new_code = [
+        f
+        for f in git("--others", "--exclude-standard", "--", *CODE_DIRS)
+        if Path(f).suffix in (".py", ".yaml") and not any(part.startswith(".venv") for part in Path(f).parts)
+    ]
+    return sorted(f for f in {*git("--cached"), *new_code} if (repo / f).is_file())
+
+
+def copy_repo(dest: Path, repo: Path = REPO) -> Path:
+    """A hermetic copy of `repo` (see `repo_files`) in `dest`, DVC set up without git."""
+    for f in repo_files(repo):
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / f, dest / f)
     subprocess.run(["dvc", "config", "core.no_scm", "true"], cwd=dest, check=True, env=dvc_env(), capture_output=True)
     return dest
 
@@ -62,6 +78,45 @@ def synthetic_faces(folder: Path, n: int = 72) -> None:
         d.line((100, 95, 100, 125), fill=(90, 60, 50), width=3)
         d.arc((75, 125, 125, 150), 10, 170, fill=(120, 30, 30), width=4)
         img.save(folder / f"{ages[i % len(ages)]}_{i % 2}_{i % 5}_2017{i:013d}.jpg.chip.jpg", quality=95)
+
+
+def test_copy_holds_tracked_files_and_never_a_previous_runs_results(tmp_path: Path) -> None:
+    """A checkout where the pipeline has run (untracked dvc.lock, metrics, data): only the code is copied."""
+    src = tmp_path / "checkout"
+    src.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=src, check=True, capture_output=True)
+
+    git("init", "-q")
+    (src / ".gitignore").write_text("/data/\n")
+    (src / ".dvc").mkdir()
+    (src / ".dvc" / "config").write_text("")
+    (src / "params.yaml").write_text("profile: full\n")
+    (src / "agebench").mkdir()
+    (src / "agebench" / "core.py").write_text("x = 1\n")
+    (src / "agebench" / "gone.py").write_text("y = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    (src / "params.yaml").write_text("profile: smoke\n")  # an uncommitted edit of a tracked file
+    (src / "agebench" / "gone.py").unlink()  # deleted, not yet committed
+    (src / "agebench" / "new_module.py").write_text("z = 1\n")  # new code, not yet committed
+    # What `dvc repro` leaves behind in the user's checkout:
+    (src / "dvc.lock").write_text("schema: '2.0'\n")
+    (src / "reports" / "metrics").mkdir(parents=True)
+    (src / "reports" / "metrics" / "identity.json").write_text("{}")
+    (src / "data").mkdir()
+    (src / "data" / "faces.npz").write_bytes(b"0")
+    (src / "agebench" / "scratch.txt").write_text("notes")
+
+    expected = [".dvc/config", ".gitignore", "agebench/core.py", "agebench/new_module.py", "params.yaml"]
+    assert repo_files(src) == expected
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    copy_repo(dest, src)
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert copied == expected
+    assert (dest / "params.yaml").read_text() == "profile: smoke\n"
 
 
 @pytest.mark.slow

@@ -248,12 +248,13 @@ class _RecordingDetector:
     def __init__(self) -> None:
         self.sizes: list[tuple[int, int]] = []
 
-    def detect(self, img: Image.Image, landmarks: bool = True):
-        w, h = img.size
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """YuNet rows (box x, y, w, h, five landmarks, score), as `age_photo.load_detector()` returns."""
+        h, w = image.shape[:2]
         self.sizes.append((w, h))
-        box = np.array([[0.4 * w, 0.3 * h, 0.6 * w, 0.6 * h]], dtype=object)
-        lms = np.array([[[0.45 * w, 0.4 * h], [0.55 * w, 0.4 * h], [0.5 * w, 0.5 * h]]], dtype=object)
-        return box, np.array([0.99], dtype=object), lms
+        eyes = [0.55 * w, 0.4 * h, 0.45 * w, 0.4 * h]  # YuNet: the subject's right eye (image right) first
+        rest = [0.5 * w, 0.5 * h, 0.55 * w, 0.55 * h, 0.45 * w, 0.55 * h]
+        return np.array([[0.4 * w, 0.3 * h, 0.2 * w, 0.3 * h, *eyes, *rest, 0.99]], np.float32)
 
 
 def test_detection_sees_a_downscaled_copy_and_boxes_come_back_full_size() -> None:
