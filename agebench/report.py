@@ -1,31 +1,78 @@
 """`report` stage: the leaderboard (PROTOCOL.md s.6) from every metrics file, and the HTML report.
 
-Writes `leaderboard.csv` (one row per method and reference, every number), `leaderboard.md`
-(methods ranked by `joint` on `aging`, ties broken by lower `fid`; reference rows shown apart) and
-`index.html`: one self-contained page (images embedded) with the leaderboard, a sample grid per task,
-the age/identity trade-off, output age distributions, gender/race breakdowns, training curves and
-the progression strips of multi-group methods (also written to `figures/progression/<method>.png`).
-Parts whose inputs are missing are named on the page, never dropped silently.
+Writes `leaderboard.csv` (one row per method and reference, every number), `leaderboard.md` and
+`index.html`: one self-contained page (images embedded) with the leaderboard, the matrix of paired
+differences in `joint`, the `real` row (floors, face detection, FG-NET by age gap with both judges,
+false-accept rates), a sample grid per task, the age/identity trade-off, output age distributions,
+gender/race breakdowns, training curves and the progression strips of multi-group methods (also
+written to `figures/progression/<method>.png`). Parts whose inputs are missing are named on the page,
+never dropped silently.
+
+Ranking (PROTOCOL.md s.6, v2): each task's table is ordered by that task's `joint` (ties: lower
+`fid`, then the method name, so the order never depends on file order). Every method translates the
+same test faces, so the difference in `joint` between two rows gets a paired bootstrap interval
+(`metrics.stats.paired_difference`, the per-method intervals' resamples); a row whose difference with
+the row above contains 0 shares its rank ("=k"). The per-face outcomes come from each metrics file's
+`tasks.<task>.joint_faces` ("0"/"1" per test face, `metrics.stats.pack_outcomes`), so `leaderboard.md`
+and `.csv` are a function of the metrics (and runtime) JSON files alone (`render_leaderboard`).
+
+Independence (PROTOCOL.md s.4): a metrics file's `uses_scoring_networks` (e.g. ["dlib"] for Age-cGAN)
+names the scoring networks the method trains or translates with; every metric those networks produce
+is marked with a dagger and explained in a footnote.
 """
 
 from __future__ import annotations
 
 import html
+import io
+import itertools
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+import agebench
 from agebench import report_html
 from agebench.common import atomic_path, read_json
 from agebench.config import Params
 from agebench.data import load_faces
+from metrics import stats
+from metrics.sface import SFACE_THRESHOLD
 
 TASKS = ("aging", "rejuvenation")
-TASK_COLUMNS = ("joint", "age_acc", "age_acc_rel", "id_rate", "fid", "kid_mean", "cycle_l1")
-HEADLINE = ("joint", "age_acc", "id_rate", "fid", "kid", "cycle_l1")
+#: Row kinds ranked against each other (Helper D's external submissions rank with the methods).
+RANKED_KINDS = ("method", "external")
+TASK_COLUMNS = (
+    "joint", "age_acc", "age_acc_rel", "id_rate", "fid", "kid_mean", "cycle_l1", "face_fail", "id_rate_dlib",
+    "joint_dlib",
+)  # fmt: skip
+#: dlib's second opinion (PROTOCOL.md s.4): shown beside the judge's numbers, never ranked on.
+SECOND_OPINION = ("id_rate_dlib", "joint_dlib")
+#: Per-face `joint` outcomes in a metrics file's task section (a string of "0"/"1", one per test face).
+PER_FACE_JOINT = "joint_faces"
+#: The metrics each scoring network produces (PROTOCOL.md s.4 "Independence"), by the names a method
+#: may declare in `uses_scoring_networks` (short names and metrics/backbones.py keys).
+NETWORK_METRICS: dict[str, tuple[str, ...]] = {
+    "dlib": ("id_rate_dlib", "id_dist_dlib", "joint_dlib"),
+    "sface": ("id_rate", "id_sim", "joint"),
+    # YuNet finds the landmarks SFace aligns on and decides face validity, which gates every per-face metric.
+    "yunet": ("face_fail", "age_acc", "age_acc_rel", "id_rate", "id_sim", "joint", "id_rate_dlib", "joint_dlib"),
+    "age": ("age_acc", "age_acc_rel", "joint", "joint_dlib"),
+    "inception": ("fid", "kid_mean"),
+}
+_NETWORK_ALIASES = {
+    "dlib_face_resnet": "dlib", "dlib_landmarks5": "dlib", "age_onnx": "age", "age_landmarks5": "age",
+    "tf_inception": "inception",
+}  # fmt: skip
+DAGGER = "†"
+
+
+class ReportInputError(ValueError):
+    """Metrics files the leaderboard cannot rank together (another protocol version, mixed profiles, not
+    a metrics file): the stage prints one line and exits 2 without writing anything."""
 
 
 def load_metrics(folder: Path, names: list[str]) -> list[dict[str, Any]]:
@@ -39,17 +86,151 @@ def load_metrics(folder: Path, names: list[str]) -> list[dict[str, Any]]:
     return docs
 
 
+def read_metrics_dir(folder: Path) -> list[dict[str, Any]]:
+    """Every `*.json` metrics document of `folder`, by file name; a file that is not one is refused."""
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no metrics files (*.json); run `dvc repro` first")
+    docs = []
+    for f in files:
+        try:
+            doc = read_json(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReportInputError(f"{f}: not valid JSON ({exc}); re-run the stage that wrote it") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("tasks"), dict) or "method" not in doc:
+            raise ReportInputError(f"{f}: not an agebench metrics file (no 'method'/'tasks'); move it out of {folder}")
+        docs.append(doc)
+    return docs
+
+
+def validate_docs(docs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse documents of another protocol version than this code's, or of more than one profile.
+
+    Raises:
+        ReportInputError: one line naming the offending rows and what to do.
+    """
+    want = agebench.PROTOCOL_VERSION
+    old = [f"{d['method']} ({d.get('protocol_version')})" for d in docs if d.get("protocol_version") != want]
+    if old:
+        raise ReportInputError(
+            f"metrics of another protocol version than {want}: {', '.join(old)}; re-run `dvc repro` with this code "
+            "(results of different protocols are never ranked together)"
+        )
+    profiles: dict[str, list[str]] = {}
+    for d in docs:
+        profiles.setdefault(str(d.get("profile")), []).append(str(d["method"]))
+    if len(profiles) > 1:
+        mix = "; ".join(f"{p}: {', '.join(ms)}" for p, ms in sorted(profiles.items()))
+        raise ReportInputError(f"metrics files mix profiles ({mix}); rank one profile at a time (PROTOCOL.md s.6)")
+
+
 def load_runtime(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     """`reports/runtime/<name>.json` (training time, hardware) of those names that have one."""
     return {n: read_json(folder / f"{n}.json") for n in names if (folder / f"{n}.json").is_file()}
 
 
-def leaderboard_frame(docs: list[dict[str, Any]], runtime: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """One row per document with every leaderboard column (intervals as *_lo / *_hi)."""
+def scoring_networks(doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """The scoring networks a row's method trains or translates with (default: none)."""
+    nets = doc.get("uses_scoring_networks")
+    if nets is None:
+        nets = doc.get("train", {}).get("uses_scoring_networks", ())
+    return tuple(str(n) for n in nets)
+
+
+def flagged_metrics(networks: Sequence[str]) -> set[str]:
+    """Metric names produced by any of `networks` (PROTOCOL.md s.4 "Independence")."""
+    out: set[str] = set()
+    for n in networks:
+        out.update(NETWORK_METRICS.get(_NETWORK_ALIASES.get(n.lower(), n.lower()), ()))
+    return out
+
+
+def per_face_joint(doc: Mapping[str, Any], task: str) -> np.ndarray | None:
+    """(N,) float64 0/1 per-face `joint` outcomes of a task from its metrics document, or None."""
+    packed = doc.get("tasks", {}).get(task, {}).get(PER_FACE_JOINT)
+    return None if not packed else stats.unpack_outcomes(str(packed))
+
+
+def joint_from_scores(doc: Mapping[str, Any], scores: Mapping[str, np.ndarray], task: str) -> np.ndarray | None:
+    """Per-face `joint` rebuilt from a method's `data/scores/<method>.npz` arrays, or None.
+
+    For metrics files without `joint_faces`: `<task>/joint` when stored, else a face found, its age in the
+    target group (bounds from the document's params) and the SFace similarity at or above its threshold.
+    """
+    if f"{task}/joint" in scores:
+        return np.asarray(scores[f"{task}/joint"], np.float64)
+    t = doc.get("tasks", {}).get(task, {})
+    groups = doc.get("params", {}).get("groups", {})
+    bounds = groups.get(t.get("scheme"), {}).get(t.get("target"))
+    if bounds is None or f"{task}/age_out" not in scores or f"{task}/id_sim" not in scores:
+        return None
+    from metrics.sface import SFACE_THRESHOLD
+
+    ok = stats.in_range(scores[f"{task}/age_out"], tuple(bounds))
+    ok &= np.nan_to_num(np.asarray(scores[f"{task}/id_sim"], np.float64), nan=-np.inf) >= SFACE_THRESHOLD
+    if f"{task}/face_found" in scores:
+        ok &= np.asarray(scores[f"{task}/face_found"]) > 0.5
+    return ok.astype(np.float64)
+
+
+def _bootstrap_settings(docs: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(resamples, seed) of the per-method intervals, from the first document that records them."""
+    for d in docs:
+        ev = d.get("params", {}).get("evaluate", {})
+        if "bootstrap_resamples" in ev:
+            return int(ev["bootstrap_resamples"]), int(ev.get("bootstrap_seed", 0))
+    return 1000, 0
+
+
+def _order_key(row: Mapping[str, Any], task: str) -> tuple[float, float, str]:
+    joint, fid = row.get(f"{task}.joint"), row.get(f"{task}.fid")
+    return (
+        -joint if not report_html.is_missing(joint) else math.inf,
+        fid if not report_html.is_missing(fid) else math.inf,
+        str(row["method"]),
+    )
+
+
+def paired_matrix(
+    outcomes: Mapping[str, np.ndarray | None], order: Sequence[str], resamples: int, seed: int
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Paired bootstrap intervals of joint(a) - joint(b) for every ordered pair of `order` with outcomes.
+
+    Pairs whose outcome arrays differ in length (other faces) are left out. Every pair of a task uses
+    the same resamples (`bootstrap_indices(N, resamples, seed)`), those of the per-method intervals.
+    """
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    idx_by_n: dict[int, np.ndarray] = {}
+    for a in order:
+        for b in order:
+            oa, ob = outcomes.get(a), outcomes.get(b)
+            if a == b or oa is None or ob is None or len(oa) != len(ob):
+                continue
+            idx = idx_by_n.setdefault(len(oa), stats.bootstrap_indices(len(oa), resamples, seed))
+            out[(a, b)] = stats.paired_difference(oa, ob, idx)
+    return out
+
+
+def leaderboard_frame(
+    docs: list[dict[str, Any]],
+    runtime: dict[str, dict[str, Any]] | None = None,
+    scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> pd.DataFrame:
+    """One row per document with every leaderboard column (intervals as *_lo / *_hi).
+
+    scores: method -> its `data/scores/<method>.npz` arrays, used only for documents without per-face
+    `joint_faces` (`joint_from_scores`); without it the frame depends on the documents alone.
+
+    Per task: `<task>.order` (1-based position in that task's ranking, NaN for reference rows),
+    `<task>.rank` ("k" or "=k"), `<task>.joint_diff_above` (+ _lo/_hi: paired interval of joint(row
+    above) - joint(row)). Rows are sorted as the `aging` table (ranked kinds first), reference rows
+    last. `frame.attrs["paired"][task]` holds every pairwise difference for the report's matrix.
+    """
     runtime = runtime or {}
     rows = []
     for d in docs:
-        row: dict[str, Any] = {"method": d["method"], "kind": d.get("kind", "method")}
+        row: dict[str, Any] = {"method": d["method"], "kind": d.get("kind", "method"), "source": d.get("source")}
+        row["uses_scoring_networks"] = ",".join(scoring_networks(d))
         for task in TASKS:
             t = d.get("tasks", {}).get(task, {})
             for col in TASK_COLUMNS:
@@ -59,6 +240,8 @@ def leaderboard_frame(docs: list[dict[str, Any]], runtime: dict[str, dict[str, A
                     row[f"{task}.{col}_lo"], row[f"{task}.{col}_hi"] = _num(lo_hi[0]), _num(lo_hi[1])
             row[f"{task}.kid_std"] = _num(t.get("kid_std"))
             row[f"{task}.n"] = t.get("n")
+            row[f"{task}.n_floor"] = t.get("n_floor")
+            row[f"{task}.n_rest"] = t.get("n_rest")
         train = {**d.get("train", {}), **runtime.get(d["method"], {})}
         row.update(
             {
@@ -73,77 +256,386 @@ def leaderboard_frame(docs: list[dict[str, Any]], runtime: dict[str, dict[str, A
         )
         rows.append(row)
     df = pd.DataFrame(rows)
-    if not df.empty:
-        # Methods first (ranked), then reference rows; within each: joint desc, then fid asc.
-        df["_ref"] = (df["kind"] == "reference").astype(int)
-        df["_fid"] = df["aging.fid"].fillna(math.inf)
-        df = df.sort_values(
-            ["_ref", "aging.joint", "_fid"], ascending=[True, False, True], na_position="last", kind="stable"
-        ).drop(columns=["_ref", "_fid"])
-    return df.reset_index(drop=True)
+    paired: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    if df.empty:
+        df.attrs["paired"] = paired
+        return df
+    resamples, seed = _bootstrap_settings(docs)
+    by_method = {d["method"]: d for d in docs}
+    ranked = df["kind"].isin(RANKED_KINDS)
+    for task in TASKS:
+        order = sorted(df[ranked].to_dict("records"), key=lambda r, t=task: _order_key(r, t))
+        names = [r["method"] for r in order]
+        outcomes = {m: per_face_joint(by_method[m], task) for m in names}
+        source = {m: "metrics" for m in names if outcomes[m] is not None}
+        for m in names:
+            if outcomes[m] is None and scores and m in scores:
+                outcomes[m] = joint_from_scores(by_method[m], scores[m], task)
+                source.update({m: "scores"} if outcomes[m] is not None else {})
+        # Where each row's per-face outcomes came from: "metrics" (joint_faces), "scores" (fallback) or "".
+        df[f"{task}.faces_from"] = [source.get(m, "") for m in df["method"]]
+        paired[task] = paired_matrix(outcomes, names, resamples, seed)
+        diffs: list[tuple[float, float] | None] = [None]
+        for above, this in itertools.pairwise(names):
+            p = paired[task].get((above, this))
+            diffs.append(None if p is None else tuple(p["ci95"]))
+        labels = stats.shared_ranks(diffs)
+        for col in ("order", "rank", "joint_diff_above", "joint_diff_above_lo", "joint_diff_above_hi"):
+            df[f"{task}.{col}"] = pd.Series([None] * len(df), dtype=object)
+        for pos, (name, label) in enumerate(zip(names, labels), start=1):
+            i = df.index[df["method"] == name][0]
+            df.at[i, f"{task}.order"] = pos
+            df.at[i, f"{task}.rank"] = label
+            if pos > 1 and (p := paired[task].get((names[pos - 2], name))) is not None:
+                df.at[i, f"{task}.joint_diff_above"] = p["value"]
+                df.at[i, f"{task}.joint_diff_above_lo"], df.at[i, f"{task}.joint_diff_above_hi"] = p["ci95"]
+    df = df.reindex(columns=frame_columns())  # one column order whatever the documents hold (csv bytes)
+    df["_ref"] = (~ranked).astype(int)
+    df["_order"] = pd.to_numeric(df["aging.order"]).fillna(math.inf)
+    df = df.sort_values(["_ref", "_order", "method"], kind="stable").drop(columns=["_ref", "_order"])
+    df = df.reset_index(drop=True)
+    df.attrs["paired"] = paired
+    return df
+
+
+PROVENANCE_COLUMNS = (
+    "resolution", "train_seconds", "hardware", "parameters", "git_revision", "protocol_version", "profile",
+)  # fmt: skip
+
+
+def frame_columns() -> list[str]:
+    """Every column of `leaderboard_frame`, in leaderboard.csv's order."""
+    cols = ["method", "kind", "source", "uses_scoring_networks"]
+    for task in TASKS:
+        cols += [f"{task}.order", f"{task}.rank"]
+        for col in TASK_COLUMNS:
+            cols += [f"{task}.{col}", f"{task}.{col}_lo", f"{task}.{col}_hi"]
+        cols += [f"{task}.{c}" for c in ("kid_std", "n", "n_floor", "n_rest", "faces_from")]
+        cols += [f"{task}.joint_diff_above{s}" for s in ("", "_lo", "_hi")]
+    return cols + list(PROVENANCE_COLUMNS)
 
 
 def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _fmt(row: pd.Series, task: str, col: str) -> str:
-    value, ci = report_html.value_and_interval(row, task, col)
-    return f"{value} {ci}" if ci else value
+def _cell(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
+    """(value, interval) of a leaderboard cell, with the dagger when a network the method uses produced it."""
+    if col == "kid_mean":
+        value, ci = report_html.kid_cell(row, task)
+    else:
+        value, ci = report_html.value_and_interval(row, task, col)
+    if value != "–" and col in flagged_metrics(str(row.get("uses_scoring_networks") or "").split(",")):
+        value += DAGGER
+    return value, ci
 
 
-def leaderboard_markdown(df: pd.DataFrame) -> str:
-    """Markdown tables: ranked methods, then reference rows, then provenance."""
+def _method_label(row: Mapping[str, Any]) -> str:
+    if row.get("kind") == "external":
+        return f"{row['method']} (external: {_text(row.get('source'))})"
+    return str(row["method"])
+
+
+#: Header of a task table: (column key, title). Keys starting with "_" are not metrics.
+TABLE_COLUMNS = (
+    ("_rank", "rank"), ("_method", "method"), ("joint", "joint"), ("_diff", "Δ joint vs row above"),
+    ("age_acc", "age_acc"), ("age_acc_rel", "age_acc_rel"), ("id_rate", "id_rate"), ("fid", "fid"),
+    ("kid_mean", "kid ×1000"), ("cycle_l1", "cycle_l1"), ("face_fail", "face_fail"), ("_n", "n"),
+    ("id_rate_dlib", "id_rate_dlib (not ranked)"), ("joint_dlib", "joint_dlib (not ranked)"),
+)  # fmt: skip
+
+
+def task_table(df: pd.DataFrame, task: str, ranked: bool) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The rows of one task's table as (value, interval) cells, for markdown and HTML alike.
+
+    ranked: the ranked kinds in that task's own order, else the reference rows (rank "–").
+    """
+    if df.empty:
+        return [t for _, t in TABLE_COLUMNS], []
+    part = df[df["kind"].isin(RANKED_KINDS) == ranked]
+    if ranked:
+        part = part.assign(_o=pd.to_numeric(part[f"{task}.order"])).sort_values("_o", kind="stable")
+    rows = []
+    for _, r in part.iterrows():
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            if key == "_rank":
+                cells.append((str(r.get(f"{task}.rank")) if ranked else "–", ""))
+            elif key == "_method":
+                cells.append((_method_label(r), ""))
+            elif key == "_diff":
+                cells.append(report_html.value_and_interval(r, task, "joint_diff_above") if ranked else ("", ""))
+            elif key == "_n":
+                cells.append((_int(r.get(f"{task}.n")), ""))
+            else:
+                cells.append(_cell(r, task, key))
+        rows.append(cells)
+    return [t for _, t in TABLE_COLUMNS], rows
+
+
+def floor_note(df: pd.DataFrame, task: str) -> str:
+    """One line: the `real` row's FID/KID floor at the task's N, to read beside the methods' scores."""
+    real = df[df["method"] == "real"] if not df.empty else df
+    if real.empty:
+        return "FID/KID floor: no `real` row (run `dvc repro reference`)."
+    r = real.iloc[0]
+    fid, _ = report_html.value_and_interval(r, task, "fid")
+    kid, _ = report_html.kid_cell(r, task)
+    n, rest = r.get(f"{task}.n_floor"), r.get(f"{task}.n_rest")
+    if report_html.is_missing(n):
+        return f"FID/KID floor of real faces: fid {fid}, kid×1000 {kid} (sample size not recorded)."
+    if fid == "–":
+        return (
+            f"FID/KID floor at the same N = {_int(n)}: not computed, the real target group is too small to draw "
+            "N faces and keep 2 apart (PROTOCOL.md s.5)."
+        )
+    return (
+        f"Floor at the same N (real faces): fid {fid}, kid×1000 {kid} — {_int(n)} real target-group faces "
+        f"drawn with seed 0 against the other {_int(rest)} (PROTOCOL.md s.5)."
+    )
+
+
+def flag_notes(df: pd.DataFrame) -> list[str]:
+    """Footnotes: one per row that declares scoring networks it trains or translates with."""
+    notes = []
+    for _, r in df.iterrows():
+        nets = [n for n in str(r.get("uses_scoring_networks") or "").split(",") if n]
+        if nets:
+            cols = sorted(flagged_metrics(nets))
+            notes.append(
+                f"{DAGGER} {r['method']} trains or translates with {', '.join(nets)}: its "
+                f"{', '.join(cols) if cols else 'metrics from these networks'} are not independent "
+                "measurements (PROTOCOL.md s.4 Independence)."
+            )
+    return notes
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) -> list[str]:
+    align = ["---:" if h in ("rank", "n") else "---" for h in header]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for cells in rows:
+        lines.append("| " + " | ".join(f"{v} {ci}" if ci else v for v, ci in cells) + " |")
+    return lines
+
+
+def _task_title(docs: Sequence[Mapping[str, Any]], task: str) -> str:
+    for d in docs:
+        t = d.get("tasks", {}).get(task, {})
+        if "source" in t and "target" in t:
+            return f"{task}: {t['source']} → {t['target']}"
+    return task
+
+
+def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Markdown: each task ranked by its own joint, reference rows, the real row, flags, provenance."""
+    first = df.iloc[0] if len(df) else pd.Series(dtype=object)
     lines = [
         "# agebench leaderboard",
         "",
-        "Ranked by `joint` on `aging` (ties: lower `fid`). Brackets: 95% bootstrap intervals "
-        "(PROTOCOL.md s.4). `kid` is KID mean x 1000 ± std x 1000.",
+        f"Profile **{_text(first.get('profile'))}** · protocol {_int(first.get('protocol_version'))}.",
+        "",
+        'Each task is ranked by its own `joint` (ties: lower `fid`). "=k": the paired bootstrap 95% interval '
+        "of the difference in `joint` with the row above contains 0, so the two share a rank (PROTOCOL.md s.6). "
+        "Brackets: 95% bootstrap intervals (PROTOCOL.md s.4). `kid`: KID mean ± std, ×1000. `face_fail`: outputs "
+        'where YuNet found no face. `*_dlib`: dlib\'s second opinion, never ranked on. "–": not computed.',
         "",
     ]
-    for kind, title in (("method", "Methods"), ("reference", "Reference rows (not ranked)")):
-        part = df[df["kind"] == kind] if not df.empty else df
-        if part.empty:
+    for task in TASKS:
+        header, rows = task_table(df, task, ranked=True)
+        if not rows:
             continue
-        lines += [f"## {title}", ""]
-        for task in TASKS:
-            lines += [
-                f"### {task}",
-                "",
-                "| rank | method | joint | age_acc | age_acc_rel | id_rate | fid | kid | cycle_l1 | n |",
-                "|---:|---|---|---|---|---|---|---|---|---:|",
-            ]
-            for rank, (_, row) in enumerate(part.iterrows(), start=1):
-                kid = row.get(f"{task}.kid_mean")
-                kid_s = (
-                    "–"
-                    if kid is None or math.isnan(kid)
-                    else f"{1000 * kid:.2f} ± {1000 * row.get(f'{task}.kid_std', float('nan')):.2f}"
-                )
-                lines.append(
-                    f"| {rank if kind == 'method' else '–'} | {row['method']} | {_fmt(row, task, 'joint')} | "
-                    f"{_fmt(row, task, 'age_acc')} | {_fmt(row, task, 'age_acc_rel')} | "
-                    f"{_fmt(row, task, 'id_rate')} | {_fmt(row, task, 'fid')} | {kid_s} | "
-                    f"{_fmt(row, task, 'cycle_l1')} | {row.get(f'{task}.n')} |"
-                )
-            lines.append("")
+        lines += [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
+        ranked = df[df["kind"].isin(RANKED_KINDS)]
+        if len(ranked) > 1:
+            missing = sorted(ranked.loc[ranked[f"{task}.faces_from"] == "", "method"])
+            rebuilt = sorted(ranked.loc[ranked[f"{task}.faces_from"] == "scores", "method"])
+            if missing:
+                lines.append(f"No per-face `{PER_FACE_JOINT}` (no paired comparison, own rank): {', '.join(missing)}.")
+            if rebuilt:
+                lines.append(f"Per-face joint rebuilt from data/scores (metrics file lacks it): {', '.join(rebuilt)}.")
+        lines.append("")
+    refs = {task: task_table(df, task, ranked=False) for task in TASKS}
+    if any(rows for _, rows in refs.values()):
+        lines += ["## Reference rows (not ranked)", ""]
+        for task, (header, rows) in refs.items():
+            if rows:
+                lines += [f"### {task}", "", *_md_table(header, rows), ""]
+    notes = flag_notes(df)
+    if notes:
+        lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
+    real = next((d for d in docs if d.get("method") == "real"), None)
+    if real is not None:
+        lines += parts_markdown("Real faces (the `real` row)", real_row_parts(real))
+    for d in docs:
+        if d.get("reconstruction"):
+            lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))
     if not df.empty:
         lines += [
             "## Training and provenance",
             "",
-            "| method | resolution | parameters | train time (s) | hardware | git revision | protocol | profile |",
-            "|---|---:|---:|---:|---|---|---:|---|",
+            "| method | kind | resolution | parameters | train time (s) | hardware | git revision | protocol "
+            "| profile |",
+            "|---|---|---:|---:|---:|---|---|---:|---|",
         ]
         for _, row in df.iterrows():
             secs = row.get("train_seconds")
             lines.append(
-                f"| {row['method']} | {_int(row.get('resolution'))} | {_int(row.get('parameters'))} | "
+                f"| {row['method']} | {row['kind']} | {_int(row.get('resolution'))} | {_int(row.get('parameters'))} | "
                 f"{'–' if report_html.is_missing(secs) else f'{secs:.0f}'} | {_text(row.get('hardware'))} | "
                 f"{_text(row.get('git_revision'))} | {_int(row.get('protocol_version'))} | "
                 f"{_text(row.get('profile'))} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _rate(v: Any, ci: Any = None) -> str:
+    if report_html.is_missing(v):
+        return "–"
+    if ci and not any(report_html.is_missing(c) for c in ci):
+        return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{v:.3f}"
+
+
+#: A piece of a report section: a paragraph, or a table (caption, header, rows of (value, interval) cells).
+Part = str | tuple[str, list[str], list[list[tuple[str, str]]]]
+
+
+def real_row_parts(real: Mapping[str, Any]) -> list[Part]:
+    """The `real` row's own findings: face detection, both judges' false accepts, FG-NET by age gap."""
+    parts: list[Part] = []
+    det = real.get("face_detection")
+    if det:
+        parts.append(
+            f"YuNet finds a face in {_rate(det.get('face_found_rate'), det.get('ci95'))} of the {_int(det.get('n'))} "
+            f"real test faces ({_int(det.get('not_found'))} not found)."
+        )
+    fa = real.get("false_accept")
+    if fa:
+        rows = []
+        for name, j in sorted(fa.get("judges", {}).items(), key=lambda kv: (kv[0] != "sface", kv[0])):
+            title = f"{name} (judge)" if name == "sface" else f"{name} (second opinion)"
+            rule = f"{'cosine ≥' if j.get('rule') == 'cosine' else 'distance <'} {_text(j.get('threshold'))}"
+            rows.append(
+                [(title, ""), (rule, ""), (_rate(j.get("false_accept_rate"), j.get("ci95")), ""),
+                 (_int(j.get("id_fail")), "")]
+            )  # fmt: skip
+        caption = (
+            f"False-accept rate on {_int(fa.get('pairs'))} pairs of different UTKFace people "
+            f"(test split, seed {fa.get('seed')})"
+        )
+        parts.append((caption, ["judge", "same person when", "false-accept rate", "failed pairs"], rows))
+    fg = real.get("fgnet", {})
+    if "skipped" in fg:
+        parts.append(f"FG-NET: skipped ({fg['skipped']}).")
+    elif fg:
+        rows = []
+        for name, j in sorted(fg.items(), key=lambda kv: (kv[0] != "sface", kv[0])):
+            if not isinstance(j, dict):
+                continue
+            if "skipped" in j:
+                rows.append([(name, ""), ("–", ""), ("–", ""), ("–", ""), ("–", ""), (f"skipped: {j['skipped']}", "")])
+                continue
+            kind = "cosine" if j.get("rule") == "cosine" else "distance"
+            for gap, b in j.get("by_age_gap", {}).items():
+                label = f"{name} (faces found {_int(j.get('faces_found'))})"
+                values = (gap, _int(b.get("pairs")), _rate(b.get("id_rate")), _int(b.get("id_fail")))
+                rows.append([(label, ""), *[(v, "") for v in values], (f"{kind} {_rate(b.get('score'))}", "")])
+        caption = (
+            f"FG-NET: verification of real same-person pairs by age gap ({_int(fg.get('images'))} photos of "
+            f"{_int(fg.get('subjects'))} people), what real aging does to each judge's identity score"
+        )
+        header = ["judge", "age gap (years)", "pairs", "id_rate", "failed pairs", "mean score"]
+        parts.append((caption, header, rows))
+    return parts
+
+
+def reconstruction_parts(doc: Mapping[str, Any]) -> list[Part]:
+    """A latent method's reconstruction table (initial / pixel-wise / IP) with every judge it has.
+
+    `doc["reconstruction"]` = {"n", mode: {judge: {"id_rate", "score", "id_fail"}}} (evaluate); a value of
+    a judge the method trains or translates with carries the dagger.
+    """
+    rec = doc["reconstruction"]
+    modes = [m for m, v in rec.items() if isinstance(v, dict)]
+    judges = sorted({j for m in modes for j, v in rec[m].items() if isinstance(v, dict)})
+    found = {k for m in modes for j in judges for k in rec[m].get(j, {})}
+    keys = [k for k in ("id_rate", "score", "id_fail") if k in found] + sorted(found - {"id_rate", "score", "id_fail"})
+    nets = flagged_nets(doc)
+    header = ["mode", *[f"{k} ({j})" for j in judges for k in keys]]
+    rows = []
+    for m in modes:
+        cells = [(m, "")]
+        for j in judges:
+            for k in keys:
+                v = rec[m].get(j, {}).get(k)
+                text = _int(v) if k.endswith("_fail") else _rate(v)
+                cells.append((text + DAGGER if text != "–" and _NETWORK_ALIASES.get(j, j) in nets else text, ""))
+        rows.append(cells)
+    caption = f"{doc['method']}: reconstruction of the inputs by latent mode (n = {_int(rec.get('n'))})"
+    return [(caption, header, rows)]
+
+
+def parts_markdown(title: str, parts: Sequence[Part]) -> list[str]:
+    """A markdown section of paragraphs and tables."""
+    lines = [f"## {title}", ""]
+    for p in parts:
+        if isinstance(p, str):
+            lines += [p, ""]
+        else:
+            lines += [f"{p[0]}:", "", *_md_table(p[1], p[2]), ""]
+    return lines
+
+
+def parts_html(parts: Sequence[Part]) -> str:
+    """The same section as HTML."""
+    out = []
+    for p in parts:
+        out.append(f'<p class="note">{html.escape(p)}</p>' if isinstance(p, str) else report_html.board_table_html(*p))
+    return "\n".join(out)
+
+
+def flagged_nets(doc: Mapping[str, Any]) -> set[str]:
+    """Normalised network names a document declares."""
+    return {_NETWORK_ALIASES.get(n.lower(), n.lower()) for n in scoring_networks(doc)}
+
+
+def build_leaderboard(
+    metrics_dir: str | Path, runtime_dir: str | Path | None = None, scores_dir: str | Path | None = None
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Every metrics document of `metrics_dir` (validated) and their leaderboard frame.
+
+    runtime_dir: training time and hardware per method (default: `<metrics_dir>/../runtime` when present).
+    scores_dir: `data/scores`, the fallback for per-face outcomes of documents without `joint_faces`.
+
+    Raises:
+        ReportInputError: another protocol version, mixed profiles or a file that is not a metrics file.
+    """
+    docs = read_metrics_dir(Path(metrics_dir))
+    validate_docs(docs)
+    rt = Path(runtime_dir) if runtime_dir is not None else Path(metrics_dir).parent / "runtime"
+    runtime = load_runtime(rt, [d["method"] for d in docs]) if rt.is_dir() else {}
+    scores = {}
+    if scores_dir is not None:
+        lacking = [d["method"] for d in docs if any(per_face_joint(d, t) is None for t in TASKS)]
+        scores = {m: z for m in lacking if (z := _npz(Path(scores_dir) / f"{m}.npz")) is not None}
+    return docs, leaderboard_frame(docs, runtime, scores)
+
+
+def render_leaderboard(metrics_dir: str | Path, runtime_dir: str | Path | None = None) -> tuple[str, str]:
+    """(leaderboard.md, leaderboard.csv) text from the metrics (and runtime) files alone.
+
+    Deterministic: no timestamps, rows ordered by their numbers and names, never by file order.
+    """
+    docs, df = build_leaderboard(metrics_dir, runtime_dir)
+    return leaderboard_markdown(df, docs), leaderboard_csv(df)
+
+
+def leaderboard_csv(df: pd.DataFrame) -> str:
+    """leaderboard.csv: every column of the frame, one row per method and reference row."""
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
 
 
 def _text(v: Any) -> str:
@@ -189,6 +681,7 @@ def sample_grid(
     ages: dict[str, np.ndarray] = {}
     dists: dict[str, np.ndarray] = {}
     input_ages = None
+    label = "d"
     for name in outs:
         sc = scores.get(name)
         if sc is None or f"{task}/rows" not in sc or not np.array_equal(sc[f"{task}/rows"], rows):
@@ -197,10 +690,13 @@ def sample_grid(
         if f"{task}/age_out" in sc:
             ages[name] = sc[f"{task}/age_out"][pick]
             input_ages = sc[f"{task}/age_in"][pick]
-        if f"{task}/id_dist" in sc:
-            dists[name] = sc[f"{task}/id_dist"][pick]
+        # The judge's cosine similarity (protocol 2) when stored, else dlib's distance.
+        key = f"{task}/id_sim" if f"{task}/id_sim" in sc else f"{task}/id_dist"
+        if key in sc:
+            dists[name] = sc[key][pick]
+            label = "sim" if key.endswith("id_sim") else "d"
     inputs = faces[rows[pick]]
-    return report_html.sample_grid_html(inputs, input_ages, outs, ages, dists), missing
+    return report_html.sample_grid_html(inputs, input_ages, outs, ages, dists, label), missing
 
 
 def training_curves(live: Path, names: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
@@ -215,6 +711,42 @@ def training_curves(live: Path, names: list[str]) -> dict[str, dict[str, pd.Data
                 losses[tsv.stem] = df.rename(columns={tsv.stem: "value"})[["step", "value"]]
         out[name] = losses
     return out
+
+
+def leaderboard_html(board: pd.DataFrame, docs: Sequence[Mapping[str, Any]]) -> str:
+    """The leaderboard section: the same tables, floors and footnotes as leaderboard.md."""
+    out = [
+        '<p class="meta">Each task is ranked by its own joint (ties: lower fid); "=k": the paired 95% interval of the '
+        "difference in joint with the row above contains 0. Brackets: 95% bootstrap intervals; kid: mean ± std "
+        "×1000; *_dlib: dlib's second opinion, not ranked.</p>"
+    ]
+    for task in TASKS:
+        header, rows = task_table(board, task, ranked=True)
+        if rows:
+            out.append(report_html.board_table_html(_task_title(docs, task), header, rows))
+            out.append(f'<p class="note">{html.escape(floor_note(board, task))}</p>')
+    for task in TASKS:
+        header, rows = task_table(board, task, ranked=False)
+        if rows:
+            out.append(report_html.board_table_html(f"Reference rows (not ranked): {task}", header, rows))
+    out += [f'<p class="note">{html.escape(n)}</p>' for n in flag_notes(board)]
+    return "\n".join(out)
+
+
+def paired_html(board: pd.DataFrame) -> str:
+    """The matrix of pairwise differences in joint per task, rows and columns in that task's rank order."""
+    paired = board.attrs.get("paired", {})
+    out = []
+    for task in TASKS:
+        if board.empty or f"{task}.order" not in board:
+            continue
+        ranked = board[board["kind"].isin(RANKED_KINDS)]
+        names = list(ranked.assign(_o=pd.to_numeric(ranked[f"{task}.order"])).sort_values("_o")["method"])
+        out.append(report_html.matrix_html(task, names, paired.get(task, {})))
+    return (
+        '<p class="meta">Paired bootstrap 95% intervals over the same resamples of test faces (PROTOCOL.md s.6); '
+        "shaded: the interval excludes 0.</p>" + "\n".join(out)
+    )
 
 
 def write_html_report(
@@ -233,7 +765,15 @@ def write_html_report(
     real_scores = _npz(paths["scores"] / "real.npz") or {}
     scores = {n: z for n in names if (z := _npz(paths["scores"] / f"{n}.npz")) is not None}
     notes: list[str] = []
-    sections: list[tuple[str, str]] = [("Leaderboard", report_html.leaderboard_html(board, TASKS))]
+    sections: list[tuple[str, str]] = [
+        ("Leaderboard", leaderboard_html(board, docs)),
+        ("Paired differences in joint", paired_html(board)),
+    ]
+    if real is not None:
+        sections.append(("Real faces", parts_html(real_row_parts(real))))
+    for d in docs:
+        if d.get("reconstruction"):
+            sections.append((f"{d['method']}: reconstruction", parts_html(reconstruction_parts(d))))
 
     grids = []
     for task, t in params.tasks.items():
@@ -246,8 +786,9 @@ def write_html_report(
         (
             "Sample outputs",
             '<p class="meta">The same test faces for every method; under each output its estimated age '
-            "and its face-descriptor distance to the input (same person below "
-            f"{params.evaluate.id_threshold}).</p>" + "".join(grids),
+            "and its identity score against the input: sim = SFace cosine similarity (same person at "
+            f"{SFACE_THRESHOLD} or above), d = dlib distance (same person below {params.evaluate.id_threshold}).</p>"
+            + "".join(grids),
         )
     )
 

@@ -17,9 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Order of the per-task columns in the HTML leaderboard.
-BOARD_COLUMNS = ("joint", "age_acc", "age_acc_rel", "id_rate", "fid", "cycle_l1")
-
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (figures are only ever written as PNG)."""
@@ -62,12 +59,12 @@ def sample_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def _caption(age: float | None, dist: float | None) -> str:
+def _caption(age: float | None, dist: float | None, label: str = "d") -> str:
     parts = []
     if age is not None:
         parts.append("age –" if not math.isfinite(age) else f"age {age:.0f}")
     if dist is not None:
-        parts.append("d –" if not math.isfinite(dist) else f"d {dist:.2f}")
+        parts.append(f"{label} –" if not math.isfinite(dist) else f"{label} {dist:.2f}")
     return " · ".join(parts)
 
 
@@ -77,6 +74,7 @@ def sample_grid_html(
     outputs: Mapping[str, np.ndarray],
     ages: Mapping[str, np.ndarray],
     dists: Mapping[str, np.ndarray],
+    score_label: str = "d",
 ) -> str:
     """An HTML table: one row of input faces, then one row per method with its outputs of the same faces.
 
@@ -84,7 +82,8 @@ def sample_grid_html(
         inputs: (K, S, S, 3) uint8 test faces.
         input_ages: (K,) estimated ages of the inputs, or None.
         outputs: method -> (K, S, S, 3) uint8 outputs, row-aligned with `inputs`.
-        ages, dists: method -> (K,) estimated output age / descriptor distance to the input (NaN: failed).
+        ages, dists: method -> (K,) estimated output age / identity score against the input (NaN: failed).
+        score_label: caption prefix of the identity score ("sim": SFace cosine, "d": dlib distance).
     """
     rows = []
 
@@ -94,6 +93,7 @@ def sample_grid_html(
             cap = _caption(
                 None if age is None else float(age[i]),
                 None if dist is None else float(dist[i]),
+                score_label,
             )
             cells.append(
                 f'<td><img class="face" alt="{html.escape(label)} {i}" src="{data_uri(image_png(face))}">'
@@ -239,31 +239,46 @@ def progression_png(images: np.ndarray, groups: Sequence[str], sources: Sequence
     return figure_png(fig)
 
 
-def leaderboard_html(board: pd.DataFrame, tasks: Sequence[str]) -> str:
-    """The leaderboard as HTML tables: ranked methods, then reference rows, with 95% intervals."""
-    out = []
-    for kind, title in (("method", "Methods"), ("reference", "Reference rows (not ranked)")):
-        part = board[board["kind"] == kind] if not board.empty else board
-        if part.empty:
-            continue
-        out.append(f"<h3>{title}</h3>")
-        for task in tasks:
-            head = "".join(f"<th>{c}</th>" for c in BOARD_COLUMNS)
-            body = []
-            for rank, (_, r) in enumerate(part.iterrows(), start=1):
-                cells = [f"<td>{rank if kind == 'method' else '–'}</td>", f"<td>{html.escape(str(r['method']))}</td>"]
-                for col in BOARD_COLUMNS:
-                    value, ci = value_and_interval(r, task, col)
-                    interval = f' <span class="ci">{ci}</span>' if ci else ""
-                    cells.append(f"<td>{value}{interval}</td>")
-                cells.append(f"<td>{'' if is_missing(r.get(f'{task}.n')) else int(r.get(f'{task}.n'))}</td>")
-                body.append("<tr>" + "".join(cells) + "</tr>")
-            out.append(
-                f'<table class="board"><caption>{task}</caption><tr><th>rank</th><th>method</th>{head}<th>n</th></tr>'
-                + "".join(body)
-                + "</table>"
-            )
-    return "\n".join(out)
+def board_table_html(caption: str, header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) -> str:
+    """One leaderboard table from `agebench.report.task_table`'s (value, interval) cells."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for cells in rows:
+        tds = []
+        for value, ci in cells:
+            interval = f' <span class="ci">{html.escape(ci)}</span>' if ci else ""
+            tds.append(f"<td>{html.escape(value)}{interval}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f'<table class="board"><caption>{html.escape(caption)}</caption><tr>{head}</tr>' + "".join(body) + "</table>"
+
+
+def matrix_html(task: str, names: Sequence[str], paired: Mapping[tuple[str, str], Mapping[str, Any]]) -> str:
+    """The matrix of paired differences joint(row) - joint(column) with their 95% intervals.
+
+    `paired[(a, b)]` = {"value", "ci95"} from `metrics.stats.paired_difference`; a cell whose interval
+    excludes 0 is marked (class "sep": the data separate the two methods).
+    """
+    if not names:
+        return f'<p class="meta">{html.escape(task)}: no ranked rows.</p>'
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = []
+    for a in names:
+        cells = [f'<th scope="row">{html.escape(a)}</th>']
+        for b in names:
+            p = paired.get((a, b))
+            if a == b or p is None:
+                cells.append("<td>–</td>" if a != b else "<td></td>")
+                continue
+            lo, hi = p["ci95"]
+            sep = not (is_missing(lo) or is_missing(hi)) and (lo > 0 or hi < 0)
+            ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:+.3f}, {hi:+.3f}]"
+            cls = ' class="sep"' if sep else ""
+            cells.append(f'<td{cls}>{p["value"]:+.3f} <span class="ci">{ci}</span></td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<table class="board matrix"><caption>{html.escape(task)}: joint(row) − joint(column)</caption>'
+        f"<tr><th></th>{head}</tr>" + "".join(body) + "</table>"
+    )
 
 
 def is_missing(v: Any) -> bool:
@@ -271,16 +286,28 @@ def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def value_and_interval(row: pd.Series, task: str, col: str) -> tuple[str, str]:
+def value_and_interval(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
     """A leaderboard cell of `agebench.report.leaderboard_frame`'s row: ("0.512", "[0.47, 0.55]"), "–" when
-    the metric is missing and "" when it has no interval; fid with 1 decimal, the rates with 3."""
+    the metric is missing and "" when it has no interval; fid with 1 decimal, counts as integers,
+    differences signed, the rates with 3 decimals."""
     v = row.get(f"{task}.{col}")
     if is_missing(v):
         return "–", ""
+    if col.endswith("_fail"):
+        return f"{int(v)}", ""
     digits = 1 if col == "fid" else 3
+    sign = "+" if col.startswith("joint_diff") else ""
     lo, hi = row.get(f"{task}.{col}_lo"), row.get(f"{task}.{col}_hi")
-    ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{v:.{digits}f}", ci
+    ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+    return f"{v:{sign}.{digits}f}", ci
+
+
+def kid_cell(row: Mapping[str, Any], task: str) -> tuple[str, str]:
+    """KID mean ± std, both x1000 (PROTOCOL.md s.4: KID comes with its std, not a bootstrap interval)."""
+    kid, std = row.get(f"{task}.kid_mean"), row.get(f"{task}.kid_std")
+    if is_missing(kid):
+        return "–", ""
+    return (f"{1000 * kid:.2f}" if is_missing(std) else f"{1000 * kid:.2f} ± {1000 * std:.2f}"), ""
 
 
 STYLE = """
@@ -291,6 +318,8 @@ table.board caption { text-align: left; font-weight: bold; }
 table.board td, table.board th { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 table.board td:nth-child(2) { text-align: left; font-weight: 600; }
 .ci { color: #888; font-size: 0.85em; }
+table.matrix td.sep { background: #e8f1fb; }
+.note { font-size: 0.88em; color: #444; }
 table.grid { border-collapse: collapse; margin-bottom: 1.5em; }
 table.grid th { text-align: right; padding-right: 8px; font-size: 0.85em; white-space: nowrap; }
 table.grid td { padding: 2px; text-align: center; }

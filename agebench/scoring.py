@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from agebench.common import atomic_path
 from agebench.config import EvaluateConfig, Params
-from metrics.suite import Scorer
+from metrics.suite import DetectFn, Judge, Scorer
 
 
 class DiskCache:
@@ -32,20 +34,74 @@ class DiskCache:
 
 def backbone_keys(cfg: EvaluateConfig) -> list[str]:
     """Backbones whose provenance goes into a metrics file for this configuration."""
-    keys = ["tf_inception"]
+    keys = ["tf_inception", "yunet", "sface"]
     keys += ["age_onnx", "age_landmarks5"] if cfg.age_backend == "onnx" else []
     keys += ["dlib_face_resnet", "dlib_landmarks5"] if cfg.id_backend == "dlib" else []
     return keys
 
 
+def nhwc(images: Any) -> np.ndarray:
+    """(N, 3, H, W) uint8 tensor -> (N, H, W, 3) uint8 array (what the OpenCV judge reads)."""
+    return np.ascontiguousarray(images.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def sface_parts() -> tuple[DetectFn, Judge, str]:
+    """The protocol-2 judge for a `Scorer`: YuNet detection (face validity), the SFace `Judge`, YuNet's digest."""
+    from metrics import sface
+    from metrics.backbones import BACKBONES
+
+    networks = sface.load_judge()
+
+    def detect(x: Any) -> np.ndarray:
+        return sface.detect(nhwc(x), networks).pack()
+
+    def features(x: Any, packed: np.ndarray) -> np.ndarray:
+        return sface.embed(nhwc(x), networks, sface.Detections.unpack(packed)).astype(np.float64)
+
+    judge = Judge(features, "cosine", sface.SFACE_THRESHOLD, BACKBONES["sface"].sha256)
+    return detect, judge, BACKBONES["yunet"].sha256
+
+
+def second_opinion(cfg: EvaluateConfig, device: str = "cpu", base_dir: str | Path = ".") -> tuple[str, Judge]:
+    """The configured second-opinion judge (`evaluate.id_backend`): ("dlib", ...) or ("facenet", ...)."""
+    from metrics.backbones import BACKBONES, sha256_file
+
+    if cfg.id_backend == "dlib":
+        from metrics.identity import face_descriptors, load_identity_networks
+
+        net, predictor = load_identity_networks()
+        net = net.to(device)
+
+        def dlib_features(x: Any, _packed: np.ndarray) -> np.ndarray:
+            desc, failed = face_descriptors(x, net, predictor, batch_size=32)
+            desc = np.array(desc.numpy() if hasattr(desc, "numpy") else desc, np.float64)  # a copy
+            desc[np.asarray(failed, bool)] = np.nan
+            return desc
+
+        return "dlib", Judge(dlib_features, "distance", cfg.id_threshold, BACKBONES["dlib_face_resnet"].sha256)
+    from metrics.optional import facenet_descriptor_fn
+
+    weights = str(Path(base_dir) / cfg.facenet_weights) if cfg.facenet_weights else ""
+    fn = facenet_descriptor_fn(weights, device=device)
+
+    def facenet_features(x: Any, _packed: np.ndarray) -> np.ndarray:
+        desc, failed = fn(x)
+        desc = np.array(desc.numpy() if hasattr(desc, "numpy") else desc, np.float64)  # a copy
+        desc[np.asarray(failed, bool)] = np.nan
+        return desc
+
+    return "facenet", Judge(facenet_features, "distance", cfg.facenet_threshold, sha256_file(weights))
+
+
 def build_scorer(
     cfg: EvaluateConfig, cache_dir: str | Path | None = "data/cache", device: str = "cpu", base_dir: str | Path = "."
 ) -> Scorer:
-    """Load the configured age, identity and Inception networks into a `Scorer`.
+    """Load the configured networks into a `Scorer`: age, YuNet + SFace (the judge), the second-opinion judge
+    (`evaluate.id_backend`, registered under its name) and Inception.
 
     device: where the dlib identity network and the Inception extractor run ("cpu", "cuda", ...); the age
-    CNN (onnxruntime) and dlib's landmarks and chips stay on the CPU. On CUDA, TF32 convolutions are
-    switched off so that features keep float32 parity with the CPU and torch-fidelity.
+    CNN (onnxruntime), YuNet/SFace (OpenCV) and dlib's landmarks and chips stay on the CPU. On CUDA, TF32
+    convolutions are switched off so that features keep float32 parity with the CPU and torch-fidelity.
     base_dir: resolves a relative `facenet_weights` (the folder holding params.yaml).
     """
     import torch
@@ -71,30 +127,15 @@ def build_scorer(
 
         ages = deepface_age_fn()
         age_ns = sha256_file(deepface_age_weights_path())
-    if cfg.id_backend == "dlib":
-        from metrics.identity import face_descriptors, load_identity_networks
-
-        net, predictor = load_identity_networks()
-        net = net.to(device)
-
-        def descriptors(x):
-            desc, failed = face_descriptors(x, net, predictor, batch_size=32)
-            return np.asarray(desc, np.float64), np.asarray(failed, bool)
-
-        id_ns, threshold = BACKBONES["dlib_face_resnet"].sha256, cfg.id_threshold
-    else:
-        from metrics.optional import facenet_descriptor_fn
-
-        weights = str(Path(base_dir) / cfg.facenet_weights) if cfg.facenet_weights else ""
-        descriptors = facenet_descriptor_fn(weights, device=device)
-        id_ns, threshold = sha256_file(weights), cfg.facenet_threshold
+    detect, sface_judge, detect_ns = sface_parts()
+    second_name, second = second_opinion(cfg, device, base_dir)
     # Cache keys include the network file's digest, so results of different weights never mix.
-    namespaces = {"age": age_ns, "id": id_ns, "inception": BACKBONES["tf_inception"].sha256}
+    namespaces = {"age": age_ns, "detect": detect_ns, "inception": BACKBONES["tf_inception"].sha256}
     return Scorer(
         ages=ages,
-        descriptors=descriptors,
+        detect=detect,
+        judges={"sface": sface_judge, second_name: second},
         inception=load_inception().to(device),
-        id_threshold=threshold,
         batch_size=cfg.batch_size,
         kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size,
@@ -122,3 +163,13 @@ def result_context(params: Params, method: str | None = None) -> dict:
     if method is not None:
         resolved = {"method": params.raw.get(method), **resolved}
     return {"params": resolved, "backbones": describe(backbone_keys(params.evaluate)), **provenance()}
+
+
+def default_cache_dir() -> Path:
+    """The content-keyed cache of real-face results: `$AGEBENCH_CACHE`, else `~/.cache/agebench`.
+
+    Outside the workspace on purpose: `evaluate@*` and `reference` all read and write it, and a DVC out
+    can belong to one stage only. Entries are keyed by pixel content and network digest, so a stale entry
+    cannot be read for changed inputs, and deleting the folder only costs time.
+    """
+    return Path(os.environ.get("AGEBENCH_CACHE") or Path.home() / ".cache" / "agebench")

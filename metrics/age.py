@@ -27,10 +27,10 @@ its shorter side is below `MIN_FACE_SIDE` pixels (a face that small carries no a
 and dlib's geometry becomes degenerate: a 1x1 image gives a zero-sized square), or when the
 landmarks give a degenerate or non-finite chip square (side below `MIN_CHIP_SOURCE_SIDE` px).
 Anything else gets a finite age: the estimator does not judge whether the image shows a face, so
-a grey, black or noise image of at least `MIN_FACE_SIDE` pixels gets an (arbitrary) finite age.
+a grey, black or noise image of at least `MIN_FACE_SIDE` pixels gets an (arbitrary) finite age;
+scoring checks face validity first (YuNet, `metrics.sface`, PROTOCOL.md s.4).
 
-`torch_age_model` converts the same ONNX graph to a differentiable `nn.Module` with onnx2torch
-(for training losses); it agrees with onnxruntime to float32 rounding.
+A differentiable torch port of the same graph (onnx2torch) lives in tests/age_torch.py: only tests use it.
 """
 
 from __future__ import annotations
@@ -38,13 +38,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from pathlib import Path
 
 import dlib
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from metrics.backbones import resolve
 
@@ -180,49 +178,3 @@ def estimate_ages(images: torch.Tensor | np.ndarray, nets: AgeNetworks, batch_si
     if ok.any():
         ages[ok] = ages_from_probs(chip_probs(chips[ok], nets.session, batch_size).to(torch.float64))
     return ages
-
-
-def _register_pad_opset18() -> None:
-    """onnx2torch 1.5 has Pad converters up to opset 13 only; opset 18 added an optional `axes`
-    input that this graph does not use, so the opset-13 converter applies unchanged."""
-    from onnx import defs
-    from onnx2torch.node_converters.registry import (
-        _CONVERTER_REGISTRY,
-        OperationDescription,
-        add_converter,
-        get_converter,
-    )
-
-    if OperationDescription(defs.ONNX_DOMAIN, "Pad", 18) in _CONVERTER_REGISTRY:
-        return
-    pad13 = get_converter("Pad", 13)
-
-    def pad18(node, graph):
-        if len(node.input_values) > 3:
-            raise NotImplementedError(f"Pad-18 node {node.name} uses `axes`, which the Pad-13 converter lacks")
-        return pad13(node, graph)
-
-    add_converter(operation_type="Pad", version=18)(pad18)
-
-
-def torch_age_model(path: str | Path | None = None) -> nn.Module:
-    """The age CNN as a frozen, eval-mode torch module (onnx2torch conversion of the ONNX graph).
-
-    path: the ONNX file; default the verified `resolve("age_onnx")`.
-    The module maps (N, 3, 64, 64) float32 normalised input (`normalize_chips`) to (N, 81)
-    probabilities; its parameters do not require grad, but gradients flow to the input.
-    """
-    import onnx
-    from onnx2torch import convert
-
-    _register_pad_opset18()
-    model = convert(onnx.load(str(path if path is not None else resolve("age_onnx"))))
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def age_from_chips_torch(chips: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """Differentiable age: chips (N, 3, 64, 64) float in [0, 255] RGB (aligned as `age_chips` does)
-    -> (N,) ages in years, in the dtype of the model's output; gradients reach `chips`."""
-    return ages_from_probs(model(normalize_chips(chips)))

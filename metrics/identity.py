@@ -37,10 +37,6 @@ DISTANCE_THRESHOLD = 0.6
 MIN_IMAGE_SIZE = 32
 MIN_EYE_DISTANCE = 0.1  # fraction of the image width
 
-# Result keys of `verify`.
-KEY_DISTANCE = "distance"
-KEY_SAME = "same"
-KEY_FAILED = "failed"
 
 # dlib's 5-point reference face (dlib/image_transforms/interpolation.h, get_face_chip_details), in
 # the unit square of an unpadded chip, in the predictor's order: 0-1 the corners of the eye on the
@@ -240,22 +236,6 @@ def face_descriptors(
             desc[start + good[finite]] = out[finite]
             failed[start + good[finite]] = False
     return desc, failed
-
-
-def verify(
-    desc_a: torch.Tensor, desc_b: torch.Tensor, threshold: float = DISTANCE_THRESHOLD
-) -> dict[str, torch.Tensor]:
-    """Pairwise verification of row i of `desc_a` with row i of `desc_b` (both `(N, 128)` float,
-    NaN rows for failures).
-
-    Returns `distance` `(N,)` float (Euclidean, NaN when either failed), `same` `(N,)` bool
-    (distance < threshold; False when failed) and `failed` `(N,)` bool.
-    """
-    failed = ~(torch.isfinite(desc_a).all(1) & torch.isfinite(desc_b).all(1))
-    distance = torch.linalg.vector_norm(desc_a - desc_b, dim=1)
-    distance = torch.where(failed, torch.full_like(distance, float("nan")), distance)
-    same = (distance < threshold) & ~failed
-    return {KEY_DISTANCE: distance, KEY_SAME: same, KEY_FAILED: failed}
 
 
 class FaceDescriptor(nn.Module):

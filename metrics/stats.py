@@ -92,3 +92,62 @@ def breakdown(
             **{k: float(np.asarray(v, np.float64)[mask].mean()) for k, v in rates.items()},
         }
     return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> dict[str, object]:
+    """Paired bootstrap 95% interval of mean(a) - mean(b) (PROTOCOL.md s.6, v2 paired comparison).
+
+    Both methods translated the same test faces, so face k's outcome under method A and under method B
+    are resampled together: resample r takes the faces `idx[r]` for BOTH, which cancels the
+    face-to-face variation the two share (an unpaired interval would be much wider).
+
+    Args:
+        a, b: (N,) per-face outcomes of two methods on the same faces in the same order (0/1 for `joint`).
+        idx: (B, N) resample indices from `bootstrap_indices(N, ...)` (the per-method intervals' own).
+    Returns:
+        {"value": mean(a) - mean(b), "ci95": [lo, hi]} (percentile interval; NaN when N is 0).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired_difference: outcomes must be two (N,) arrays of one shape, got {a.shape}, {b.shape}")
+    if len(a) == 0:
+        return {"value": float("nan"), "ci95": [float("nan"), float("nan")]}
+    value = float(a.mean() - b.mean())
+    if idx.size == 0:
+        return {"value": value, "ci95": [float("nan"), float("nan")]}
+    d = a - b
+    boots = d[idx].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"value": value, "ci95": [float(lo), float(hi)]}
+
+
+def shared_ranks(diff_with_above: list[tuple[float, float] | None]) -> list[str]:
+    """Rank labels of rows already sorted best first, sharing a rank where the data cannot separate them.
+
+    Args:
+        diff_with_above: per row, the 95% interval [lo, hi] of (row above - this row); the first entry
+            is ignored; None (or NaN bounds) means no paired comparison exists, and the row gets its own rank.
+    Returns:
+        Labels: a row whose interval contains 0 takes the rank of the row above; every member of a
+        rank shared by several rows is written "=k", a rank held by one row "k". Rank k is the 1-based
+        position of the group's first row (competition ranking: 1, =2, =2, 4).
+    """
+    ranks: list[int] = []
+    for i, ci in enumerate(diff_with_above):
+        tied = i > 0 and ci is not None and bool(np.isfinite(ci).all()) and ci[0] <= 0.0 <= ci[1]
+        ranks.append(ranks[-1] if tied else i + 1)
+    counts = {r: ranks.count(r) for r in ranks}
+    return [f"={r}" if counts[r] > 1 else str(r) for r in ranks]
+
+
+def pack_outcomes(outcomes: np.ndarray) -> str:
+    """(N,) bool per-face outcomes as a string of "0"/"1" (how a metrics JSON stores them for pairing)."""
+    return "".join("1" if v else "0" for v in np.asarray(outcomes, bool).tolist())
+
+
+def unpack_outcomes(text: str) -> np.ndarray:
+    """Inverse of `pack_outcomes`: (N,) float64 0/1; a character other than "0"/"1" is a ValueError."""
+    if set(text) - {"0", "1"}:
+        raise ValueError("per-face outcomes must be a string of '0' and '1'")
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.float64) - ord("0")

@@ -1,46 +1,99 @@
-"""The per-task scoring suite of PROTOCOL.md s.4, assembled from the individual metrics.
+"""The per-task scoring suite of PROTOCOL.md s.4 (protocol 2), assembled from peer metrics.
 
 `score_task` is a function of uint8 image tensors; the networks come in through a `Scorer`, which
-also carries an optional cache (any object with `get(key) -> array | None` and `put(key, array)`)
-so that results on image sets that recur across methods (the inputs of a task, the real faces of a
-target group) are computed once. Keys hash the pixels, so a cache can never serve stale results.
+also carries an optional cache (`ArrayCache`: `get(key) -> array | None`, `put(key, array)`) so that
+results on image sets that recur across methods (the inputs of a task, the real faces of a target
+group) are computed once. Keys hash the pixels and the network's digest, so a cache is never stale.
+
+Metrics are peers: each is a `Metric` that declares the per-face values it needs (names served by
+`TaskContext.get`) and returns a `MetricResult` (values with intervals in `ctx.ci`, per-face arrays
+for the report, 0/1 rates for the gender/race breakdowns). `score_task` runs whatever metrics its
+caller resolved (agebench.registry.METRICS) and knows none of them by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from metrics import stats
+from metrics.fid import ArrayCache, content_key
 
 AgeFn = Callable[[torch.Tensor], np.ndarray]
-DescriptorFn = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
+#: (N, 3, H, W) uint8 -> (N, 16) float64 packed face detections (`metrics.sface.Detections.pack`).
+DetectFn = Callable[[torch.Tensor], np.ndarray]
+#: (images (N, 3, H, W) uint8, packed detections (N, 16) of the same images) -> (N, D) float64
+#: descriptors, NaN rows where the judge could not compute one.
+FeatureFn = Callable[[torch.Tensor, np.ndarray], np.ndarray]
 
-RATE_METRICS = ("age_acc", "id_rate", "joint")
 GENDER_NAMES = {"0": "male", "1": "female"}
 RACE_NAMES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Others", "unknown": "unknown"}
-
-
-class ArrayCache(Protocol):
-    """Storage for arrays computed from image sets, keyed by a content hash."""
-
-    def get(self, key: str) -> np.ndarray | None: ...
-
-    def put(self, key: str, value: np.ndarray) -> None: ...
 
 
 def images_key(images: torch.Tensor, namespace: str) -> str:
     """sha256 of a uint8 (N, 3, H, W) tensor's shape and bytes, salted with `namespace` (one hash for
     every cache: `metrics.fid.content_key`)."""
-    from metrics.fid import content_key
-
     return content_key(images, namespace)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """Row-aligned pair verification: `score` (N,) float64 (cosine similarity or Euclidean distance,
+    NaN where failed), `same` (N,) bool (False where failed), `failed` (N,) bool."""
+
+    score: np.ndarray
+    same: np.ndarray
+    failed: np.ndarray
+
+
+def verify_pairs(
+    desc_a: np.ndarray, desc_b: np.ndarray, threshold: float, kind: Literal["cosine", "distance"]
+) -> Verification:
+    """The one verification rule (PROTOCOL.md s.4), for every judge.
+
+    Args:
+        desc_a, desc_b: (N, D) descriptors, NaN rows where a face could not be read.
+        threshold: same person when cosine >= threshold ("cosine", SFace) or distance < threshold
+            ("distance", dlib / FaceNet).
+    """
+    a, b = np.asarray(desc_a, np.float64), np.asarray(desc_b, np.float64)
+    failed = ~(np.isfinite(a).all(1) & np.isfinite(b).all(1)) if a.size else np.zeros(len(a), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if kind == "cosine":
+            score = np.clip((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)), -1.0, 1.0)
+            same = score >= threshold
+        elif kind == "distance":
+            score = np.linalg.norm(a - b, axis=1)
+            same = score < threshold
+        else:
+            raise ValueError(f"unknown verification kind {kind!r}; use 'cosine' or 'distance'")
+    score = np.where(failed, np.nan, score)
+    return Verification(score=score, same=same & ~failed, failed=failed)
+
+
+@dataclasses.dataclass
+class Judge:
+    """One identity judge: descriptors and the rule that compares them.
+
+    Attributes:
+        features: see `FeatureFn`.
+        kind, threshold: the verification rule (`verify_pairs`).
+        namespace: identity of the network(s) (e.g. the weights' sha256), mixed into cache keys.
+    """
+
+    features: FeatureFn
+    kind: Literal["cosine", "distance"]
+    threshold: float
+    namespace: str
+
+    def verify(self, desc_a: np.ndarray, desc_b: np.ndarray) -> Verification:
+        """`verify_pairs` with this judge's rule."""
+        return verify_pairs(desc_a, desc_b, self.threshold, self.kind)
 
 
 @dataclasses.dataclass
@@ -49,15 +102,16 @@ class Scorer:
 
     Attributes:
         ages: (N, 3, H, W) uint8 -> (N,) float64 estimated ages, NaN where the estimator failed.
-        descriptors: (N, 3, H, W) uint8 -> ((N, D) float descriptors, (N,) bool failed).
+        detect: face validity (YuNet on the padded image), see `DetectFn`.
+        judges: identity judges by name ("sface" the judge, "dlib" the second opinion, ...).
         inception: TF-Inception feature extractor from `metrics.fid.load_inception`.
-        namespaces: backbone identity per kind ("age", "id", "inception") mixed into cache keys.
+        namespaces: network identity per kind ("age", "detect", "inception") mixed into cache keys.
     """
 
     ages: AgeFn
-    descriptors: DescriptorFn
+    detect: DetectFn
+    judges: dict[str, Judge]
     inception: nn.Module
-    id_threshold: float = 0.6
     batch_size: int = 64
     kid_subsets: int = 100
     kid_subset_size: int = 1000
@@ -69,75 +123,96 @@ class Scorer:
     #: Show a progress bar (stderr) while a network runs over an image set that is not cached.
     progress: bool = False
 
-    def _chunked(self, kind: str, images: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> Any:
-        """`fn` over the set in chunks (rows are independent), with a progress bar when asked."""
+    def _chunked(self, kind: str, images: torch.Tensor, fn: Callable[[torch.Tensor, slice], np.ndarray]) -> np.ndarray:
+        """`fn(images[s], s)` over the set in chunks (rows are independent), with a progress bar when asked."""
         chunk = 512
         if not self.progress or len(images) <= chunk:
-            return fn(images)
+            return np.asarray(fn(images, slice(0, len(images))))
         from tqdm import tqdm
 
         parts = []
         with tqdm(total=len(images), desc=f"  {kind}", unit="img", leave=False) as bar:
             for s in range(0, len(images), chunk):
-                parts.append(fn(images[s : s + chunk]))
-                bar.update(len(images[s : s + chunk]))
-        if isinstance(parts[0], tuple):
-            return tuple(np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(len(parts[0])))
-        return np.concatenate([np.asarray(p) for p in parts])
+                sl = slice(s, min(s + chunk, len(images)))
+                parts.append(np.asarray(fn(images[sl], sl)))
+                bar.update(sl.stop - sl.start)
+        return np.concatenate(parts)
 
-    def _cached(self, kind: str, images: torch.Tensor, fn: Callable[[torch.Tensor], Any]) -> Any:
+    def _cached(
+        self, kind: str, namespace: str, images: torch.Tensor, fn: Callable[[torch.Tensor, slice], np.ndarray]
+    ) -> np.ndarray:
         if self.cache is None or len(images) == 0:
             return self._chunked(kind, images, fn)
-        key = f"{kind}-{images_key(images, self.namespaces.get(kind, kind))}"
+        key = f"{kind}-{images_key(images, namespace)}"
         hit = self.cache.get(key)
         if hit is not None:
-            return hit
+            return np.asarray(hit)
         value = self._chunked(kind, images, fn)
-        if isinstance(value, tuple):  # descriptors: pack (desc, failed) into one array
-            packed = np.concatenate(
-                [np.asarray(value[0], np.float64), np.asarray(value[1], np.float64)[:, None]], axis=1
-            )
-            self.cache.put(key, packed)
-            return value
-        self.cache.put(key, np.asarray(value))
+        self.cache.put(key, value)
         return value
 
     def estimate_ages(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) uint8 -> (N,) float64 ages (NaN: failed), cached by content."""
-        return np.asarray(self._cached("age", images, lambda x: np.asarray(self.ages(x), np.float64)))
+        ns = self.namespaces.get("age", "age")
+        return np.asarray(
+            self._cached("age", ns, images, lambda x, _: np.asarray(self.ages(x), np.float64)), np.float64
+        )
 
-    def face_descriptors(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, H, W) uint8 -> ((N, D) float64 descriptors, (N,) bool failed), cached by content."""
-        out = self._cached("id", images, self.descriptors)
-        if isinstance(out, tuple):
-            return np.asarray(out[0], np.float64), np.asarray(out[1], bool)
-        return out[:, :-1], out[:, -1].astype(bool)
+    def detections(self, images: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) uint8 -> (N, 16) float64 packed YuNet detections, cached by content."""
+        ns = self.namespaces.get("detect", "detect")
+        return np.asarray(self._cached("detect", ns, images, lambda x, _: self.detect(x)), np.float64).reshape(-1, 16)
+
+    def faces_found(self, images: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) uint8 -> (N,) bool: a face was found (face validity, PROTOCOL.md s.4)."""
+        return self.detections(images)[:, 0] > 0.5
+
+    def judge(self, name: str) -> Judge:
+        """The judge `name`; a KeyError names the judges this scorer has."""
+        if name not in self.judges:
+            raise KeyError(f"this scorer has no identity judge {name!r}; it has: {', '.join(sorted(self.judges))}")
+        return self.judges[name]
+
+    def descriptors(self, images: torch.Tensor, judge: str) -> np.ndarray:
+        """(N, 3, H, W) uint8 -> (N, D) float64 descriptors of judge `judge` (NaN rows: failed), cached."""
+        j = self.judge(judge)
+        det = self.detections(images) if len(images) else np.zeros((0, 16))
+        ns = f"{j.namespace}|{self.namespaces.get('detect', 'detect')}"
+        return np.asarray(self._cached(f"id-{judge}", ns, images, lambda x, s: j.features(x, det[s])), np.float64)
+
+    def verify(self, images_a: torch.Tensor, images_b: torch.Tensor, judge: str) -> Verification:
+        """Verify row i of `images_a` against row i of `images_b` with judge `judge` (the one path used by
+        scoring, the reference row, reconstructions and the CLI)."""
+        return self.judge(judge).verify(self.descriptors(images_a, judge), self.descriptors(images_b, judge))
 
     def inception_features(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) uint8 -> (N, 2048) float64 pool3 features, cached by content."""
         from metrics.fid import inception_features
 
+        ns = self.namespaces.get("inception", "inception")
         return np.asarray(
-            self._cached("inception", images, lambda x: inception_features(x, self.inception, self.batch_size).numpy()),
+            self._cached(
+                "inception", ns, images, lambda x, _: inception_features(x, self.inception, self.batch_size).numpy()
+            ),
             np.float64,
         )
 
+    def fid_kid(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """FID/KID (PROTOCOL.md s.4, this scorer's KID settings) between two image sets, features cached.
 
-def verify_pairs(
-    desc_a: np.ndarray, fail_a: np.ndarray, desc_b: np.ndarray, fail_b: np.ndarray, threshold: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pair Euclidean distance (NaN when either side failed), same-person flag, failure flag."""
-    failed = np.asarray(fail_a, bool) | np.asarray(fail_b, bool)
-    dist = np.linalg.norm(np.asarray(desc_a, np.float64) - np.asarray(desc_b, np.float64), axis=1)
-    dist = np.where(failed, np.nan, dist)
-    with np.errstate(invalid="ignore"):
-        same = ~failed & (dist < threshold)
-    return dist, same, failed
+        Returns `metrics.fid.fid_kid_from_features`'s dict (NaN values when a set has < 2 images).
+        """
+        from metrics.fid import fid_kid_from_features
+
+        enough = len(real) >= 2 and len(fake) >= 2
+        f_real = self.inception_features(real) if enough else np.zeros((len(real), 0))
+        f_fake = self.inception_features(fake) if enough else np.zeros((len(fake), 0))
+        return fid_kid_from_features(f_real, f_fake, self.kid_subsets, self.kid_subset_size, self.kid_seed)
 
 
 @dataclasses.dataclass
 class TaskContext:
-    """One task's images and the per-face results metrics share (computed once, on first use).
+    """One task's images and the per-face values metrics share (computed once, on first use).
 
     Images are (N, 3, S, S) uint8 (S = evaluation size, 128): `inputs` (test faces of the source
     group), `fake` (row-aligned outputs), `cycle` (round trips or None), `real_target` (all real faces
@@ -154,24 +229,34 @@ class TaskContext:
     target_bounds: tuple[int, int]
     idx: np.ndarray
     ci: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    _values: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @functools.cached_property
-    def age_in(self) -> np.ndarray:
-        return self.scorer.estimate_ages(self.inputs)
+    def available(self, name: str) -> bool:
+        """Whether per-face value `name` can be served (see `get`)."""
+        kind, _, judge = name.partition(":")
+        if kind == "verification":
+            return judge in self.scorer.judges
+        return name in _PER_FACE
 
-    @functools.cached_property
-    def age_out(self) -> np.ndarray:
-        return self.scorer.estimate_ages(self.fake)
-
-    @functools.cached_property
-    def in_target(self) -> np.ndarray:
-        return stats.in_range(self.age_out, self.target_bounds)
-
-    @functools.cached_property
-    def verification(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d_in, f_in = self.scorer.face_descriptors(self.inputs)
-        d_out, f_out = self.scorer.face_descriptors(self.fake)
-        return verify_pairs(d_in, f_in, d_out, f_out, self.scorer.id_threshold)
+    def get(self, name: str) -> Any:
+        """Per-face value `name`, computed once: "face_found" / "face_found_in" ((N,) bool, outputs / inputs),
+        "age_in", "age_out" ((N,) float64, NaN: failed), "in_target" ((N,) bool, a found face whose age is in
+        the target group), "verification:<judge>" (`Verification` of input vs output, failed where the
+        output has no face), "cycle" (the round trips)."""
+        if name not in self._values:
+            kind, _, judge = name.partition(":")
+            if kind == "verification" and judge:
+                v = self.scorer.verify(self.inputs, self.fake, judge)
+                # Face validity first: an output with no face is never verified, whatever the judge found.
+                failed = v.failed | ~self.get("face_found")
+                self._values[name] = Verification(np.where(failed, np.nan, v.score), v.same & ~failed, failed)
+            elif name in _PER_FACE:
+                self._values[name] = _PER_FACE[name](self)
+            else:
+                raise KeyError(
+                    f"unknown per-face value {name!r}; known: {', '.join(sorted(_PER_FACE))}, verification:<judge>"
+                )
+        return self._values[name]
 
     def mean(
         self, name: str, values: np.ndarray, valid: np.ndarray | None = None, index: np.ndarray | None = None
@@ -182,72 +267,118 @@ class TaskContext:
         return r["value"]
 
 
-def age_metrics(ctx: TaskContext) -> dict[str, Any]:
-    """age_acc, age_mean, age_gain, age_fail, and the estimator's ceiling age_acc_real / age_acc_rel."""
-    age_in = ctx.age_in
-    age_out = ctx.age_out
-    out: dict[str, Any] = {
-        "age_acc": ctx.mean("age_acc", ctx.in_target.astype(np.float64)),
-        "age_mean": ctx.mean("age_mean", age_out, np.isfinite(age_out)),
-        "age_gain": ctx.mean("age_gain", age_out - age_in, np.isfinite(age_out) & np.isfinite(age_in)),
+_PER_FACE: dict[str, Callable[[TaskContext], Any]] = {
+    "face_found": lambda c: c.scorer.faces_found(c.fake),
+    "face_found_in": lambda c: c.scorer.faces_found(c.inputs),
+    "age_in": lambda c: c.scorer.estimate_ages(c.inputs),
+    "age_out": lambda c: c.scorer.estimate_ages(c.fake),
+    "in_target": lambda c: stats.in_range(c.get("age_out"), c.target_bounds) & c.get("face_found"),
+    "cycle": lambda c: c.cycle,
+}
+
+
+@dataclasses.dataclass
+class MetricResult:
+    """What a metric returns: `values` (name -> number; intervals go to `ctx.ci`), `per_face` ((N,) arrays
+    row-aligned with the inputs, kept for the report), `rates` ((N,) 0/1 float arrays broken down by
+    gender and race)."""
+
+    values: dict[str, Any]
+    per_face: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    rates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """A registered task metric: the per-face values it `needs` (`TaskContext.get` names) and `compute`."""
+
+    needs: tuple[str, ...]
+    compute: Callable[[TaskContext], MetricResult]
+    doc: str = ""
+
+    def __call__(self, ctx: TaskContext) -> MetricResult:
+        return self.compute(ctx)
+
+
+def _face(ctx: TaskContext) -> MetricResult:
+    found = ctx.get("face_found")
+    return MetricResult(
+        {"face_fail": int((~found).sum()), "face_found_in": ctx.mean("face_found_in", ctx.get("face_found_in") * 1.0)},
+        per_face={"face_found": found.astype(np.float64)},
+    )
+
+
+def _age(ctx: TaskContext) -> MetricResult:
+    age_in, age_out, found = ctx.get("age_in"), ctx.get("age_out"), ctx.get("face_found")
+    in_target = ctx.get("in_target")
+    out_ok = np.isfinite(age_out) & found
+    values: dict[str, Any] = {
+        "age_acc": ctx.mean("age_acc", in_target.astype(np.float64)),
+        "age_mean": ctx.mean("age_mean", age_out, out_ok),
+        "age_gain": ctx.mean("age_gain", age_out - age_in, out_ok & np.isfinite(age_in)),
         "age_fail": int((~np.isfinite(age_out)).sum()),
     }
     age_real = ctx.scorer.estimate_ages(ctx.real_target_test)
     real_idx = _resamples(len(age_real), ctx.scorer)
-    out["age_acc_real"] = ctx.mean(
+    values["age_acc_real"] = ctx.mean(
         "age_acc_real", stats.in_range(age_real, ctx.target_bounds).astype(np.float64), index=real_idx
     )
-    out["age_acc_rel"] = out["age_acc"] / out["age_acc_real"] if out["age_acc_real"] else float("nan")
-    return out
-
-
-def identity_metrics(ctx: TaskContext) -> dict[str, Any]:
-    """id_rate (distance < threshold, failures count as not verified), id_dist, id_fail."""
-    dist, same, failed = ctx.verification
-    return {
-        "id_rate": ctx.mean("id_rate", same.astype(np.float64)),
-        "id_dist": ctx.mean("id_dist", dist, ~failed),
-        "id_fail": int(failed.sum()),
-    }
-
-
-def joint_metric(ctx: TaskContext) -> dict[str, Any]:
-    """joint: in the target age group and verified as the input's person (the headline)."""
-    return {"joint": ctx.mean("joint", (ctx.in_target & ctx.verification[1]).astype(np.float64))}
-
-
-def fid_metrics(ctx: TaskContext) -> dict[str, Any]:
-    """fid, kid_mean, kid_std against all real faces of the target group (NaN with < 2 images)."""
-    from metrics.fid import fid_from_features, kid_from_features
-
-    out: dict[str, Any] = {"n_real_target": len(ctx.real_target)}
-    if len(ctx.fake) < 2 or len(ctx.real_target) < 2:
-        return {**out, "fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")}
-    f_real = ctx.scorer.inception_features(ctx.real_target)
-    f_fake = ctx.scorer.inception_features(ctx.fake)
-    kid_mean, kid_std = kid_from_features(
-        f_real, f_fake, ctx.scorer.kid_subsets, ctx.scorer.kid_subset_size, ctx.scorer.kid_seed
+    values["age_acc_rel"] = values["age_acc"] / values["age_acc_real"] if values["age_acc_real"] else float("nan")
+    return MetricResult(
+        values, per_face={"age_in": age_in, "age_out": age_out}, rates={"age_acc": in_target.astype(np.float64)}
     )
-    return {**out, "fid": fid_from_features(f_real, f_fake), "kid_mean": kid_mean, "kid_std": kid_std}
 
 
-def cycle_metric(ctx: TaskContext) -> dict[str, Any]:
-    """cycle_l1: mean |input - round trip| in [0, 1] pixel units (absent without round trips)."""
+def identity_metric(judge: str, suffix: str = "", per_face_key: str = "id_sim", mean_key: str = "id_sim") -> Metric:
+    """id_rate{suffix} (verified by `judge`; failures count as not verified), the mean score over computed
+    pairs (`mean_key`: id_sim for a cosine judge, id_dist for a distance judge) and id_fail{suffix}."""
+
+    def compute(ctx: TaskContext) -> MetricResult:
+        v = ctx.get(f"verification:{judge}")
+        rate = f"id_rate{suffix}"
+        values = {
+            rate: ctx.mean(rate, v.same.astype(np.float64)),
+            mean_key: ctx.mean(mean_key, v.score, ~v.failed),
+            f"id_fail{suffix}": int(v.failed.sum()),
+        }
+        rates = {rate: v.same.astype(np.float64)} if not suffix else {}
+        return MetricResult(values, per_face={per_face_key: v.score}, rates=rates)
+
+    return Metric((f"verification:{judge}", "face_found"), compute, f"identity by {judge}")
+
+
+def joint_metric(judge: str, suffix: str = "") -> Metric:
+    """joint{suffix}: in the target age group and verified by `judge` as the input's person."""
+
+    def compute(ctx: TaskContext) -> MetricResult:
+        ok = (ctx.get("in_target") & ctx.get(f"verification:{judge}").same).astype(np.float64)
+        name = f"joint{suffix}"
+        return MetricResult({name: ctx.mean(name, ok)}, rates={name: ok} if not suffix else {})
+
+    return Metric(("in_target", f"verification:{judge}"), compute, f"joint with {judge}")
+
+
+def _fid(ctx: TaskContext) -> MetricResult:
+    r = ctx.scorer.fid_kid(ctx.real_target, ctx.fake)
+    return MetricResult({"n_real_target": len(ctx.real_target), **{k: r[k] for k in ("fid", "kid_mean", "kid_std")}})
+
+
+def _cycle(ctx: TaskContext) -> MetricResult:
     if ctx.cycle is None:
-        return {}
-    return {"cycle_l1": ctx.mean("cycle_l1", stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy()))}
+        return MetricResult({})
+    return MetricResult({"cycle_l1": ctx.mean("cycle_l1", stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy()))})
 
 
-TASK_METRICS: dict[str, Any] = {
-    "age": age_metrics,
-    "identity": identity_metrics,
-    "joint": joint_metric,
-    "fid": fid_metrics,
-    "cycle": cycle_metric,
-}
-"""Task metrics by name (the names used in `evaluate.metrics`; agebench.registry.METRICS resolves to these)."""
-
-DEFAULT_METRICS = tuple(TASK_METRICS)
+face_metric = Metric(("face_found", "face_found_in"), _face, "face_fail: outputs where YuNet finds no face")
+age_metric = Metric(("age_in", "age_out", "face_found", "in_target"), _age, "age_acc, age_mean, age_gain, ceiling")
+identity_sface = identity_metric("sface")
+joint_sface = joint_metric("sface")
+identity_dlib = identity_metric("dlib", "_dlib", per_face_key="id_dist", mean_key="id_dist_dlib")
+joint_dlib = joint_metric("dlib", "_dlib")
+identity_facenet = identity_metric("facenet", "_facenet", per_face_key="id_dist_facenet", mean_key="id_dist_facenet")
+joint_facenet = joint_metric("facenet", "_facenet")
+fid_metric = Metric((), _fid, "fid, kid_mean, kid_std against all real faces of the target group")
+cycle_metric = Metric(("cycle",), _cycle, "cycle_l1")
 
 
 def _resamples(n: int, scorer: Scorer) -> np.ndarray:
@@ -266,10 +397,10 @@ def score_task(
     target_bounds: tuple[int, int],
     gender: np.ndarray,
     race: np.ndarray,
-    metric_names: tuple[str, ...] = DEFAULT_METRICS,
+    metrics: Sequence[Metric] | dict[str, Metric],
     per_face: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Score one task (PROTOCOL.md s.4) with the registered metrics `metric_names`.
+    """Score one task (PROTOCOL.md s.4) with the given metrics (resolved by the caller from the registry).
 
     Args:
         inputs: (N, 3, S, S) uint8, the test faces of the source group (S = evaluation size, 128).
@@ -279,19 +410,17 @@ def score_task(
         real_target_test: (K, 3, S, S) uint8, real test faces of the target group (estimator ceiling).
         target_bounds: inclusive age bounds of the target group.
         gender, race: (N,) labels of the inputs ("0"/"1"; "0".."4"/"unknown").
-        metric_names: names in the METRICS registry (unknown names list the valid ones).
-        per_face: when given, filled with (N,) float64 arrays row-aligned with `inputs` for the report's
-            sample grids and age distributions: `age_in`, `age_out` (estimated ages, NaN: failed) when
-            "age" is scored, `id_dist` (descriptor distance input-output, NaN: failed) when "identity" is.
+        metrics: `Metric`s (or name -> Metric, names used in error messages only).
+        per_face: when given, filled with the metrics' (N,) per-face arrays (e.g. `age_in`, `age_out`,
+            `face_found`, `id_sim`, `id_dist`), row-aligned with `inputs`.
     Returns:
         {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "breakdown": {"gender": ..., "race": ...}}.
+    Raises:
+        KeyError: a metric needs a per-face value (e.g. a judge) this scorer cannot serve.
     """
     if fake.shape != inputs.shape:
         raise ValueError(f"outputs {tuple(fake.shape)} do not match inputs {tuple(inputs.shape)}")
-    unknown = [n for n in metric_names if n not in TASK_METRICS]
-    if unknown:
-        raise KeyError(f"unknown metric {unknown[0]!r}; valid metrics: {', '.join(sorted(TASK_METRICS))}")
-    fns = [TASK_METRICS[name] for name in metric_names]
+    named = dict(metrics) if isinstance(metrics, dict) else {str(i): m for i, m in enumerate(metrics)}
     ctx = TaskContext(
         scorer,
         inputs,
@@ -302,23 +431,19 @@ def score_task(
         tuple(target_bounds),
         _resamples(len(inputs), scorer),
     )
+    for name, m in named.items():
+        missing = [need for need in m.needs if not ctx.available(need)]
+        if missing:
+            raise KeyError(f"metric {name!r} needs {', '.join(missing)}, which this scorer cannot compute")
     out: dict[str, Any] = {"n": len(inputs)}
-    for fn in fns:
-        out.update(fn(ctx))
+    rates: dict[str, np.ndarray] = {}
+    for m in named.values():
+        res = m(ctx)
+        out.update(res.values)
+        rates.update(res.rates)
+        if per_face is not None:
+            per_face.update(res.per_face)
     out["ci95"] = ctx.ci
-    rates = {}
-    if "age" in metric_names:
-        rates["age_acc"] = ctx.in_target.astype(np.float64)
-    if "identity" in metric_names:
-        rates["id_rate"] = ctx.verification[1].astype(np.float64)
-    if "joint" in metric_names:
-        rates["joint"] = (ctx.in_target & ctx.verification[1]).astype(np.float64)
-    if per_face is not None:
-        if "age" in metric_names:
-            per_face["age_in"] = ctx.age_in
-            per_face["age_out"] = ctx.age_out
-        if "identity" in metric_names:
-            per_face["id_dist"] = ctx.verification[0]
     if rates:
         out["breakdown"] = {
             "gender": stats.breakdown(rates, gender, GENDER_NAMES),

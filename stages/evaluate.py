@@ -16,7 +16,7 @@ from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
 from agebench.evaluate import evaluate_method
 from agebench.registry import METRICS
-from agebench.scoring import build_scorer
+from agebench.scoring import build_scorer, default_cache_dir
 from agebench.train import select_device
 
 
@@ -29,14 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="reports/metrics/<method>.json")
     parser.add_argument("--scores", default=None, help="data/scores/<method>.npz (per-face ages, distances)")
     parser.add_argument("--runtime", default=None, help="reports/runtime/<method>.json (timings, hardware)")
-    parser.add_argument("--cache", default="data/cache", help="content-keyed cache of real-face results")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="content-keyed cache of real-face results (default: $AGEBENCH_CACHE or ~/.cache/agebench)",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     params = load_params(args.params)
     for name in params.evaluate.metrics:  # fail before loading any network
         METRICS.get(name)
     device = select_device(params.evaluate.device)
-    scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
+    scorer = build_scorer(
+        params.evaluate, args.cache or default_cache_dir(), str(device), Path(args.params).resolve().parent
+    )
     per_face: dict[str, np.ndarray] = {}
     runtime: dict[str, Any] = {"method": args.method}
     doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face, runtime)

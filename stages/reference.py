@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
 from agebench.data import load_faces, load_index
-from agebench.reference import estimator_ceilings, fgnet_pairs, real_floor
-from agebench.scoring import build_scorer, result_context
+from agebench.reference import real_row
+from agebench.scoring import build_scorer, default_cache_dir, result_context
 from agebench.train import select_device
 
 
@@ -24,28 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--out", default="reports/metrics/real.json")
-    parser.add_argument("--cache", default="data/cache")
+    parser.add_argument(
+        "--cache",
+        default=None,
+        help="content-keyed cache of real-face results (default: $AGEBENCH_CACHE or ~/.cache/agebench)",
+    )
     parser.add_argument("--scores", default=None, help="data/scores/real.npz (per-face ages of real targets)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     device = select_device(params.evaluate.device)
-    scorer = build_scorer(params.evaluate, args.cache, str(device), Path(args.params).resolve().parent)
+    scorer = build_scorer(
+        params.evaluate, args.cache or default_cache_dir(), str(device), Path(args.params).resolve().parent
+    )
     index = load_index(args.data)
     faces = load_faces(args.data, params.evaluate.resolution)
     per_face: dict[str, np.ndarray] = {}
-    doc: dict[str, Any] = {
-        "method": "real",
-        "kind": "reference",
-        "profile": params.profile,
-        "tasks": real_floor(scorer, params, index, faces, per_face),
-        "age_ceiling": estimator_ceilings(scorer, params, index, faces),
-    }
     fg = params.evaluate.fgnet_dir
     fg_path = (Path(args.params).resolve().parent / fg) if fg else None
-    if fg_path is not None and fg_path.is_dir():
-        doc["fgnet"] = fgnet_pairs(fg_path, params.evaluate.id_threshold)
-    else:
-        doc["fgnet"] = {"skipped": f"FG-NET folder not found ({fg_path}); set evaluate.fgnet_dir"}
+    doc = real_row(scorer, params, index, faces, fg_path, per_face)
+    if "skipped" in doc["fgnet"]:
         print(f"reference: {doc['fgnet']['skipped']}")
     doc.update(result_context(params))
     write_json(args.out, doc)

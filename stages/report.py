@@ -6,11 +6,19 @@ Arguments and file writes only; the work is in `agebench.report`.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from agebench.common import atomic_path, run_main
 from agebench.config import load_params
-from agebench.report import leaderboard_frame, leaderboard_markdown, load_metrics, load_runtime, write_html_report
+from agebench.report import (
+    ReportInputError,
+    build_leaderboard,
+    leaderboard_csv,
+    leaderboard_markdown,
+    load_metrics,
+    write_html_report,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,14 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     folder = Path(args.metrics)
-    names = list(params.methods) + [r for r in ("real",) if (folder / f"{r}.json").is_file()]
-    docs = load_metrics(folder, names)
-    df = leaderboard_frame(docs, load_runtime(Path(args.runtime), names))
+    try:
+        # Every metrics file of the folder (methods, reference rows, external rows): leaderboard.md is then
+        # `render_leaderboard(folder, runtime)`, a function of the metrics files alone, when they all carry
+        # per-face `joint_faces` (data/scores is only a fallback for files without them).
+        load_metrics(folder, list(params.methods))  # a configured method without results is an error
+        docs, df = build_leaderboard(folder, args.runtime, args.scores)
+    except ReportInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     with atomic_path(out / "leaderboard.csv") as tmp:
-        df.to_csv(tmp, index=False)
+        tmp.write_text(leaderboard_csv(df), encoding="utf-8")
     with atomic_path(out / "leaderboard.md") as tmp:
-        tmp.write_text(leaderboard_markdown(df), encoding="utf-8")
+        tmp.write_text(leaderboard_markdown(df, docs), encoding="utf-8")
     paths = {k: Path(getattr(args, k)) for k in ("scores", "outputs", "data", "live")}
     page = write_html_report(params, docs, df, paths, out)
     print(f"report: {len(df)} rows -> {out / 'leaderboard.md'}, {page}")

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from metrics import age as A
+from tests import age_torch
+from tests.age_torch import age_from_chips_torch
 
 # Measured with optimize_graph=True and False (they agree to 1e-6 here); tolerance 1e-3 years.
 GOLDEN = {
@@ -54,7 +56,7 @@ def faces(utkface_sample: list[Path]) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def torch_model() -> torch.nn.Module:
-    return A.torch_age_model()
+    return age_torch.torch_age_model()
 
 
 def _package_ages(package, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +140,7 @@ def test_torch_model_matches_onnxruntime_and_is_differentiable(faces, exact_nets
     torch.testing.assert_close(probs_torch, probs_ort, rtol=0, atol=2e-5)
 
     pixels = chips[:4].float().requires_grad_(True)
-    ages = A.age_from_chips_torch(pixels, torch_model)
+    ages = age_from_chips_torch(pixels, torch_model)
     torch.testing.assert_close(ages.double(), A.ages_from_probs(probs_ort[:4].double()), rtol=0, atol=1e-3)
     ages.sum().backward()
     assert pixels.grad is not None and torch.isfinite(pixels.grad).all()
@@ -148,11 +150,11 @@ def test_torch_model_matches_onnxruntime_and_is_differentiable(faces, exact_nets
     # Directional derivative: autograd vs central differences, in float64.
     model64 = copy.deepcopy(torch_model).double()
     x = chips[:1].double().requires_grad_(True)
-    A.age_from_chips_torch(x, model64).sum().backward()
+    age_from_chips_torch(x, model64).sum().backward()
     v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eps = 1e-6  # small enough not to cross ReLU/max-pool kinks
-        fd = (A.age_from_chips_torch(x + eps * v, model64) - A.age_from_chips_torch(x - eps * v, model64)) / (2 * eps)
+        fd = (age_from_chips_torch(x + eps * v, model64) - age_from_chips_torch(x - eps * v, model64)) / (2 * eps)
     assert abs(fd.item() - (x.grad * v).sum().item()) <= 1e-6 + 1e-4 * abs(fd.item())
 
 
@@ -166,7 +168,7 @@ def test_torch_model_matches_onnxruntime_on_synthetic_chips(exact_nets, torch_mo
         probs_torch = torch_model(A.normalize_chips(chips))
     torch.testing.assert_close(probs_torch, A.chip_probs(chips, exact_nets.session), rtol=0, atol=2e-5)
     pixels = chips.float().requires_grad_(True)
-    A.age_from_chips_torch(pixels, torch_model).sum().backward()
+    age_from_chips_torch(pixels, torch_model).sum().backward()
     assert torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
 
 

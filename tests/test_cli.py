@@ -32,7 +32,8 @@ PARITY_RTOL = 1e-4  # PROTOCOL.md section 4 (FID/KID)
 AGE_TOL = 0.05  # years
 DIST_TOL = 1e-5
 AGE_COLUMNS = ["file", "age"]
-VERIFY_COLUMNS = ["file", "distance", "same"]
+VERIFY_COLUMNS = ["file", "distance", "same"]  # --judge dlib
+SFACE_COLUMNS = ["file", "similarity", "same"]  # --judge sface (the default)
 FID_KEYS = ["fid", "kid_mean", "kid_std", "n_real", "n_fake"]
 
 
@@ -49,7 +50,8 @@ def _run(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, st
 
 
 def _one_error_line(err: str, command: str) -> str:
-    lines = err.strip().splitlines()
+    # Warnings (e.g. FID on a small set) may come before the error; the error itself is one line.
+    lines = [line for line in err.strip().splitlines() if not line.startswith(f"{command}: warning: ")]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"agebench {command}: error: ")
     return lines[0]
@@ -246,7 +248,7 @@ def test_age_matches_the_package_on_the_whole_image(folders, tmp_path: Path, cap
 @pytest.mark.real_data
 def test_verify_matches_dlib_descriptors(folders, dlib_reference, tmp_path: Path, capsys) -> None:
     out = tmp_path / "pairs.csv"
-    code, stdout, _ = _run(capsys, "verify", folders["pair_a"], folders["pair_b"], "--csv", out)
+    code, stdout, _ = _run(capsys, "verify", folders["pair_a"], folders["pair_b"], "--judge", "dlib", "--csv", out)
     assert code == 0 and stdout == ""
     rows = _read_csv(out.read_text(encoding="utf-8"), VERIFY_COLUMNS)
     assert [r["file"] for r in rows] == [f"p{i:02d}.png" for i in range(N_PAIRS)]
@@ -268,21 +270,49 @@ def test_verify_matches_dlib_descriptors(folders, dlib_reference, tmp_path: Path
     assert (same[0::2] == "true").all() and (same[1::2] == "false").mean() >= 0.5
 
 
+@pytest.mark.real_data
+def test_verify_sface_is_the_default_and_matches_the_library(folders, tmp_path: Path, capsys) -> None:
+    """The CLI's similarities equal metrics.sface on each image pair read alone (one judge, one path)."""
+    from metrics import sface
+
+    out = tmp_path / "pairs.csv"
+    code, stdout, _ = _run(capsys, "verify", folders["pair_a"], folders["pair_b"], "--csv", out)
+    assert code == 0 and stdout == ""
+    rows = _read_csv(out.read_text(encoding="utf-8"), SFACE_COLUMNS)
+    judge = sface.load_judge()
+    ref = np.array(
+        [
+            sface.cosine(
+                sface.embed(_array(folders["pair_a"] / r["file"])[None], judge),
+                sface.embed(_array(folders["pair_b"] / r["file"])[None], judge),
+            )[0]
+            for r in rows
+        ]
+    )
+    sim = np.array([float(r["similarity"]) for r in rows])
+    assert np.abs(sim - ref).max() < 1e-5
+    same = np.array([r["same"] == "true" for r in rows])
+    assert (same == (ref >= sface.SFACE_THRESHOLD)).all()
+    assert same[0::2].all() and not same[1::2].all()  # mirrored copies verified; other people mostly not
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. folders of mixed sizes: each image scored as if alone
 
 
 @pytest.mark.real_data
-def test_age_and_verify_of_mixed_sizes_equal_each_image_alone(folders, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("judge", ["sface", "dlib"])
+def test_age_and_verify_of_mixed_sizes_equal_each_image_alone(folders, tmp_path: Path, capsys, judge: str) -> None:
+    columns = SFACE_COLUMNS if judge == "sface" else VERIFY_COLUMNS
     mixed, mixed_b = folders["mixed"], folders["mixed_b"]
     sizes = {_array(p).shape for p in mixed.iterdir()}
     assert len(sizes) == 3
     code, _, _ = _run(capsys, "age", mixed, "--csv", tmp_path / "ages.csv")
     assert code == 0
     ages = {r["file"]: r["age"] for r in _read_csv((tmp_path / "ages.csv").read_text(), AGE_COLUMNS)}
-    code, _, _ = _run(capsys, "verify", mixed, mixed_b, "--csv", tmp_path / "pairs.csv")
+    code, _, _ = _run(capsys, "verify", mixed, mixed_b, "--judge", judge, "--csv", tmp_path / "pairs.csv")
     assert code == 0
-    pairs = {r["file"]: r for r in _read_csv((tmp_path / "pairs.csv").read_text(), VERIFY_COLUMNS)}
+    pairs = {r["file"]: r for r in _read_csv((tmp_path / "pairs.csv").read_text(), columns)}
     assert sorted(ages) == sorted(pairs) == [f"m{i}.png" for i in range(4)]
     for name in ages:
         alone_a, alone_b = tmp_path / name / "a", tmp_path / name / "b"
@@ -292,8 +322,8 @@ def test_age_and_verify_of_mixed_sizes_equal_each_image_alone(folders, tmp_path:
         (alone_b / name).write_bytes((mixed_b / name).read_bytes())
         _, out, _ = _run(capsys, "age", alone_a)
         assert _read_csv(out, AGE_COLUMNS) == [{"file": name, "age": ages[name]}]
-        _, out, _ = _run(capsys, "verify", alone_a, alone_b)
-        assert _read_csv(out, VERIFY_COLUMNS) == [pairs[name]]
+        _, out, _ = _run(capsys, "verify", alone_a, alone_b, "--judge", judge)
+        assert _read_csv(out, columns) == [pairs[name]]
     # the same face at another size (and aspect) is still the same person
     assert all(r["same"] == "true" for r in pairs.values())
 
@@ -356,7 +386,7 @@ def test_age_bad_images_are_counted_failures(bad_folders, tmp_path: Path, capsys
 @pytest.mark.real_data
 def test_verify_bad_images_and_mismatched_names(bad_folders, tmp_path: Path, capsys) -> None:
     out = tmp_path / "pairs.csv"
-    code, _, err = _run(capsys, "verify", bad_folders["a"], bad_folders["b"], "--csv", out)
+    code, _, err = _run(capsys, "verify", bad_folders["a"], bad_folders["b"], "--judge", "dlib", "--csv", out)
     assert code == 0
     rows = {r["file"]: r for r in _read_csv(out.read_text(), VERIFY_COLUMNS)}
     # only common names; broken.jpg is an image in b only, so its pair is kept without a distance
@@ -368,7 +398,21 @@ def test_verify_bad_images_and_mismatched_names(bad_folders, tmp_path: Path, cap
         assert float(rows[name]["distance"]) > 0.6 and rows[name]["same"] == "false"
     for name in ("tiny.png", "broken.jpg"):  # no face could be read on one side
         assert rows[name]["distance"] == "" and rows[name]["same"] == "false"
-    assert "2 of 5 pairs got no distance" in err
+    assert "2 of 5 pairs got no score" in err
+
+
+@pytest.mark.real_data
+def test_verify_sface_bad_images_are_no_face_never_a_crash(bad_folders, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pairs.csv"
+    code, _, err = _run(capsys, "verify", bad_folders["a"], bad_folders["b"], "--csv", out)
+    assert code == 0
+    rows = {r["file"]: r for r in _read_csv(out.read_text(), SFACE_COLUMNS)}
+    assert sorted(rows) == ["broken.jpg", "face.png", "grey.png", "landscape.png", "tiny.png"]
+    assert float(rows["face.png"]["similarity"]) >= 0.363 and rows["face.png"]["same"] == "true"
+    # unlike dlib, YuNet finds no face in grey, a gradient or 1x1: no similarity, not verified
+    for name in ("landscape.png", "grey.png", "tiny.png", "broken.jpg"):
+        assert rows[name]["similarity"] == "" and rows[name]["same"] == "false"
+    assert "4 of 5 pairs got no score" in err
 
 
 @pytest.mark.real_data
@@ -432,6 +476,7 @@ def test_unusable_input_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
         (("verify", one, two), "no image file names in common"),
         (("age", two, "--csv", tmp_path), "is a folder"),
         (("verify", two, two, "--csv", two), "is a folder"),
+        (("fid", two, two, "--params", missing), "does_not_exist"),
         (("fid", two, two, "--json", one), "is a folder"),
     ]
     for argv, message in cases:
@@ -465,7 +510,7 @@ def _fail_replace(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_csv_outputs_are_atomic_and_equal_stdout(folders, tmp_path: Path, capsys, monkeypatch) -> None:
     small = folders["small"]
     out_dir = tmp_path / "out"
-    for argv, columns in ((("age", small), AGE_COLUMNS), (("verify", small, small), VERIFY_COLUMNS)):
+    for argv, columns in ((("age", small), AGE_COLUMNS), (("verify", small, small), SFACE_COLUMNS)):
         out = out_dir / f"{argv[0]}.csv"
         code, stdout, _ = _run(capsys, *argv, "--csv", out)  # creates the parent folder
         assert code == 0 and stdout == ""
@@ -474,7 +519,7 @@ def test_csv_outputs_are_atomic_and_equal_stdout(folders, tmp_path: Path, capsys
         assert code == 0 and stdout == written  # both CSV with the same line ends
         rows = _read_csv(written, columns)
         assert [r["file"] for r in rows] == ["s0.png", "s1.png", "s2.png"]
-    assert all(float(r["distance"]) < 1e-6 and r["same"] == "true" for r in rows)  # a folder with itself
+    assert all(float(r["similarity"]) > 1 - 1e-6 and r["same"] == "true" for r in rows)  # a folder with itself
     assert sorted(p.name for p in out_dir.iterdir()) == ["age.csv", "verify.csv"]  # no temporaries left
 
     # a failure at the moment of replacing leaves the old file whole and no temporaries
@@ -514,8 +559,15 @@ def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeyp
         _folder(tmp_path, name, {f"{i}.png": Image.fromarray(img) for i, img in enumerate(sets[name])})
     monkeypatch.setattr(metrics.fid, "load_inception", _StubInception)
     out = tmp_path / "out" / "fid.json"
-    code, stdout, _ = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
+    code, stdout, err = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
     assert code == 0 and stdout == ""
+    # 4 and 3 images: FID's caveat is explained, with the numbers; KID's std varies (3 < 4), so no KID note
+    warnings = [line for line in err.splitlines() if line.startswith("fid: warning: ")]
+    assert len(warnings) == 1 and "4 real and 3 generated images" in warnings[0]
+    code, _, err = _run(capsys, "fid", tmp_path / "real", tmp_path / "real", "--json", tmp_path / "same.json")
+    assert code == 0 and "kid_std is 0 (to float rounding): each KID subset (4 images) is the whole of both" in err
+    same = _read_json(tmp_path / "same.json")
+    assert same["kid_std"] <= 1e-12 * abs(same["kid_mean"])  # pixel "features" make kernel values ~1e12
     result = _read_json(out)
     code, stdout, _ = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake")
     assert code == 0 and json.loads(stdout) == result

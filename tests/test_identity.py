@@ -18,9 +18,6 @@ from PIL import Image
 from metrics.backbones import resolve
 from metrics.dlib_resnet import CHIP_SIZE, DlibFormatError, _template, load_dlib_resnet, parse_dlib_net
 from metrics.identity import (
-    KEY_DISTANCE,
-    KEY_FAILED,
-    KEY_SAME,
     FaceDescriptor,
     chip_affine,
     chip_details,
@@ -30,8 +27,14 @@ from metrics.identity import (
     landmarks5,
     landmarks_ok,
     load_identity_networks,
-    verify,
 )
+from metrics.suite import verify_pairs
+
+
+def verify(desc_a, desc_b, threshold: float = 0.6):
+    """dlib's rule through the one verification function (`metrics.suite.verify_pairs`)."""
+    return verify_pairs(np.asarray(desc_a), np.asarray(desc_b), threshold, "distance")
+
 
 # Measured with dlib 20.0.1 itself (shape_predictor on the whole image, then
 # face_recognition_model_v1.compute_face_descriptor(img, shape)): Euclidean descriptor distances.
@@ -170,7 +173,7 @@ def test_face_descriptor_module_close_to_dlib_pipeline(real, networks):
     theta = chip_affine(real["landmarks"][:16], tuple(images.shape[2:]))
     with torch.no_grad():
         soft = FaceDescriptor(net)(images.float() / 127.5 - 1, theta)
-    dist = verify(soft, torch.from_numpy(real["ref"][:16]).float())[KEY_DISTANCE]
+    dist = verify(soft, real["ref"][:16]).score
     # only dlib's rounding of chip pixels separates the two
     assert dist.max() < 0.03
 
@@ -222,10 +225,8 @@ def test_golden_distances_on_real_faces(utkface_dir, networks):
     desc, failed = face_descriptors(torch.cat([images, flipped]), net, predictor)
     assert not failed.any()
     pairs = verify(desc[[0, 0, 0]], desc[[1, 2, 3]])
-    np.testing.assert_allclose(
-        pairs[KEY_DISTANCE].numpy(), [GOLDEN_DIST_AB, GOLDEN_DIST_AC, GOLDEN_DIST_A_FLIPPED], atol=1e-5
-    )
-    assert pairs[KEY_SAME].tolist() == [False, True, True]
+    np.testing.assert_allclose(pairs.score, [GOLDEN_DIST_AB, GOLDEN_DIST_AC, GOLDEN_DIST_A_FLIPPED], atol=1e-5)
+    assert pairs.same.tolist() == [False, True, True]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,10 +279,10 @@ def test_verify_semantics():
     b[2] = float("nan")
     a[3] = float("nan")
     out = verify(a, b)
-    assert out[KEY_DISTANCE][:2].tolist() == pytest.approx([0.5, 0.7])
-    assert torch.isnan(out[KEY_DISTANCE][2:]).all()
-    assert out[KEY_SAME].tolist() == [True, False, False, False]
-    assert out[KEY_FAILED].tolist() == [False, False, True, True]
+    assert out.score[:2].tolist() == pytest.approx([0.5, 0.7])
+    assert np.isnan(out.score[2:]).all()
+    assert out.same.tolist() == [True, False, False, False]
+    assert out.failed.tolist() == [False, False, True, True]
 
 
 def test_load_dlib_resnet_is_frozen_eval_float32():

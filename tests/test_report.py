@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebench import report_html
+from agebench import PROTOCOL_VERSION, report_html
 from agebench.config import load_params
-from agebench.report import leaderboard_frame, leaderboard_markdown, write_html_report
+from agebench.report import leaderboard_frame, leaderboard_markdown, render_leaderboard, write_html_report
+from metrics import stats
 from tests.conftest import REPO
 
 K = 6  # agebench.report.SAMPLE_FACES
@@ -22,36 +24,59 @@ TASKS = ("aging", "rejuvenation")
 COLOURS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230)]
 
 
-def task_doc(joint: float, age_acc: float, id_rate: float) -> dict:
-    ci = {k: [v - 0.05, v + 0.05] for k, v in {"joint": joint, "age_acc": age_acc, "id_rate": id_rate}.items()}
+def outcomes(n: int, ones: int, flips: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """n per-face 0/1 joint outcomes: the first `ones` faces succeed; then flips[0] successes turned into
+    failures and flips[1] failures turned into successes (a near twin of another method's outcomes)."""
+    x = np.zeros(n, bool)
+    x[:ones] = True
+    x[ones - flips[0] : ones] = False
+    x[ones : ones + flips[1]] = True
+    return x
+
+
+def task_doc(joint: float | np.ndarray, age_acc: float, id_rate: float, n: int = 30) -> dict:
+    faces = joint if isinstance(joint, np.ndarray) else outcomes(n, round(joint * n))
+    j = float(faces.mean())
+    ci = {k: [v - 0.05, v + 0.05] for k, v in {"joint": j, "age_acc": age_acc, "id_rate": id_rate}.items()}
     return {
-        "n": 30,
-        "joint": joint,
+        "n": len(faces),
+        "scheme": "pair",
+        "source": "young",
+        "target": "old",
+        "joint": j,
+        "joint_faces": stats.pack_outcomes(faces),
         "age_acc": age_acc,
         "age_acc_rel": age_acc / 0.8,
         "id_rate": id_rate,
-        "fid": 50.0 + 100 * (1 - joint),
+        "id_rate_dlib": id_rate / 2,
+        "joint_dlib": j / 2,
+        "face_fail": 3,
+        "fid": 50.0 + 100 * (1 - j),
         "kid_mean": 0.01,
         "kid_std": 0.001,
         "cycle_l1": 0.1,
         "ci95": ci,
         "breakdown": {
-            "gender": {"male": {"n": 15, "joint": joint}, "female": {"n": 15, "joint": joint / 2}},
-            "race": {"White": {"n": 20, "joint": joint}, "Asian": {"n": 10, "joint": joint / 3}},
+            "gender": {"male": {"n": 15, "joint": j}, "female": {"n": 15, "joint": j / 2}},
+            "race": {"White": {"n": 20, "joint": j}, "Asian": {"n": 10, "joint": j / 3}},
         },
     }
 
 
-def metrics_doc(method: str, joint: float, kind: str = "method") -> dict:
+def metrics_doc(method: str, joint: float, kind: str = "method", rejuvenation: float | None = None) -> dict:
+    tasks = {t: task_doc(joint, 0.2 + joint, 0.9 - joint) for t in TASKS}
+    if rejuvenation is not None:
+        tasks["rejuvenation"] = task_doc(rejuvenation, 0.5, 0.5)
     return {
         "method": method,
         "kind": kind,
         "profile": "smoke",
-        "protocol_version": 1,
+        "protocol_version": PROTOCOL_VERSION,
         "git_revision": "abc123",
         "resolution": 128,
         "train": {"parameter_count": 1000, "steps": 10},
-        "tasks": {t: task_doc(joint, 0.2 + joint, 0.9 - joint) for t in TASKS},
+        "params": {"evaluate": {"bootstrap_resamples": 1000, "bootstrap_seed": 0}},
+        "tasks": tasks,
     }
 
 
@@ -59,8 +84,56 @@ def real_doc() -> dict:
     return {
         "method": "real",
         "kind": "reference",
-        "protocol_version": 1,
-        "tasks": {t: {"n": 40, "age_acc": 0.8, "age_acc_real": 0.8, "fid": 20.0} for t in TASKS},
+        "profile": "smoke",
+        "protocol_version": PROTOCOL_VERSION,
+        "tasks": {
+            t: {
+                "n": 40,
+                "age_acc": 0.8,
+                "age_acc_real": 0.8,
+                "fid": 20.0,
+                "kid_mean": 0.002,
+                "kid_std": 0.0005,
+                "n_floor": 30,
+                "n_rest": 170,
+            }
+            for t in TASKS
+        },
+        "face_detection": {"face_found_rate": 0.995, "ci95": [0.99, 1.0], "n": 400, "not_found": 2},
+        "false_accept": {
+            "pairs": 300,
+            "seed": 0,
+            "judges": {
+                "dlib": {
+                    "false_accept_rate": 0.05,
+                    "ci95": [0.03, 0.08],
+                    "id_fail": 0,
+                    "threshold": 0.6,
+                    "rule": "distance",
+                },
+                "sface": {
+                    "false_accept_rate": 0.01,
+                    "ci95": [0.0, 0.02],
+                    "id_fail": 1,
+                    "threshold": 0.363,
+                    "rule": "cosine",
+                },
+            },
+        },
+        "fgnet": {
+            "images": 55,
+            "subjects": 5,
+            "dlib": {
+                "rule": "distance",
+                "faces_found": 50,
+                "by_age_gap": {"0-5": {"pairs": 12, "id_rate": 0.75, "id_fail": 2, "score": 0.52}},
+            },
+            "sface": {
+                "rule": "cosine",
+                "faces_found": 55,
+                "by_age_gap": {"0-5": {"pairs": 12, "id_rate": 0.917, "id_fail": 0, "score": 0.61}},
+            },
+        },
     }
 
 
@@ -70,11 +143,127 @@ def test_leaderboard_ranks_by_joint_then_fid_and_keeps_references_apart() -> Non
     tie["tasks"]["aging"]["fid"] = 10.0  # same joint as "b", lower fid: ranked above it
     df = leaderboard_frame([*docs, tie])
     assert list(df["method"]) == ["a", "c", "b", "identity", "real"]
-    md = leaderboard_markdown(df)
+    md = leaderboard_markdown(df, [*docs, tie])
     methods_part, reference_part = md.split("## Reference rows")
-    assert "| 1 | a |" in methods_part and "| 2 | c |" in methods_part and "identity" not in methods_part
+    # b and c have identical outcomes: their paired difference is exactly 0, so they share rank 2.
+    assert "| 1 | a |" in methods_part and "| =2 | c |" in methods_part and "| =2 | b |" in methods_part
+    assert "identity" not in methods_part
     assert "| – | identity |" in reference_part and "| – | real |" in reference_part
     assert "0.500 [0.450, 0.550]" in methods_part  # intervals shown
+
+
+def test_each_task_is_ranked_by_its_own_joint_with_paired_rank_groups() -> None:
+    n = 200
+    # aging: a (0.80) clearly above b (0.50); c is b with 3 successes lost and 2 gained (0.495): tied with b.
+    # rejuvenation: the reverse order, c clearly best.
+    a = metrics_doc("a", 0.8, rejuvenation=outcomes(n, 40))
+    b = metrics_doc("b", 0.5, rejuvenation=outcomes(n, 100))
+    c = metrics_doc("c", 0.5, rejuvenation=outcomes(n, 180))
+    a["tasks"]["aging"] = task_doc(outcomes(n, 160), 0.9, 0.9)
+    b["tasks"]["aging"] = task_doc(outcomes(n, 100), 0.9, 0.9)
+    c["tasks"]["aging"] = task_doc(outcomes(n, 100, flips=(3, 2)), 0.9, 0.9)
+    docs = [c, b, a]
+    df = leaderboard_frame(docs)
+    ranks = {t: dict(zip(df["method"], df[f"{t}.rank"])) for t in TASKS}
+    assert ranks["aging"] == {"a": "1", "b": "=2", "c": "=2"}
+    assert ranks["rejuvenation"] == {"c": "1", "b": "2", "a": "3"}
+    # The interval beside c (aging) is the paired one, by hand: per-face differences b - c are +1 on 3 faces
+    # and -1 on 2, value 1/200.
+    row = df[df["method"] == "c"].iloc[0]
+    assert row["aging.joint_diff_above"] == pytest.approx(0.005)
+    assert row["aging.joint_diff_above_lo"] < 0 < row["aging.joint_diff_above_hi"]
+    md = leaderboard_markdown(df, docs)
+    aging, rejuvenation = md.split("## rejuvenation")
+    assert aging.index("| 1 | a |") < aging.index("| =2 | b |") < aging.index("| =2 | c |")
+    assert rejuvenation.index("| 1 | c |") < rejuvenation.index("| 2 | b |") < rejuvenation.index("| 3 | a |")
+    # The full matrix: every ordered pair, antisymmetric.
+    paired = df.attrs["paired"]["aging"]
+    assert len(paired) == 6
+    assert paired[("a", "b")]["value"] == pytest.approx(-paired[("b", "a")]["value"]) == pytest.approx(0.3)
+
+
+def test_missing_cycle_and_flags_and_second_opinion_columns() -> None:
+    agecgan = metrics_doc("age_cgan", 0.4)
+    agecgan["uses_scoring_networks"] = ["dlib"]
+    agecgan["reconstruction"] = {
+        "n": 4,
+        "initial": {"dlib": {"id_rate": 0.25, "score": 0.7, "id_fail": 0}, "sface": {"id_rate": 0.0, "score": 0.1,
+                    "id_fail": 1}},
+        "ip": {"dlib": {"id_rate": 1.0, "score": 0.3, "id_fail": 0}, "sface": {"id_rate": 0.5, "score": 0.4,
+               "id_fail": 0}},
+    }  # fmt: skip
+    other = metrics_doc("other", 0.3)
+    del other["tasks"]["aging"]["cycle_l1"]
+    docs = [agecgan, other, real_doc()]
+    md = leaderboard_markdown(leaderboard_frame(docs), docs)
+    aging = md.split("## rejuvenation")[0]
+    header = next(line for line in aging.splitlines() if line.startswith("| rank |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert "id_rate_dlib (not ranked)" in cols and "joint_dlib (not ranked)" in cols and "face_fail" in cols
+
+    def cells(method: str) -> dict[str, str]:
+        line = next(x for x in aging.splitlines() if f"| {method} |" in x)
+        return dict(zip(cols, (c.strip() for c in line.strip("|").split("|"))))
+
+    flagged, plain = cells("age_cgan"), cells("other")
+    assert flagged["id_rate_dlib (not ranked)"].startswith("0.250†")
+    assert flagged["joint_dlib (not ranked)"].endswith("†")
+    assert "†" not in flagged["id_rate"] and "†" not in flagged["joint"]  # SFace: independent of Age-cGAN
+    assert "†" not in "".join(plain.values())
+    assert plain["cycle_l1"] == "–" and flagged["cycle_l1"].startswith("0.100")  # missing is "–", never 0
+    assert plain["face_fail"] == "3"
+    assert "† age_cgan trains or translates with dlib" in md
+    # The floor at the same N beside the methods, and the real row's own findings with both judges.
+    assert "Floor at the same N (real faces): fid 20.0, kid×1000 2.00 ± 0.50 — 30 real target-group faces" in aging
+    assert "| sface (judge) | cosine ≥ 0.363 | 0.010 [0.000, 0.020] | 1 |" in md
+    assert "| dlib (faces found 50) | 0-5 | 12 | 0.750 | 2 | distance 0.520 |" in md
+    # Reconstruction with both judges; only dlib's numbers carry the dagger.
+    assert "| initial | 0.250† | 0.700† | 0† | 0.000 | 0.100 | 1 |" in md
+
+
+def write_docs(folder: Path, docs: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in docs:
+        (folder / f"{d['method']}.json").write_text(json.dumps(d), encoding="utf-8")
+
+
+def test_render_leaderboard_depends_on_the_metrics_alone(tmp_path: Path) -> None:
+    docs = [metrics_doc("b", 0.3), metrics_doc("a", 0.5), metrics_doc("identity", 0.1, "reference"), real_doc()]
+    write_docs(tmp_path / "one" / "metrics", docs)
+    md, csv = render_leaderboard(tmp_path / "one" / "metrics")
+    assert render_leaderboard(tmp_path / "one" / "metrics") == (md, csv)
+    # Other file names (so another file order), same documents: same bytes.
+    other = tmp_path / "two" / "metrics"
+    other.mkdir(parents=True)
+    for i, d in enumerate(reversed(docs)):
+        (other / f"{i}_{d['method']}.json").write_text(json.dumps(d), encoding="utf-8")
+    assert render_leaderboard(other) == (md, csv)
+    assert csv.splitlines()[0].startswith("method,kind,") and len(csv.splitlines()) == 1 + len(docs)
+    assert "| 1 | a |" in md
+
+
+@pytest.mark.parametrize("problem", ["protocol", "profile"])
+def test_report_refuses_other_protocols_and_mixed_profiles(tmp_path: Path, problem: str, capsys) -> None:
+    import stages.report
+
+    params = load_params(REPO / "params.yaml")
+    docs = [metrics_doc(m, 0.1 * (i + 1)) for i, m in enumerate(params.methods)] + [real_doc()]
+    if problem == "protocol":
+        docs[1]["protocol_version"] = PROTOCOL_VERSION - 1
+    else:
+        docs[0]["profile"] = "full"
+    metrics = tmp_path / "reports" / "metrics"
+    write_docs(metrics, docs)
+    board = tmp_path / "reports" / "leaderboard.md"
+    board.write_text("previous leaderboard\n")
+    argv = ["--params", str(REPO / "params.yaml"), "--metrics", str(metrics), "--out", str(tmp_path / "reports"),
+            "--runtime", str(tmp_path / "none"), "--scores", str(tmp_path / "none")]  # fmt: skip
+    assert stages.report.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert ("protocol version" in err) if problem == "protocol" else ("mix profiles" in err and "full:" in err)
+    assert board.read_text() == "previous leaderboard\n"  # nothing overwritten
+    assert not (tmp_path / "reports" / "leaderboard.csv").exists()
 
 
 def face(colour: tuple[int, int, int], size: int = 128) -> np.ndarray:
@@ -147,6 +336,13 @@ def test_html_page_is_self_contained_and_complete(pipeline_files: dict) -> None:
     for section in ("leaderboard", "sample-outputs", "age-vs-identity-trade-off", "estimated-age-of-the-outputs",
                     "joint-by-gender-and-race", "training-curves", "progression-across-age-groups"):  # fmt: skip
         assert f'<section id="{section}">' in page, section
+    # The paired-difference matrix (every method against every other, both tasks) and the real row's findings.
+    n = len(pipeline_files["params"].methods)
+    assert '<section id="paired-differences-in-joint">' in page
+    assert page.count('<table class="board matrix">') == len(TASKS)
+    assert page.count('<td class="sep">') + page.count("<td>+") + page.count("<td>-") >= len(TASKS) * n * (n - 1)
+    assert '<section id="real-faces">' in page and "False-accept rate on 300 pairs" in page
+    assert "Floor at the same N (real faces)" in page
     # Methods without outputs are named, not silently dropped; a failed descriptor shows as "d –".
     assert "sample grid aging: cyclegan_keras (no " in page
     assert "d –" in page and "d 0.30" in page
@@ -228,3 +424,37 @@ def test_report_renders_in_headless_chromium(pipeline_files: dict, tmp_path: Pat
         assert region.size and (region < 128).mean() > 0.01  # dark text pixels
     finally:
         drv.quit()
+
+
+def test_stage_writes_exactly_what_render_leaderboard_gives(pipeline_files: dict, tmp_path: Path) -> None:
+    import stages.report
+
+    metrics, runtime = tmp_path / "reports" / "metrics", tmp_path / "reports" / "runtime"
+    write_docs(metrics, pipeline_files["docs"])
+    runtime.mkdir()
+    (runtime / "identity.json").write_text(json.dumps({"train_seconds": 12.0, "hardware": "2 CPU cores"}))
+    paths = pipeline_files["paths"]
+    argv = ["--params", str(REPO / "params.yaml"), "--metrics", str(metrics), "--runtime", str(runtime),
+            "--scores", str(paths["scores"]), "--outputs", str(paths["outputs"]), "--data", str(paths["data"]),
+            "--live", str(paths["live"]), "--out", str(tmp_path / "reports")]  # fmt: skip
+    assert stages.report.main(argv) == 0
+    md, csv = render_leaderboard(metrics)  # runtime found beside the metrics folder
+    assert (tmp_path / "reports" / "leaderboard.md").read_text(encoding="utf-8") == md
+    assert (tmp_path / "reports" / "leaderboard.csv").read_text(encoding="utf-8") == csv
+    assert "| identity | method | 128 | 1,000 | 12 | 2 CPU cores |" in md
+
+
+def test_joint_rebuilt_from_per_face_scores_matches_the_joint_rule() -> None:
+    from agebench.report import joint_from_scores
+
+    doc = metrics_doc("m", 0.5)
+    doc["params"]["groups"] = {"pair": {"young": [20, 29], "old": [50, 59]}}
+    scores = {
+        "aging/age_out": np.array([55.0, 55.0, 40.0, 59.9, 60.0, np.nan]),
+        "aging/id_sim": np.array([0.5, 0.2, 0.9, 0.363, 0.9, 0.9]),
+        "aging/face_found": np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.0]),
+    }
+    # By hand: in [50, 60) and cosine >= 0.363 and a face found.
+    assert joint_from_scores(doc, scores, "aging").tolist() == [1, 0, 0, 1, 0, 0]
+    assert joint_from_scores(doc, {**scores, "aging/joint": np.array([0.0, 1.0])}, "aging").tolist() == [0, 1]
+    assert joint_from_scores(doc, {"aging/age_out": scores["aging/age_out"]}, "aging") is None
