@@ -168,9 +168,12 @@ def add_method(repo: Path, name: str) -> list[Path]:
         new_params = new_params.replace(marker, section + marker, 1)
     else:
         new_params = new_params.rstrip("\n") + "\n\n" + section
-    sm = re.search(r"(?m)^smoke:\n", new_params)
-    if sm is not None:  # the smoke profile trains the starter for 20 steps
-        new_params = new_params[: sm.end()] + f"  {name}: {{steps: 20}}\n" + new_params[sm.end() :]
+    # Every profile section names every method (dvc.yaml's params list `<profile>.<method>`): the smoke
+    # profile trains the starter for 20 steps, the cpu profile at the cpu track's 64 px.
+    for profile, override in (("smoke", "{steps: 20}"), ("cpu", "{resolution: 64}")):
+        sm = re.search(rf"(?m)^{profile}:\n", new_params)
+        if sm is not None:
+            new_params = new_params[: sm.end()] + f"  {name}: {override}\n" + new_params[sm.end() :]
 
     method_file.write_text(TEMPLATE.format(name=name, cls=class_name(name)))
     init.write_text(new_init)

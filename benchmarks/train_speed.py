@@ -16,17 +16,31 @@ Printed per resolution: images/s of each row, the speed-up over the reference, a
 the device's dense bf16 peak using 1.885 TFLOP per 256x256 image-iteration (0.47 at 128x128; scaled
 by area elsewhere). Images are random uint8 tensors: throughput does not depend on content.
 
+CPU mode (`--device cpu`): every trained method of a profile (default `cpu`), built from
+params.yaml exactly as the train stage builds it, runs its real `sample_batch` + `train_step` on
+random uint8 faces under several switch sets of `agebench.speed` ("before" = today's settings:
+float32, NCHW, torch's default threads). The variants run side by side, round-robin, so machine
+load shared with other processes hits them alike; printed per method: images/s of each variant,
+its ratio to "before", and the max relative loss difference to float32 over the first steps from
+the same seed and batches (the bf16 keep/drop evidence). `--profile-step` prints torch.profiler's
+top operators of the "before" step per method (where the time goes).
+
 Usage: .venv/bin/python benchmarks/train_speed.py [--sizes 128 256] [--batch 16] [--steps 30]
-       (on CPU, try --sizes 64 --steps 3 --warmup 1 --ngf 16 --batch 4 for a quick mechanics check)
+       .venv/bin/python benchmarks/train_speed.py --device cpu [--profile cpu] [--rounds 3] [--steps 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+import re
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -179,6 +193,190 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device) -> lis
     return rows
 
 
+# ---- CPU mode: every method's real train step under agebench.speed's switches -------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One set of agebench.speed switches (a `train:` section's threads / channels_last / bf16 / compile)."""
+
+    label: str
+    threads: int = 0
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    #: True: the profile's own switches (train: threads/bf16/channels_last/compile and the method's
+    #: amp_bf16/channels_last/compile); False: the method's own switches off, this variant's on.
+    profile: bool = False
+
+
+#: "before" is today's training: float32, NCHW, eager, torch's default threads (one per core);
+#: "after" is the profile as configured. The others switch one thing at a time on top of one thread.
+CPU_VARIANTS = (
+    Variant("before (fp32, NCHW, default threads)"),
+    Variant("after (the profile's switches)", profile=True),
+    Variant("default threads + bf16", bf16=True),
+    Variant("threads 1", threads=1),
+    Variant("threads 1 + channels_last", threads=1, channels_last=True),
+    Variant("threads 1 + bf16", threads=1, bf16=True),
+    Variant("threads 1 + bf16 + channels_last", threads=1, channels_last=True, bf16=True),
+)
+COMPILE_VARIANT = Variant("threads 1 + bf16 + channels_last + compile", 1, channels_last=True, bf16=True, compile=True)
+
+
+def profile_params(params_path: Path, profile: str) -> dict:
+    """params.yaml's raw mapping with `profile` selected (the file's own `profile:` line is ignored)."""
+    from agebench.config import read_params
+
+    text = params_path.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_params = Path(tmp) / "params.yaml"
+        tmp_params.write_text(re.sub(r"(?m)^profile: .*$", f"profile: {profile}", text), encoding="utf-8")
+        raw = read_params(tmp_params)
+    raw["_file"] = str(params_path)
+    return raw
+
+
+def random_train_data(names: tuple[str, ...], scheme: str, resolutions: tuple[int, ...], faces: int) -> TrainData:
+    """`faces` random uint8 faces per resolution, spread evenly over the scheme's groups."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 256, (faces, 3, max(resolutions), max(resolutions)), dtype=torch.uint8, generator=gen)
+    images = {r: torch.nn.functional.interpolate(base.float(), size=(r, r), mode="area").round().to(torch.uint8)
+              for r in resolutions}  # fmt: skip
+    return TrainData(images=images, groups={scheme: torch.arange(faces) % len(names)}, group_names={scheme: names})
+
+
+def build_cpu_method(name: str, raw: dict, vgg_weights: str, variant: Variant, seed: int = 0):
+    """The registered method `name` from the profile's section, seeded, with `variant`'s switches."""
+    from agebench.aux_networks import load_aux
+    from agebench.config import GroupsConfig, TrainConfig, section
+    from agebench.registry import METHODS
+    from agebench.speed import prepare_for_speed
+
+    cls = METHODS.get(name)
+    config = section(raw, name, cls.config_cls)
+    if variant.profile:
+        train = section(raw, "train", TrainConfig)
+        variant = Variant(variant.label, train.threads, train.channels_last, train.bf16, train.compile, True)
+    else:  # today's settings: the method's own engineering switches off
+        off = {k: False for k in ("amp_bf16", "channels_last", "compile") if hasattr(config, k)}
+        config = dataclasses.replace(config, **off)
+    if hasattr(config, "weights_path") and not config.weights_path and vgg_weights:
+        config = dataclasses.replace(config, weights_path=vgg_weights)
+    names = tuple(section(raw, "groups", GroupsConfig).schemes()[cls.scheme])
+    torch.manual_seed(seed)
+    method = cls(config, names, torch.device("cpu"), load_aux(cls.aux_networks, config, torch.device("cpu")))
+    method = prepare_for_speed(method, variant.channels_last, variant.bf16, variant.compile)
+    if variant.profile:  # the label says what ran
+        on = [k for k in ("amp_bf16", "channels_last") if getattr(config, k, False)]
+        on += [k for k in ("bf16", "channels_last", "compile") if getattr(variant, k)]
+        variant = dataclasses.replace(
+            variant, label=f"after: threads {variant.threads or 'default'}, {', '.join(on) or 'fp32'}"
+        )
+    return method, names, variant
+
+
+class MethodRunner:
+    """One method instance under one variant, stepping through its own batch stream."""
+
+    def __init__(self, name: str, raw: dict, vgg_weights: str, variant: Variant, faces: int) -> None:
+        self.method, names, self.variant = build_cpu_method(name, raw, vgg_weights, variant)
+        self.data = random_train_data(names, self.method.scheme, self.method.train_resolutions(), faces)
+        self.total = self.method.num_steps(self.data)
+        self.gen = torch.Generator().manual_seed(0)
+        self.step_no = 0
+        self.images = 0
+        self.seconds = 0.0
+        self.sample_seconds = 0.0
+        self.cpu_seconds = 0.0
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """The next batch of the method's own sampler (a stage-2 step past the last stage-1 one)."""
+        return self.method.sample_batch(self.data, self.step_no % max(self.total, 1), self.gen)
+
+    def run(self, steps: int, timed: bool = True) -> list[dict[str, float]]:
+        """`steps` loop iterations (sample_batch + train_step) under the variant's threads and autocast."""
+        from agebench.speed import num_threads
+
+        out = []
+        with num_threads(self.variant.threads):
+            for _ in range(steps):
+                t0, c0 = time.perf_counter(), time.process_time()
+                batch = self.batch()
+                t1 = time.perf_counter()
+                out.append(self.method.train_step(batch, self.step_no % max(self.total, 1)))
+                t2, c2 = time.perf_counter(), time.process_time()
+                self.step_no += 1
+                if timed:
+                    self.images += sum(int(v.shape[0]) for v in batch.values() if v.dim() == 4) or int(
+                        next(iter(batch.values())).shape[0]
+                    )
+                    self.seconds += t2 - t0
+                    self.sample_seconds += t1 - t0
+                    self.cpu_seconds += c2 - c0
+        return out
+
+
+def max_relative_loss_difference(
+    name: str, raw: dict, vgg_weights: str, variant: Variant, steps: int, faces: int
+) -> float:
+    """Max over the first `steps` steps and every named loss of |l_variant - l_fp32| / max(|l_fp32|, 1e-3),
+    both runs from the same seed on the same batches."""
+    ref = MethodRunner(name, raw, vgg_weights, CPU_VARIANTS[0], faces)
+    var = MethodRunner(name, raw, vgg_weights, variant, faces)
+    torch.manual_seed(1)  # the same global RNG stream (dropout) for both
+    a = ref.run(steps, timed=False)
+    torch.manual_seed(1)
+    b = var.run(steps, timed=False)
+    return max(abs(y[k] - x[k]) / max(abs(x[k]), 1e-3) for x, y in zip(a, b) for k in x)
+
+
+def profile_step(runner: MethodRunner, steps: int, top: int) -> str:
+    """torch.profiler's top operators (self CPU time) over `steps` steps of `runner`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        runner.run(steps, timed=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+def cpu_main(args: argparse.Namespace) -> None:
+    """Images/s of each method's real train step under each variant, side by side, and loss agreement."""
+    params_path = Path(args.params)
+    raw = profile_params(params_path, args.profile)
+    names = [m for m in args.methods or raw.get("methods", []) if m != "identity"]
+    variants = [*CPU_VARIANTS, *([COMPILE_VARIANT] if args.compile else [])]
+    load = os.getloadavg()
+    print(f"device: CPU ({os.cpu_count()} cores, {platform.machine()}); torch {torch.__version__}; "
+          f"default threads {torch.get_num_threads()}; profile {args.profile}; load average at start "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    print(f"{args.rounds} rounds x {args.steps} timed steps per variant, round-robin, after {args.warmup} warm-up")
+    for name in names:
+        runners = [MethodRunner(name, raw, args.vgg_weights, v, args.faces) for v in variants]
+        if args.profile_step:
+            print(f"\n### {name}: where the time goes (before, {args.steps} steps)\n")
+            print(profile_step(runners[0], args.steps, args.top))
+        for r in runners:
+            r.run(args.warmup, timed=False)
+        for _ in range(args.rounds):
+            for r in runners:
+                r.run(args.steps)
+        base = runners[0].images / runners[0].seconds
+        print(f"\n### {name} ({runners[0].method.resolution} px, {runners[0].method.parameter_count():,} "
+              f"parameters; load now {os.getloadavg()[0]:.2f})\n")  # fmt: skip
+        print("| variant | images/s | x before | images per CPU-s | sample_batch share | max rel. loss diff vs fp32 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in runners:
+            ips = r.images / r.seconds
+            diff = "–"
+            if r.variant.profile or r.variant.bf16 or r.variant.channels_last:
+                rel = max_relative_loss_difference(name, raw, args.vgg_weights, r.variant, args.loss_steps, args.faces)
+                diff = f"{rel:.2e}"
+            per_cpu_s, share = r.images / r.cpu_seconds, r.sample_seconds / r.seconds
+            print(f"| {r.variant.label} | {ips:.2f} | {ips / base:.2f} | {per_cpu_s:.2f} | {share:.1%} | {diff} |")
+        del runners
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
@@ -189,7 +387,26 @@ def main() -> None:
     ap.add_argument("--faces", type=int, default=512, help="random uint8 faces resident on the device")
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak if the device is not known")
     ap.add_argument("--skip-method", action="store_true", help="do not time cyclegan_keras's train_step")
+    cpu = ap.add_argument_group("CPU mode (--device cpu)")
+    ap.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: the CPU mode")
+    cpu.add_argument("--params", default="params.yaml")
+    cpu.add_argument("--profile", default="cpu", help="params profile whose method settings are timed")
+    cpu.add_argument("--methods", nargs="+", default=None, help="default: the profile's trained methods")
+    cpu.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the variants")
+    cpu.add_argument("--loss-steps", type=int, default=2, help="steps compared with fp32 per variant")
+    cpu.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
+    cpu.add_argument("--profile-step", action="store_true", help="print torch.profiler's top operators")
+    cpu.add_argument("--top", type=int, default=12, help="operators shown by --profile-step")
+    cpu.add_argument("--vgg-weights", default="../shared/weights/vgg16_features_imagenet.pth",
+                     help="VGG-16 features state dict when the profile's weights_path is empty")  # fmt: skip
     args = ap.parse_args()
+    if args.device == "cpu":
+        if "--steps" not in sys.argv:
+            args.steps = 4
+        if "--warmup" not in sys.argv:
+            args.warmup = 2
+        cpu_main(args)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
     if on_gpu:
@@ -210,8 +427,7 @@ def main() -> None:
             frac = f"{tps / peak:.1%}" if peak else "–"
             print(f"| {size} | {row} | {batch} | {ips:.1f} | {ips / base_of[size]:.2f} | {tps:.1f} | {frac} |")
     if not on_gpu:
-        print("note: CPU run: no torch.compile, and bf16 autocast is usually slower than FP32 on CPUs; the >= 3x")
-        print("      target is for an H100 (see the issue 4 note).")
+        print("note: this is the GPU comparison run on a CPU; for the CPU track's methods use --device cpu.")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ def test_new_method_is_registered_configured_and_trains(repo: Path, capsys) -> N
     assert "dvc repro" in capsys.readouterr().out
     params = (repo / "params.yaml").read_text()
     assert "  - my_method\n" in params and "\nmy_method:\n" in params and "smoke:\n  my_method: {steps: 20}\n" in params
+    assert "cpu:\n  my_method: {resolution: 64}\n" in params
     script = """
 import torch, yaml
 from agebench.config import load_params, section
