@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--feather must be in (0, 0.45]: the fraction of the crop side that fades at each edge")
     # Before any work: --out must not be the photo itself (or a folder), so the original is never replaced.
     check_output_path(args.out, "file", inputs=[args.photo])
+    from agebench.devices import select_device
     from agebench.generate import load_trained
-    from agebench.train import select_device
 
     params = load_params(args.params)
     device = select_device(args.device)

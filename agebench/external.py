@@ -8,11 +8,12 @@ the folder with the built-in methods' own code: the outputs are turned into the 
 stage writes (uint8, resized to the evaluation size with PIL's antialiased bicubic exactly as
 `agebench.generate.to_eval_resolution` does) and handed to `agebench.evaluate.evaluate_method`.
 
-Missing outputs count as failures for every metric: they are replaced by a fixed noise image (the
-"sentinel") that `MissingAwareScorer` recognises by content: its estimated age is NaN (outside every
-group, left out of means), its identity descriptor failed (not verified), and it is left out of the
-FID/KID features (`fid_n` says how many outputs were in). Without round trips `cycle_l1` is absent,
-never 0. Every problem found is listed in the metrics file (`external.problems`) and printed.
+Missing outputs count as failures for every metric: the arrays carry a `present` mask (the pixels of a
+missing output are zeros that no network sees and nothing inspects), and `metrics.suite.score_task`
+scores a missing output as it scores a no-face one (outside every group, not verified, left out of
+means), leaves it out of FID/KID (`fid_n` says how many outputs were in) and counts it in `missing`.
+Round trips have their own mask; without any `cycle_l1` is absent, never 0. Every problem found is
+listed in the metrics file (`external.problems`) and printed.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ import agebench
 from agebench.common import atomic_path, read_json, write_json
 from agebench.config import Params
 
-if TYPE_CHECKING:  # torch, pandas and the data module load on first use: `agebench --help` stays fast
+if TYPE_CHECKING:  # pandas and the data module load on first use: `agebench --help` stays fast
     import pandas as pd
-    import torch
 
 #: Original UTKFace size; exported besides the evaluation size.
 ORIGINAL_SIZE = 200
@@ -54,7 +54,6 @@ MANIFEST_COLUMNS = ("id", "file", "size", "task", "source_group", "target_group"
 _UTK_SUFFIX = ".jpg.chip.jpg"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_SENTINEL_SEED = 20260212
 
 
 class ExternalError(ValueError):
@@ -386,11 +385,6 @@ def to_eval_size(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
 
 
-def sentinel(size: int) -> np.ndarray:
-    """(size, size, 3) uint8 fixed noise standing in for a missing output (no face, recognised by content)."""
-    return np.random.default_rng(_SENTINEL_SEED).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root)
@@ -457,77 +451,6 @@ def read_task_folder(
     return images, present, sizes
 
 
-def _rows(images: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
-    import torch
-
-    return images[torch.from_numpy(np.flatnonzero(keep))]
-
-
-class MissingAwareScorer:
-    """A `metrics.suite.Scorer` for which sentinel images (missing outputs) are failures for every metric.
-
-    No face is found in them (face validity: not verified, outside the target group, counted in
-    `face_fail`), their estimated age is NaN (left out of means), pairs with them are not verified, and
-    they are left out of FID/KID (`fid_n` in the metrics file says how many outputs were in). The
-    networks run on the other rows only. Everything else is the wrapped scorer's own, and an image set
-    without a sentinel goes straight to it, so with no missing output every number is the built-in one.
-    """
-
-    def __init__(self, scorer: Any, fill: np.ndarray) -> None:
-        import torch
-
-        self._scorer = scorer
-        self._fill = torch.from_numpy(np.ascontiguousarray(fill)).permute(2, 0, 1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._scorer, name)
-
-    def _mask(self, images: torch.Tensor) -> np.ndarray:
-        """(N,) bool: rows that are the sentinel (compared pixel for pixel)."""
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self._fill.shape):
-            return np.zeros(len(images), bool)
-        return (images == self._fill[None]).flatten(1).all(dim=1).numpy()
-
-    def _scatter(self, images: torch.Tensor, fn: Any, fill_value: Any, width: int | None = None) -> np.ndarray:
-        """`fn` on the non-sentinel rows, `fill_value` on the others; pass-through when there are none."""
-        mask = self._mask(images)
-        if not mask.any():
-            return fn(images)
-        keep = ~mask
-        part = np.asarray(fn(_rows(images, keep))) if keep.any() else None
-        shape = (len(images),) + (part.shape[1:] if part is not None else ((width,) if width else ()))
-        out = np.full(shape, fill_value, dtype=np.float64 if part is None else part.dtype)
-        if part is not None:
-            out[keep] = part
-        return out
-
-    def estimate_ages(self, images: torch.Tensor) -> np.ndarray:
-        return self._scatter(images, self._scorer.estimate_ages, np.nan)
-
-    def detections(self, images: torch.Tensor) -> np.ndarray:
-        return self._scatter(images, self._scorer.detections, 0.0, width=16)
-
-    def faces_found(self, images: torch.Tensor) -> np.ndarray:
-        return self._scatter(images, self._scorer.faces_found, False).astype(bool)
-
-    def verify(self, images_a: torch.Tensor, images_b: torch.Tensor, judge: str) -> Any:
-        from metrics.suite import Verification
-
-        mask = self._mask(images_a) | self._mask(images_b)
-        if not mask.any():
-            return self._scorer.verify(images_a, images_b, judge)
-        keep = ~mask
-        n = len(mask)
-        score, same, failed = np.full(n, np.nan), np.zeros(n, bool), np.ones(n, bool)
-        if keep.any():
-            v = self._scorer.verify(_rows(images_a, keep), _rows(images_b, keep), judge)
-            score[keep], same[keep], failed[keep] = v.score, v.same, v.failed
-        return Verification(score=score, same=same, failed=failed)
-
-    def fid_kid(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-        return self._scorer.fid_kid(real, _rows(fake, ~self._mask(fake)))
-
-
 # ----------------------------------------------------------------------------------------------
 # score-outputs
 # ----------------------------------------------------------------------------------------------
@@ -563,7 +486,7 @@ def read_folder(
     manifest = manifest if manifest is not None else folder / "manifest.json"
     if manifest.is_file():
         check_manifest(manifest, params, {k: task_digest(k, params, v, faces) for k, v in per_task.items()})
-    fill = sentinel(size)
+    fill = np.zeros((size, size, 3), np.uint8)  # placeholder pixels of a missing output: masked, never scored
     problems = Problems()
     tasks: dict[str, dict[str, Any]] = {}
     for task_id, sub in per_task.items():
@@ -573,7 +496,7 @@ def read_folder(
         cycle_dir = folder / f"{task_id}_cycle"
         cycle, cycle_present = None, np.zeros(len(ids), bool)
         if cycle_dir.is_dir():
-            # A missing round trip is filled with its input; cycle_l1 is then recomputed over the present ones.
+            # A missing round trip is filled with its input (masked out of cycle_l1 by `cycle_present`).
             cycle, cycle_present, _ = read_task_folder(cycle_dir, task_id, ids, size, fill, problems, "cycle_missing")
             cycle[~cycle_present] = inputs[~cycle_present]
         tasks[task_id] = {
@@ -598,15 +521,22 @@ def read_folder(
 
 
 def write_generate_layout(out: Path, outputs: FolderOutputs, params: Params) -> None:
-    """Write `out/<task>.npz` (rows, fake, cycle) and `out/tasks.json` as the `generate` stage does."""
+    """Write `out/<task>.npz` and `out/tasks.json` as the `generate` stage does, plus the masks.
+
+    Each npz holds `rows`, `fake`, `present` and, when the folder has round trips, `cycle` and
+    `cycle_present` (`agebench.evaluate.evaluate_method` reads them).
+    """
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"method": None, "resolution": None, "eval_resolution": params.evaluate.resolution}
     meta["train"] = {}
+    meta["uses_scoring_networks"] = []
     meta["tasks"] = {}
     groups = dict(params.tasks.items())
     for task_id, t in outputs.tasks.items():
-        cycle = t["cycle"] if t["cycle"] is not None else t["fake"]  # placeholder; cycle_l1 dropped afterwards
-        np.savez(out / f"{task_id}.npz", rows=t["rows"], fake=t["fake"], cycle=cycle)
+        arrays = {"rows": t["rows"], "fake": t["fake"], "present": t["present"]}
+        if t["cycle"] is not None:
+            arrays.update(cycle=t["cycle"], cycle_present=t["cycle_present"])
+        np.savez(out / f"{task_id}.npz", **arrays)
         g = groups[task_id]
         meta["tasks"][task_id] = {
             "scheme": g.scheme,
@@ -633,45 +563,26 @@ def score_folder(
 ) -> dict[str, Any]:
     """Score a folder of outputs made outside the pipeline; returns the metrics document.
 
-    The document is `agebench.evaluate.evaluate_method`'s for the same arrays, with `kind: "external"`,
-    `source`, per task `missing`, `fid_n` (outputs in FID/KID) and `cycle_missing`, `cycle_l1` removed
-    when no round trips were given, and `external: {folder, outputs, problems}`. `outputs_dir`, when
-    given, receives the arrays in the `generate` stage's layout (the report's sample grids read them).
+    The document is `agebench.evaluate.evaluate_method`'s for the same arrays and masks (so `missing`,
+    `fid_n` (outputs in FID/KID) and, with round trips, `cycle_missing` per task come from
+    `metrics.suite.score_task`; `cycle_l1` is absent without round trips), with `kind: "external"`,
+    `source` and `external: {folder, outputs, problems}`. `outputs_dir`, when given, receives the arrays
+    in the `generate` stage's layout (the report's sample grids read them).
     """
-    from agebench.data import load_faces
     from agebench.evaluate import evaluate_method
-    from metrics import stats
 
     check_name(name)
     outputs, _ = read_folder(folder, params, prepared, manifest)
-    fill = sentinel(params.evaluate.resolution)
     with contextlib.ExitStack() as stack:
         if outputs_dir is not None:  # appears only when scoring succeeded
             layout = stack.enter_context(atomic_path(outputs_dir, kind="dir"))
         else:
             layout = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agebench-external-"))) / "outputs"
         write_generate_layout(layout, outputs, params)
-        doc = evaluate_method(name, params, prepared, layout, MissingAwareScorer(scorer, fill), per_face)
-    faces = load_faces(prepared, params.evaluate.resolution)
+        doc = evaluate_method(name, params, prepared, layout, scorer, per_face)
     summary: dict[str, Any] = {}
     for task_id, t in outputs.tasks.items():
-        res = doc["tasks"][task_id]
         n, n_present = len(t["rows"]), int(t["present"].sum())
-        res["missing"] = n - n_present
-        if "fid" in res:
-            res["fid_n"] = n_present
-            if n_present < 2:
-                res.update({"fid": float("nan"), "kid_mean": float("nan"), "kid_std": float("nan")})
-        if t["cycle"] is None or not t["cycle_present"].any():
-            res.pop("cycle_l1", None)
-            res.get("ci95", {}).pop("cycle_l1", None)
-        elif "cycle_l1" in res:
-            res["cycle_missing"] = int((~t["cycle_present"]).sum())
-            if res["cycle_missing"]:
-                values = stats.cycle_l1(faces[t["rows"]], t["cycle"])
-                idx = stats.bootstrap_indices(n, scorer.bootstrap_resamples, scorer.bootstrap_seed)
-                r = stats.mean_with_ci(values, idx, t["cycle_present"])
-                res["cycle_l1"], res["ci95"]["cycle_l1"] = r["value"], r["ci95"]
         summary[task_id] = {
             "n": n,
             "present": n_present,
@@ -721,8 +632,8 @@ def problem_lines(doc: dict[str, Any], show: int = 5) -> list[str]:
 def build_evaluate_scorer(params: Params, params_path: str | Path, cache: str | Path | None = None) -> Any:
     """The scorer the `evaluate` stage builds, from the same settings (an external row is scored identically)."""
     from agebench import scoring
+    from agebench.devices import select_device
     from agebench.registry import METRICS
-    from agebench.train import select_device
 
     for metric in params.evaluate.metrics:  # fail before loading any network
         METRICS.get(metric)

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing: `--help` needs no torch.
     import torch
 
+    from agebench.devices import select_device
     from agebench.generate import load_trained
-    from agebench.train import select_device
     from methods.base import uint8_to_float
 
     params = load_params(args.params)

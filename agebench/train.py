@@ -38,6 +38,7 @@ from agebench.aux_networks import load_aux
 from agebench.common import atomic_path, hardware, provenance, write_json
 from agebench.config import Params, ParamsError, build, section, to_dict
 from agebench.data import build_train_data
+from agebench.devices import select_device
 from agebench.registry import METHODS
 from agebench.speed import prepare_for_speed
 from methods.base import Method, TrainData
@@ -58,13 +59,6 @@ class CheckpointError(FileNotFoundError):
     A `FileNotFoundError` on purpose: "no usable model here" is handled wherever a missing model is
     (one line, exit status 2), and the fix is the same: train again.
     """
-
-
-def select_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available, else cpu; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool, threads: int) -> None:

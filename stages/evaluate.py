@@ -14,10 +14,10 @@ import numpy as np
 
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
+from agebench.devices import select_device
 from agebench.evaluate import evaluate_method
 from agebench.registry import METRICS
 from agebench.scoring import build_scorer, default_cache_dir
-from agebench.train import select_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ import torch
 from agebench.common import atomic_path, run_main, write_json
 from agebench.config import load_params
 from agebench.data import faces_nchw, load_faces, load_index
+from agebench.devices import select_device
 from agebench.generate import extra_tables, load_trained_checkpoint, progression, task_list, translate_all
-from agebench.train import select_device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,9 @@ import numpy as np
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
 from agebench.data import load_faces, load_index
+from agebench.devices import select_device
 from agebench.reference import real_row
 from agebench.scoring import build_scorer, default_cache_dir, result_context
-from agebench.train import select_device
 
 
 def main(argv: list[str] | None = None) -> int:
