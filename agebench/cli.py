@@ -7,6 +7,23 @@ import json
 import math
 import sys
 
+from agebench.help_format import HelpFormatter
+
+#: One example per subcommand, shown under `agebench CMD --help` (and all of them under `agebench --help`).
+EXAMPLES = {
+    "fid": "agebench fid real_faces/ aged_faces/ --json fid.json",
+    "age": "agebench age aged_faces/ --csv ages.csv",
+    "verify": "agebench verify inputs/ aged_faces/ --judge sface --csv same.csv",
+    "check": "agebench check --baseline baselines/smoke.json --metrics reports/metrics",
+    "new-method": "agebench new-method my_method && dvc repro",
+    "baseline": "agebench baseline update --baseline baselines/smoke.json --metrics reports/metrics",
+    "export-inputs": "agebench export-inputs --out inputs_for_my_method/",
+    "score-outputs": "agebench score-outputs my_outputs/ --name my_method --json reports/metrics/my_method.json",
+    "age-photo": "agebench age-photo me.jpg --method cyclegan_keras --to old --out me_old.png",
+    "feature-maps": "agebench feature-maps face.png --method cyclegan_agevec --to 60s --out maps/",
+    "doctor": "agebench doctor --params params.yaml",
+}
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -17,45 +34,97 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `agebench` and its subcommands."""
-    p = argparse.ArgumentParser(prog="agebench", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="agebench",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values()) + "\n\n`agebench CMD --help` for more.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     fid = sub.add_parser("fid", help="FID/KID between two folders of images (TF-Inception, torch-fidelity compatible)")
-    fid.add_argument("real_dir")
-    fid.add_argument("fake_dir")
+    fid.add_argument("real_dir", help="folder of real images (PNG/JPEG, any size: resized to 299 for Inception)")
+    fid.add_argument("fake_dir", help="folder of generated images")
     fid.add_argument("--json", dest="json_out", help="write {fid, kid_mean, kid_std, n_real, n_fake} here")
-    fid.add_argument("--batch-size", type=_positive_int, default=64)
+    fid.add_argument("--batch-size", type=_positive_int, default=64, help="Inception batch size")
+    fid.add_argument("--params", default=None, help="read KID settings from this params.yaml (default: PROTOCOL's)")
 
     age = sub.add_parser("age", help="estimated age of every image in a folder")
-    age.add_argument("dir")
+    age.add_argument("dir", help="folder of face images (UTKFace-like crops)")
     age.add_argument("--csv", dest="csv_out", help="write file,age here (default: stdout)")
 
-    ver = sub.add_parser("verify", help="face verification of same-named files in two folders")
-    ver.add_argument("dir_a")
-    ver.add_argument("dir_b")
-    ver.add_argument("--csv", dest="csv_out", help="write file,distance,same here (default: stdout)")
-    ver.add_argument("--threshold", type=float, default=0.6)
+    ver = sub.add_parser(
+        "verify",
+        help="face verification of same-named files in two folders",
+        description="Face verification of same-named files in two folders. CSV columns: file; similarity "
+        "(--judge sface: cosine of SFace embeddings after YuNet alignment on a 50% black border) or distance "
+        "(--judge dlib: Euclidean distance of dlib descriptors); same (true when similarity >= 0.363, or "
+        "distance < 0.6). Empty score and same=false where no face was found in either image.",
+    )
+    ver.add_argument("dir_a", help="folder of faces (e.g. the inputs)")
+    ver.add_argument("dir_b", help="folder of faces with the same file names (e.g. the translations)")
+    ver.add_argument("--judge", choices=("sface", "dlib"), default="sface", help="sface (the judge) or dlib")
+    ver.add_argument(
+        "--csv", dest="csv_out", help="write file,similarity,same (sface) or file,distance,same (dlib) here"
+    )
+    ver.add_argument("--threshold", type=float, default=None, help="default: 0.363 (sface) or 0.6 (dlib)")
 
-    chk = sub.add_parser("check", help="regression gate: compare metrics with a baseline (PROTOCOL.md s.6)")
+    chk = sub.add_parser(
+        "check",
+        help="regression gate: compare metrics with a baseline (PROTOCOL.md s.6)",
+        description="Compare metrics with a baseline (PROTOCOL.md s.6). Exit status: 0 all metrics within "
+        "tolerance; 1 a regression or a metric missing now; 2 bad input (a missing or malformed file, a "
+        "non-numeric value, results of another protocol_version or profile than the baseline).",
+    )
     chk.add_argument("--baseline", required=True, help="baseline JSON written by `agebench baseline update`")
     chk.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
     chk.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
 
     new = sub.add_parser("new-method", help="add a method: methods/NAME.py, its params section and registration")
-    new.add_argument("name")
-    new.add_argument("--repo", default=".", help="the agebench repository (default: here)")
+    new.add_argument("name", help="the method's name: lowercase letters, digits and _ (e.g. my_method)")
+    new.add_argument("--repo", default=".", help="the agebench repository")
 
     base = sub.add_parser("baseline", help="manage the regression baseline")
     base_sub = base.add_subparsers(dest="action", required=True)
-    upd = base_sub.add_parser("update", help="write the current metrics as the new baseline (on purpose)")
+    upd = base_sub.add_parser(
+        "update",
+        help="write the current metrics as the new baseline (on purpose)",
+        description="Replace the baseline file with the current metrics (this is the point of the command). "
+        "Exit status: 0 written; 2 bad input, nothing written (malformed metrics, results of another protocol "
+        "version than this agebench's or of mixed profiles, a baseline path that is a folder).",
+    )
     upd.add_argument("--baseline", required=True, help="baseline JSON to (over)write")
-    upd.add_argument("--metrics", default="reports/metrics")
-    upd.add_argument("--params", default="params.yaml")
+    upd.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
+    upd.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
+
+    # External rows (PROTOCOL.md s.6): the arguments live in agebench.external.
+    from agebench.external import add_cli_arguments
+
+    add_cli_arguments(
+        sub.add_parser(
+            "export-inputs", help="write the protocol's test inputs as PNG + manifest for a method run elsewhere"
+        ),
+        sub.add_parser("score-outputs", help="score a folder of outputs made elsewhere (an external row)"),
+    )
 
     # Parsed by agebench.age_photo (see `agebench age-photo --help`); listed here for the overview.
     sub.add_parser("age-photo", help="age every face of a photo with trained methods", add_help=False)
     sub.add_parser("feature-maps", help="dump cyclegan_agevec's intermediate feature maps for a face", add_help=False)
+    sub.add_parser(
+        "doctor", help="pre-flight: check data, weights, disk and device for params.yaml in seconds", add_help=False
+    )
+    for name, parser in sub.choices.items():  # defaults and an example in every subcommand's --help
+        parser.formatter_class = HelpFormatter
+        if name in EXAMPLES and parser.epilog is None:
+            parser.epilog = f"example:\n  {EXAMPLES[name]}"
+    upd.formatter_class, upd.epilog = HelpFormatter, f"example:\n  {EXAMPLES['baseline']}"
     return p
+
+
+def _summary(out_file: str | None, line: str) -> None:
+    """The command's one-line summary, also when the table or JSON went to a file. On stderr: stdout carries
+    only the data (so `agebench age DIR > ages.csv` stays a clean CSV)."""
+    print(f"{line}; wrote {out_file}" if out_file else line, file=sys.stderr)
 
 
 def _gate(args: argparse.Namespace) -> int:
@@ -79,7 +148,16 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `agebench` console script.
+    """Entry point of the `agebench` console script: `_main`, with Ctrl-C as one line and exit status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("agebench: interrupted (Ctrl-C); outputs already in place are unchanged", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """The `agebench` command.
 
     Returns 0 on success and 2, after one `agebench CMD: error: ...` line on stderr, for unusable input
     (a missing or image-less folder, too few images, no common names, an unwritable output, missing
@@ -90,18 +168,27 @@ def main(argv: list[str] | None = None) -> int:
         from agebench.age_photo import cli
 
         return cli(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from agebench.doctor import main as doctor
+
+        return doctor(argv[1:])
     if argv[:1] == ["feature-maps"]:
+        from agebench.common import OutputPathError
         from agebench.config import ParamsError
         from agebench.feature_maps import main as feature_maps
 
         try:
             return feature_maps(argv[1:])
-        except (ParamsError, FileNotFoundError) as exc:
+        except (ParamsError, FileNotFoundError, OutputPathError) as exc:
             print(f"agebench feature-maps: error: {exc}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
     if args.command in ("check", "baseline"):
         return _gate(args)
+    if args.command in ("export-inputs", "score-outputs"):
+        from agebench.external import run_cli
+
+        return run_cli(args.command, args)
     if args.command == "new-method":
         from pathlib import Path
 
@@ -118,21 +205,41 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     from agebench import cli_score
+    from agebench.config import ParamsError
     from metrics.backbones import BackboneError
 
     try:
         if args.command == "fid":
-            result = cli_score.cmd_fid(args.real_dir, args.fake_dir, args.json_out, args.batch_size)
+            cfg = None
+            if args.params:
+                from agebench.config import load_params
+
+                cfg = load_params(args.params).evaluate
+            result = cli_score.cmd_fid(args.real_dir, args.fake_dir, args.json_out, args.batch_size, cfg)
             if not args.json_out:
                 # Valid JSON even if a value is not finite (null, as in the --json file).
                 finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in result.items()}
                 print(json.dumps(finite, indent=2, allow_nan=False))
+            _summary(
+                args.json_out,
+                f"agebench fid: FID {result['fid']:.3f}, KID {result['kid_mean']:.5f} +- {result['kid_std']:.5f} "
+                f"({result['n_real']} real, {result['n_fake']} generated images)",
+            )
         elif args.command == "age":
-            cli_score.cmd_age(args.dir, args.csv_out)
+            rows = cli_score.cmd_age(args.dir, args.csv_out)
+            ages = [a for _, a in rows if math.isfinite(a)]
+            mean = f", mean age {sum(ages) / len(ages):.1f}" if ages else ""
+            _summary(args.csv_out, f"agebench age: {len(rows)} images, {len(rows) - len(ages)} without an age{mean}")
         elif args.command == "verify":
-            cli_score.cmd_verify(args.dir_a, args.dir_b, args.csv_out, args.threshold)
+            rows = cli_score.cmd_verify(args.dir_a, args.dir_b, args.csv_out, args.threshold, args.judge)
+            same = sum(r[2] for r in rows)
+            failed = sum(not math.isfinite(r[1]) for r in rows)
+            _summary(
+                args.csv_out,
+                f"agebench verify ({args.judge}): {len(rows)} pairs, {same} same person, {failed} without a face",
+            )
     # OSError covers missing paths and outputs that cannot be written (a folder, no permission).
-    except (cli_score.FolderError, BackboneError, OSError) as exc:
+    except (cli_score.FolderError, BackboneError, ParamsError, OSError) as exc:
         print(f"agebench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

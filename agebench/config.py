@@ -2,8 +2,8 @@
 
 Every section loads into a frozen dataclass. Unknown keys and wrong types are errors that name the
 key and the file, so a typo never silently falls back to a default. The top-level `profile` key
-(`full` or `smoke`) selects an overlay: with `profile: smoke`, the `smoke:` section is merged over
-the rest before any section is built.
+(`full`, `smoke` or `cpu`) selects an overlay: with `profile: smoke`, the `smoke:` section is merged
+over the rest before any section is built (`cpu:` likewise).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 T = TypeVar("T")
 
-PROFILES = ("full", "smoke")
+PROFILES = ("full", "smoke", "cpu")
 
 
 class ParamsError(ValueError):
@@ -86,12 +86,75 @@ def build(cls: type[T], data: Any, where: str) -> T:
         raise ParamsError(f"{where}.{unknown[0]}: unknown key (valid keys: {', '.join(sorted(fields)) or 'none'})")
     hints = get_type_hints(cls)
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    for key, value in kwargs.items():
+        check_range(key, value, f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ParamsError(f"{where}: {exc}") from None
     except ValueError as exc:  # __post_init__ validation
         raise ParamsError(f"{where}: {exc}") from None
+
+
+# Range rules by field name, for every section (shared ones and each method's `config_cls`), so a
+# method gets them without code of its own. 0 is allowed where the field documents 0 as "off"/"no cap".
+_ZERO_OK = frozenset(
+    {"max_steps", "sample_every", "n_epochs", "n_epochs_decay", "epochs_per_size", "workers", "retries", "threads"}
+)
+_AT_LEAST_ONE_SUFFIXES = (
+    "batch_size",
+    "batch_per_size",
+    "steps",
+    "_every",
+    "epochs",
+    "resolution",
+    "resamples",
+    "subsets",
+    "subset_size",
+    "_bytes",
+    "_pixels",
+)
+
+
+def range_rule(name: str) -> tuple[str, float] | None:
+    """The range a parameter named `name` must lie in, as (">=" or ">", bound); None when unconstrained.
+
+    Learning rates (`lr`, `*_lr`) must be > 0; batch sizes, steps, epochs, intervals (`*_every`),
+    resolutions, resample counts and size caps >= 1; the fields where 0 means "off" or "no cap"
+    (`max_steps`, `sample_every`, `workers`, ...) >= 0.
+    """
+    if name == "lr" or name.endswith("_lr"):
+        return (">", 0.0)
+    if name in _ZERO_OK or name.endswith(("_decay", "pool_size")):
+        return (">=", 0.0)
+    if name.endswith(_AT_LEAST_ONE_SUFFIXES) or name in ("steps", "epochs"):
+        return (">=", 1.0)
+    return None
+
+
+def check_range(name: str, value: Any, where: str) -> None:
+    """Raise ParamsError (one line naming `where`) when a number (or a list item) breaks `range_rule(name)`."""
+    rule = range_rule(name)
+    if rule is None:
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    op, bound = rule
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if (op == ">" and not v > bound) or (op == ">=" and not v >= bound):
+            raise ParamsError(f"{where}: must be {op} {bound:g}, got {value!r}")
+
+
+def _check_raw_ranges(data: Any, where: str) -> None:
+    """`check_range` on every key of a not-yet-built section (nested mappings too; lists as tuples)."""
+    if not isinstance(data, Mapping):
+        return
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            _check_raw_ranges(value, f"{where}.{key}")
+        else:
+            check_range(str(key), tuple(value) if isinstance(value, list) else value, f"{where}.{key}")
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -183,6 +246,12 @@ class DataConfig:
     workers: int = 0
     #: Download retries per attempt chain (URL sources).
     retries: int = 5
+    #: Unpacking an archive stops with an error past this many bytes in all (UTKFace: 106 MB packed).
+    max_unpacked_bytes: int = 1_000_000_000
+    #: ... or past this many bytes in one member (UTKFace's faces are ~10 kB each).
+    max_member_bytes: int = 50_000_000
+    #: `prepare` excludes ("too many pixels") images with more pixels than this, before decoding them.
+    max_image_pixels: int = 25_000_000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.subsample <= 1.0:
@@ -262,6 +331,13 @@ class TrainConfig:
     threads: int = 0
     #: Use torch's deterministic algorithms (slower on GPU; on for reproducible CPU runs).
     deterministic: bool = True
+    #: Train the full profile even without a GPU (the pre-flight otherwise stops with the estimated hours).
+    allow_cpu_full: bool = False
+    #: Speed switches applied from outside every method (agebench.speed; none changes a method):
+    #: NHWC layout of all networks, bfloat16 autocast around each train step, torch.compile in place.
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,10 +356,11 @@ class EvaluateConfig:
     """`evaluate:` scoring settings (PROTOCOL.md section 4)."""
 
     #: Registered task metrics to compute (metrics/registry.py); each name is a leaderboard column group.
-    metrics: tuple[str, ...] = ("age", "identity", "joint", "fid", "cycle")
+    metrics: tuple[str, ...] = ("face", "age", "identity", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
     resolution: int = 128
     batch_size: int = 16
-    #: Verification threshold of the dlib backend (dlib's own; PROTOCOL.md s.4).
+    #: Verification threshold of the dlib second opinion (dlib's own; PROTOCOL.md s.4). The judge, SFace, uses
+    #: OpenCV's published 0.363 (metrics.sface.SFACE_THRESHOLD), part of the protocol, not a setting.
     id_threshold: float = 0.6
     #: Threshold on L2-normalised FaceNet embeddings (facenet backend only; not calibrated on UTKFace).
     facenet_threshold: float = 1.1
@@ -294,7 +371,8 @@ class EvaluateConfig:
     kid_seed: int = 0
     #: Age estimator backend: "onnx" (default, bundled) or "deepface" (optional, needs its weights).
     age_backend: Literal["onnx", "deepface"] = "onnx"
-    #: Identity backend: "dlib" (default, bundled) or "facenet" (optional, needs `facenet_weights`, a
+    #: Second-opinion identity backend beside the SFace judge: "dlib" (default, bundled) or "facenet"
+    #: (optional; its metrics are then identity_facenet / joint_facenet; needs `facenet_weights`, a
     #: state dict of facenet-pytorch's InceptionResnetV1; relative to params.yaml).
     id_backend: Literal["dlib", "facenet"] = "dlib"
     facenet_weights: str = ""
@@ -341,9 +419,58 @@ class Params:
     evaluate: EvaluateConfig
     methods: tuple[str, ...]
     raw: Mapping[str, Any]
+    #: External rows (PROTOCOL.md s.6): folders of outputs made outside the pipeline, scored like methods.
+    external: tuple[ExternalEntry, ...] = ()
 
 
-SHARED_SECTIONS = ("profile", "methods", "data", "groups", "tasks", "train", "generate", "evaluate", "check", "_file")
+@dataclasses.dataclass(frozen=True)
+class ExternalEntry:
+    """One `external:` entry: a method run elsewhere, scored from its folder of outputs (PROTOCOL.md s.6).
+
+    `name` is the leaderboard row and `reports/metrics/<name>.json`; `folder` holds `<task>/<id>.png`
+    (relative to params.yaml); `source` is free text (paper, commit, weights) shown beside the row.
+    """
+
+    name: str
+    folder: str
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, '_' and '-'")
+        if not self.folder:
+            raise ValueError(f"{self.name}: folder is empty; give the folder of <task>/<id>.png outputs")
+
+
+def external_section(raw: Mapping[str, Any], method_names: list[str]) -> tuple[ExternalEntry, ...]:
+    """Build `external:` (default empty): names unique and different from every method and `real`."""
+    where = f"{raw.get('_file', 'params.yaml')}: external"
+    entries = _coerce(tuple[ExternalEntry, ...], raw.get("external") or [], where)
+    seen: set[str] = set()
+    for i, e in enumerate(entries):
+        if e.name in seen:
+            raise ParamsError(f"{where}[{i}].name: {e.name!r} is listed twice; names must be unique")
+        if e.name in method_names or e.name == "real":
+            raise ParamsError(f"{where}[{i}].name: {e.name!r} is a built-in row; choose another name")
+        seen.add(e.name)
+    return entries
+
+
+SHARED_SECTIONS = (
+    "profile",
+    "methods",
+    "data",
+    "groups",
+    "tasks",
+    "train",
+    "generate",
+    "evaluate",
+    "check",
+    "external",
+    "_file",
+)
 
 
 def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
@@ -352,13 +479,23 @@ def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
     from agebench.registry import UnknownNameError
 
     where = raw.get("_file", "params.yaml")
+    listed = raw.get("methods", ["identity"])
+    if not isinstance(listed, list):
+        raise ParamsError(f"{where}: methods: expected a list of method names, got {type(listed).__name__} {listed!r}")
+    if not listed:
+        raise ParamsError(
+            f"{where}: methods: the list is empty; name at least one of {', '.join(sorted(method_names))}"
+        )
+    for i, name in enumerate(listed):
+        if not isinstance(name, str):
+            raise ParamsError(f"{where}: methods[{i}]: expected a method name, got {type(name).__name__} {name!r}")
     for key in raw:
         if key not in SHARED_SECTIONS and key not in method_names:
             raise ParamsError(
                 f"{where}: {key}: unknown top-level key (valid: "
                 f"{', '.join(sorted(set(SHARED_SECTIONS[:-1]) | set(method_names)))})"
             )
-    for name in raw.get("methods") or []:
+    for name in listed:
         if name not in method_names:
             raise UnknownNameError(
                 f"{where}: methods: unknown method {name!r}; valid methods: {', '.join(sorted(method_names))}"
@@ -368,12 +505,16 @@ def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate a params file (profile overlay applied): the shared sections are built
     into frozen dataclasses, top-level keys and the `methods:` list are checked against the method
-    registry (method sections themselves are built by the stages with their method's config class)."""
+    registry, and every method's section is range-checked by field name (`range_rule`, e.g.
+    `batch_size: 0`, `lr: 0`) without importing the method: one ParamsError before any stage reads
+    data. The stage that trains a method builds its section with the method's config class."""
     from agebench.registry import METHODS
 
     raw = read_params(path)
     check_top_level(raw, METHODS.names())
     methods = _coerce(tuple[str, ...], raw.get("methods", ["identity"]), f"{raw['_file']}: methods")
+    for name in METHODS.names():  # listed or not: a section in the file is checked
+        _check_raw_ranges(raw.get(name), f"{raw['_file']}: {name}")
     return Params(
         profile=raw["profile"],
         data=section(raw, "data", DataConfig),
@@ -384,4 +525,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         evaluate=section(raw, "evaluate", EvaluateConfig),
         methods=methods,
         raw=types.MappingProxyType(raw),
+        external=external_section(raw, METHODS.names()),
     )

@@ -149,3 +149,72 @@ def test_unknown_top_level_key_and_unknown_method_are_errors(tmp_path: Path) -> 
     assert load_params(write(tmp_path, {"methods": ["identity"], "age_cgan": {"latent_steps": 3}})).methods == (
         "identity",
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranges (issue 9 case 4): every bad value is one ParamsError naming the file and the key
+
+
+def _repo_params_with(tmp_path: Path, section_name: str | None, key: str, value: object, profile: str = "full") -> Path:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["profile"] = profile
+    if section_name is None:
+        data[key] = value
+    else:
+        data[section_name][key] = value
+    return write(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    ("section_name", "key", "value", "message"),
+    [
+        ("cyclegan_agevec", "batch_size", -1, "cyclegan_agevec.batch_size: must be >= 1, got -1"),
+        ("generate", "batch_size", -4, "generate.batch_size: must be >= 1, got -4"),
+        ("evaluate", "batch_size", 0, "evaluate.batch_size: must be >= 1"),
+        ("cyclegan_keras", "lr", 0, "cyclegan_keras.lr: must be > 0"),
+        ("cyclegan_perceptual", "lr", 0.0, "cyclegan_perceptual.lr: must be > 0"),
+        ("cyclegan_agevec", "lr", -0.1, "cyclegan_agevec.lr: must be > 0"),
+        ("age_cgan", "encoder_lr", 0, "age_cgan.encoder_lr: must be > 0"),
+        ("age_cgan", "encoder_steps", 0, "age_cgan.encoder_steps: must be >= 1"),
+        ("train", "log_every", 0, "train.log_every: must be >= 1"),
+        ("train", "checkpoint_every", 0, "train.checkpoint_every: must be >= 1"),
+        ("train", "sample_every", -1, "train.sample_every: must be >= 0"),
+        ("cyclegan_keras", "batch_per_size", [32, 0, 2], "cyclegan_keras.batch_per_size: must be >= 1"),
+        ("cyclegan_keras", "max_steps", -5, "cyclegan_keras.max_steps: must be >= 0"),
+        ("data", "max_member_bytes", 0, "data.max_member_bytes: must be >= 1"),
+        (None, "methods", "identity", "methods: expected a list of method names, got str 'identity'"),
+        (None, "methods", [], "methods: the list is empty"),
+        (None, "methods", [3], "methods[0]: expected a method name"),
+    ],
+)
+def test_out_of_range_params_are_one_line_errors(tmp_path: Path, section_name, key, value, message) -> None:
+    path = _repo_params_with(tmp_path, section_name, key, value)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_ranges_apply_through_the_profile_overlay(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["profile"] = "smoke"
+    data["smoke"]["age_cgan"]["batch_size"] = 0
+    with pytest.raises(ParamsError, match=r"age_cgan\.batch_size: must be >= 1, got 0"):
+        load_params(write(tmp_path, data))
+
+
+def test_method_section_ranges_checked_by_its_config_class_too() -> None:
+    """A method's own section, built through `section` (as the train stage does), gets the same rules."""
+    from agebench.registry import METHODS
+
+    cls = METHODS.get("cyclegan_agevec").config_cls
+    with pytest.raises(ParamsError, match=r"params\.yaml: cyclegan_agevec\.batch_size: must be >= 1"):
+        section({"cyclegan_agevec": {"batch_size": 0}}, "cyclegan_agevec", cls)
+    assert section({"cyclegan_agevec": {"max_steps": 0}}, "cyclegan_agevec", cls).max_steps == 0
+
+
+def test_repository_params_pass_the_range_rules(tmp_path: Path) -> None:
+    for profile in ("full", "smoke"):
+        data = yaml.safe_load((REPO / "params.yaml").read_text())
+        data["profile"] = profile
+        assert load_params(write(tmp_path, data)).profile == profile
