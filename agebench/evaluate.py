@@ -21,6 +21,7 @@ from agebench.config import Params
 from agebench.data import faces_nchw, load_faces, load_index
 from agebench.registry import resolve_metrics
 from agebench.scoring import result_context
+from metrics.stats import pack_outcomes
 from metrics.suite import Scorer, score_task
 
 REFERENCE_METHODS = ("identity",)
@@ -44,6 +45,13 @@ def evaluate_method(
 ) -> dict[str, Any]:
     """Score every task in `outputs/tasks.json`; returns the metrics document.
 
+    A task's `<task>.npz` holds `rows`, `fake` and optionally `cycle` (round trips), `present` and
+    `cycle_present` ((N,) bool masks of the outputs / round trips that exist; an external row writes them,
+    the `generate` stage does not: every output present). Each task result carries `joint_faces`, the
+    per-face SFace joint outcomes packed by `metrics.stats.pack_outcomes` (row-aligned with `rows`; the
+    report's paired bootstrap reads them); the document's `uses_scoring_networks` (a list, [] by default)
+    comes from `tasks.json` (top level, else its `train` summary).
+
     `per_face`, when given, receives `<task>/rows` and the metrics' per-face arrays `<task>/<name>` (age_in,
     age_out, face_found, id_sim, id_dist, ...);
     `runtime` receives the training summary's machine-dependent keys (`RUNTIME_KEYS`), which the
@@ -59,6 +67,7 @@ def evaluate_method(
     for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
         data = np.load(outputs / f"{task_id}.npz")
         rows = data["rows"]
+        masks = {k: data[k].astype(bool) for k in ("present", "cycle_present") if k in data.files}
         faces_out: dict[str, np.ndarray] = {}
         sub = index.set_index("row").loc[rows]
         target_rows = index.loc[index[t["scheme"]] == t["target"], "row"].to_numpy()
@@ -67,7 +76,7 @@ def evaluate_method(
             scorer,
             faces_nchw(faces, rows),
             nchw(data["fake"]),
-            nchw(data["cycle"]),
+            nchw(data["cycle"]) if "cycle" in data.files else None,
             faces_nchw(faces, target_rows),
             faces_nchw(faces, target_test),
             tuple(schemes[t["scheme"]][t["target"]]),
@@ -75,7 +84,10 @@ def evaluate_method(
             sub["race"].astype(str).to_numpy(),
             metrics,
             per_face=faces_out,
+            **masks,
         )
+        if "joint" in faces_out:  # the SFace joint metric ran: per-face outcomes for paired comparisons
+            result["joint_faces"] = pack_outcomes(faces_out["joint"])
         if per_face is not None:
             per_face[f"{task_id}/rows"] = rows
             per_face.update({f"{task_id}/{k}": v for k, v in faces_out.items()})
@@ -93,6 +105,7 @@ def evaluate_method(
     if recon.is_file():
         doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
     train = meta.get("train", {})
+    doc["uses_scoring_networks"] = list(meta.get("uses_scoring_networks", train.get("uses_scoring_networks", [])))
     doc["train"] = {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
     if runtime is not None:
         runtime.update({k: v for k, v in train.items() if k in RUNTIME_KEYS})

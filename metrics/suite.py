@@ -218,6 +218,9 @@ class TaskContext:
     group), `fake` (row-aligned outputs), `cycle` (round trips or None), `real_target` (all real faces
     of the target group, train and test, for FID/KID), `real_target_test` (real test faces of the
     target group, for the estimator's ceiling). `idx` holds the shared bootstrap resamples.
+    `present` (N,) bool marks the outputs that exist (an external row may lack some): the networks never
+    see the rows of a missing output, which fail every per-face metric as a no-face output does.
+    `cycle_present` (N,) bool marks the round trips that exist.
     """
 
     scorer: Scorer
@@ -228,8 +231,36 @@ class TaskContext:
     real_target_test: torch.Tensor
     target_bounds: tuple[int, int]
     idx: np.ndarray
+    present: np.ndarray | None = None
+    cycle_present: np.ndarray | None = None
+    #: Whether the caller gave a `present` mask (then `missing` and `fid_n` are reported).
+    masked: bool = dataclasses.field(init=False, default=False)
     ci: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     _values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.inputs)
+        self.masked = self.present is not None
+        self.present = np.ones(n, bool) if self.present is None else np.asarray(self.present, bool)
+        self.cycle_present = np.ones(n, bool) if self.cycle_present is None else np.asarray(self.cycle_present, bool)
+        for name, mask in (("present", self.present), ("cycle_present", self.cycle_present)):
+            if mask.shape != (n,):
+                raise ValueError(f"{name} mask has shape {mask.shape}; expected ({n},), one flag per input")
+
+    def on_present(self, images: torch.Tensor, fn: Callable[[torch.Tensor], np.ndarray], fill: Any) -> np.ndarray:
+        """`fn` over the rows of `images` whose output is present, `fill` on the others: (N, ...) array.
+
+        With every output present the whole set goes to `fn` unchanged (same cache keys, same numbers).
+        """
+        keep = self.present
+        if keep.all():
+            return np.asarray(fn(images))
+        part = np.asarray(fn(images[torch.from_numpy(np.flatnonzero(keep))])) if keep.any() else None
+        shape = (len(images),) + (part.shape[1:] if part is not None else ())
+        out = np.full(shape, fill, dtype=part.dtype if part is not None else np.asarray(fill).dtype)
+        if part is not None:
+            out[keep] = part
+        return out
 
     def available(self, name: str) -> bool:
         """Whether per-face value `name` can be served (see `get`)."""
@@ -246,8 +277,8 @@ class TaskContext:
         if name not in self._values:
             kind, _, judge = name.partition(":")
             if kind == "verification" and judge:
-                v = self.scorer.verify(self.inputs, self.fake, judge)
-                # Face validity first: an output with no face is never verified, whatever the judge found.
+                v = self._verify_present(judge)
+                # Face validity first: an output with no face (or none at all) is never verified.
                 failed = v.failed | ~self.get("face_found")
                 self._values[name] = Verification(np.where(failed, np.nan, v.score), v.same & ~failed, failed)
             elif name in _PER_FACE:
@@ -257,6 +288,19 @@ class TaskContext:
                     f"unknown per-face value {name!r}; known: {', '.join(sorted(_PER_FACE))}, verification:<judge>"
                 )
         return self._values[name]
+
+    def _verify_present(self, judge: str) -> Verification:
+        """Input vs output verification on the present rows; missing outputs failed."""
+        keep = self.present
+        if keep.all():
+            return self.scorer.verify(self.inputs, self.fake, judge)
+        n = len(keep)
+        score, same, failed = np.full(n, np.nan), np.zeros(n, bool), np.ones(n, bool)
+        if keep.any():
+            sel = torch.from_numpy(np.flatnonzero(keep))
+            v = self.scorer.verify(self.inputs[sel], self.fake[sel], judge)
+            score[keep], same[keep], failed[keep] = v.score, v.same, v.failed
+        return Verification(score=score, same=same, failed=failed)
 
     def mean(
         self, name: str, values: np.ndarray, valid: np.ndarray | None = None, index: np.ndarray | None = None
@@ -268,10 +312,10 @@ class TaskContext:
 
 
 _PER_FACE: dict[str, Callable[[TaskContext], Any]] = {
-    "face_found": lambda c: c.scorer.faces_found(c.fake),
+    "face_found": lambda c: c.on_present(c.fake, c.scorer.faces_found, False).astype(bool),
     "face_found_in": lambda c: c.scorer.faces_found(c.inputs),
     "age_in": lambda c: c.scorer.estimate_ages(c.inputs),
-    "age_out": lambda c: c.scorer.estimate_ages(c.fake),
+    "age_out": lambda c: c.on_present(c.fake, c.scorer.estimate_ages, np.nan).astype(np.float64),
     "in_target": lambda c: stats.in_range(c.get("age_out"), c.target_bounds) & c.get("face_found"),
     "cycle": lambda c: c.cycle,
 }
@@ -316,7 +360,8 @@ def _age(ctx: TaskContext) -> MetricResult:
         "age_acc": ctx.mean("age_acc", in_target.astype(np.float64)),
         "age_mean": ctx.mean("age_mean", age_out, out_ok),
         "age_gain": ctx.mean("age_gain", age_out - age_in, out_ok & np.isfinite(age_in)),
-        "age_fail": int((~np.isfinite(age_out)).sum()),
+        # Estimator failures on outputs that exist (a missing output is counted in `missing`).
+        "age_fail": int((~np.isfinite(age_out) & ctx.present).sum()),
     }
     age_real = ctx.scorer.estimate_ages(ctx.real_target_test)
     real_idx = _resamples(len(age_real), ctx.scorer)
@@ -353,20 +398,30 @@ def joint_metric(judge: str, suffix: str = "") -> Metric:
     def compute(ctx: TaskContext) -> MetricResult:
         ok = (ctx.get("in_target") & ctx.get(f"verification:{judge}").same).astype(np.float64)
         name = f"joint{suffix}"
-        return MetricResult({name: ctx.mean(name, ok)}, rates={name: ok} if not suffix else {})
+        # The judge's per-face outcomes (`joint`) go to the report's paired comparisons; second opinions' do not.
+        extra = {name: ok} if not suffix else {}
+        return MetricResult({name: ctx.mean(name, ok)}, per_face=extra, rates=extra)
 
     return Metric(("in_target", f"verification:{judge}"), compute, f"joint with {judge}")
 
 
 def _fid(ctx: TaskContext) -> MetricResult:
-    r = ctx.scorer.fid_kid(ctx.real_target, ctx.fake)
-    return MetricResult({"n_real_target": len(ctx.real_target), **{k: r[k] for k in ("fid", "kid_mean", "kid_std")}})
+    fake = ctx.fake
+    values: dict[str, Any] = {"n_real_target": len(ctx.real_target)}
+    if not ctx.present.all():  # missing outputs are left out of the features, never scored as placeholders
+        fake = fake[torch.from_numpy(np.flatnonzero(ctx.present))]
+    if ctx.masked:
+        values["fid_n"] = len(fake)
+    r = ctx.scorer.fid_kid(ctx.real_target, fake)
+    return MetricResult({**values, **{k: r[k] for k in ("fid", "kid_mean", "kid_std")}})
 
 
 def _cycle(ctx: TaskContext) -> MetricResult:
-    if ctx.cycle is None:
+    # No round trips at all: cycle_l1 is absent, never 0.
+    if ctx.cycle is None or not ctx.cycle_present.any():
         return MetricResult({})
-    return MetricResult({"cycle_l1": ctx.mean("cycle_l1", stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy()))})
+    l1 = stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy())
+    return MetricResult({"cycle_l1": ctx.mean("cycle_l1", l1, ctx.cycle_present)})
 
 
 face_metric = Metric(("face_found", "face_found_in"), _face, "face_fail: outputs where YuNet finds no face")
@@ -399,6 +454,8 @@ def score_task(
     race: np.ndarray,
     metrics: Sequence[Metric] | dict[str, Metric],
     per_face: dict[str, np.ndarray] | None = None,
+    present: np.ndarray | None = None,
+    cycle_present: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score one task (PROTOCOL.md s.4) with the given metrics (resolved by the caller from the registry).
 
@@ -412,7 +469,13 @@ def score_task(
         gender, race: (N,) labels of the inputs ("0"/"1"; "0".."4"/"unknown").
         metrics: `Metric`s (or name -> Metric, names used in error messages only).
         per_face: when given, filled with the metrics' (N,) per-face arrays (e.g. `age_in`, `age_out`,
-            `face_found`, `id_sim`, `id_dist`), row-aligned with `inputs`.
+            `face_found`, `id_sim`, `id_dist`, `joint`), row-aligned with `inputs`.
+        present: (N,) bool, the outputs that exist (None: all). A missing output (its row of `fake` is a
+            placeholder no network sees) fails every per-face metric as a no-face output does: outside the
+            target group, not verified, not joint, counted in face_fail/id_fail, left out of age_mean,
+            age_gain and id_sim, and left out of FID/KID. Given a mask, the result has `missing` and `fid_n`.
+        cycle_present: (N,) bool, the round trips that exist (None: all of `cycle`); cycle_l1 is their mean,
+            absent when there are none; given a mask (and round trips), the result has `cycle_missing`.
     Returns:
         {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "breakdown": {"gender": ..., "race": ...}}.
     Raises:
@@ -430,12 +493,18 @@ def score_task(
         real_target_test,
         tuple(target_bounds),
         _resamples(len(inputs), scorer),
+        present,
+        cycle_present,
     )
     for name, m in named.items():
         missing = [need for need in m.needs if not ctx.available(need)]
         if missing:
             raise KeyError(f"metric {name!r} needs {', '.join(missing)}, which this scorer cannot compute")
     out: dict[str, Any] = {"n": len(inputs)}
+    if ctx.masked:
+        out["missing"] = int((~ctx.present).sum())
+    if cycle_present is not None and cycle is not None and ctx.cycle_present.any():
+        out["cycle_missing"] = int((~ctx.cycle_present).sum())
     rates: dict[str, np.ndarray] = {}
     for m in named.values():
         res = m(ctx)

@@ -346,18 +346,17 @@ def test_toy_method_through_score_outputs(world: dict, exported: Path, tmp_path:
     assert "cycle_l1" in doc["tasks"]["aging"] and "cycle_l1" not in doc["tasks"]["rejuvenation"]
     assert "cycle_l1" not in doc["tasks"]["rejuvenation"]["ci95"]
     assert "| rejuvenation |" in out and "–" in out.split("| rejuvenation |")[1].splitlines()[0]
-    # The same arrays through the built-in evaluate path give the same numbers.
+    # The same arrays (and masks) through the built-in evaluate path give the same numbers, nothing patched after.
     from agebench.evaluate import evaluate_method
 
     params = load_params(world["params"])
     layout = tmp_path / "layout"
     outputs, _ = external.read_folder(folder, params, world["prepared"])
     external.write_generate_layout(layout, outputs, params)
+    assert "cycle" not in np.load(layout / "rejuvenation.npz").files  # no placeholder round trips
     ref = evaluate_method("toy", params, world["prepared"], layout, stub_scorer())
-    ref_tasks = json.loads(json.dumps(ref["tasks"]))
-    ref_tasks["rejuvenation"].pop("cycle_l1")
-    ref_tasks["rejuvenation"]["ci95"].pop("cycle_l1")
-    assert strip(doc) == ref_tasks
+    assert doc["tasks"] == json.loads(json.dumps(ref["tasks"]))
+    assert all(t["missing"] == 0 and t["fid_n"] == t["n"] for t in doc["tasks"].values())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,6 +400,7 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
     ids = external.task_inputs(params, index)["aging"]["id"].tolist()
     gone_pos = sorted(ids.index(p.stem) for p in gone)
     assert np.flatnonzero(np.isnan(per_face["aging/age_out"])).tolist() == gone_pos
+    assert a["joint_faces"] == "".join("0" if i in gone_pos else "1" for i in range(n))  # row-aligned, paired
     # FID/KID on the outputs that exist, never on placeholders.
     outputs, _ = external.read_folder(folder, params, world["prepared"])
     t = outputs.tasks["aging"]
@@ -416,6 +416,47 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
     problems = _problems(doc)
     assert problems[("aging", "missing")] == [p.stem for p in gone]
     assert problems[("rejuvenation_cycle", "cycle_missing")] == [cycle_gone.stem]
+
+
+def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, exported: Path, tmp_path: Path) -> None:
+    """`joint_faces` is the SFace joint per face (found, in the target group, verified), row-aligned with `rows`;
+    `uses_scoring_networks` comes from tasks.json (top level, else the training summary), [] by default."""
+    from agebench.common import read_json, write_json
+    from agebench.evaluate import evaluate_method
+    from metrics.stats import in_range, pack_outcomes, unpack_outcomes
+
+    params = load_params(world["params"])
+    folder = toy_method(exported, tmp_path / "toy", size=128, transform=old_red)
+    for p in sorted((folder / "aging").iterdir())[1:3]:
+        p.unlink()
+    outputs, _ = external.read_folder(folder, params, world["prepared"])
+    layout = tmp_path / "layout"
+    external.write_generate_layout(layout, outputs, params)
+    per_face: dict[str, np.ndarray] = {}
+    doc = evaluate_method("toy", params, world["prepared"], layout, stub_scorer(), per_face)
+    schemes = params.groups.schemes()
+    for task, res in doc["tasks"].items():
+        bounds = schemes[res["scheme"]][res["target"]]
+        ok = (
+            (per_face[f"{task}/face_found"] > 0.5)
+            & in_range(per_face[f"{task}/age_out"], bounds)
+            & (np.nan_to_num(per_face[f"{task}/id_sim"], nan=-1.0) >= 0.363)
+        )
+        assert len(res["joint_faces"]) == len(per_face[f"{task}/rows"]) == res["n"]
+        assert res["joint_faces"] == pack_outcomes(ok) == pack_outcomes(per_face[f"{task}/joint"]), task
+        assert unpack_outcomes(res["joint_faces"]).mean() == pytest.approx(res["joint"], abs=1e-12)
+    assert doc["tasks"]["aging"]["joint_faces"] == "1" + "00" + "1" * (doc["tasks"]["aging"]["n"] - 3)
+    assert doc["uses_scoring_networks"] == []
+    meta = read_json(layout / "tasks.json")
+    del meta["uses_scoring_networks"]
+    meta["train"] = {"uses_scoring_networks": ["dlib"]}
+    write_json(layout / "tasks.json", meta)
+    assert evaluate_method("toy", params, world["prepared"], layout, stub_scorer())["uses_scoring_networks"] == ["dlib"]
+    meta["uses_scoring_networks"] = ["facenet"]
+    write_json(layout / "tasks.json", meta)
+    assert evaluate_method("toy", params, world["prepared"], layout, stub_scorer())["uses_scoring_networks"] == [
+        "facenet"
+    ]
 
 
 def test_partial_and_wrong_names_are_listed(world: dict, exported: Path, tmp_path: Path, stub, capsys) -> None:

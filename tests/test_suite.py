@@ -142,7 +142,8 @@ def test_outputs_without_a_face_fail_every_per_face_metric() -> None:
     assert out["age_gain"] == pytest.approx(0.0) and out["id_sim"] == pytest.approx(1.0)
     assert per_face["face_found"].tolist() == [0.0] * 4 + [1.0] * 8
     assert np.isnan(per_face["id_sim"][:4]).all() and np.isnan(per_face["id_dist"][:4]).all()
-    assert set(per_face) == {"face_found", "age_in", "age_out", "id_sim", "id_dist"}
+    assert set(per_face) == {"face_found", "age_in", "age_out", "id_sim", "id_dist", "joint"}
+    assert per_face["joint"].tolist() == [0.0] * 4 + [1.0] * 8
 
 
 def test_values_invariant_to_face_order() -> None:
@@ -268,3 +269,45 @@ def test_chunked_progress_path_gives_the_same_results(tmp_path) -> None:
     chunked = score(s, x, fake, fake, real, real, (50, 59), g, r)
     for k in ("age_acc", "age_mean", "id_rate", "id_sim", "id_dist_dlib", "joint", "fid", "kid_mean", "cycle_l1"):
         assert chunked[k] == pytest.approx(plain[k], rel=1e-12), k
+
+
+def test_missing_outputs_are_masked_and_fail_like_no_face_outputs() -> None:
+    """PROTOCOL.md s.6 missing outputs: a `present` mask, not pixels, decides. A missing output's row here holds
+    the input itself (a perfect output if anything scored it), yet it fails every per-face metric exactly as a
+    no-face output does, never reaches a network, is left out of FID/KID and is counted in `missing`."""
+    x = faces(12, 20)
+    g, r = labels(12)
+    real, real_test = faces(20, 1), faces(10, 2)
+    no_face = x.clone()
+    no_face[:4] = torch.tensor([160, 40, 200], dtype=torch.uint8)[:, None, None]
+    ref = score(make_scorer(), x, no_face, None, real, real_test, (0, 200), g, r)
+    present = np.array([False] * 4 + [True] * 8)
+    s = make_scorer()
+    seen: list[int] = []
+    ages = s.ages
+    s.ages = lambda imgs: (seen.append(len(imgs)), ages(imgs))[1]
+    per_face: dict[str, np.ndarray] = {}
+    out = score_task(
+        s, x, x.clone(), None, real, real_test, (0, 200), g, r, resolve_metrics(DEFAULT), per_face, present=present
+    )
+    same = ("face_fail", "age_acc", "age_mean", "age_gain", "age_fail", "id_rate", "id_sim", "id_fail", "joint")
+    for k in (*same, "id_rate_dlib", "id_dist_dlib", "id_fail_dlib", "joint_dlib", "breakdown"):
+        assert out[k] == ref[k], k
+    assert out["joint"] == pytest.approx(8 / 12) and out["face_fail"] == 4
+    assert out["missing"] == 4 and out["fid_n"] == 8 and "missing" not in ref and "fid_n" not in ref
+    assert out["fid"] == make_scorer().fid_kid(real, x[4:])["fid"] != ref["fid"]
+    assert sorted(seen) == [8, 10, 12]  # outputs: the 8 present rows only
+    assert np.isnan(per_face["age_out"][:4]).all() and np.isfinite(per_face["age_out"][4:]).all()
+    assert per_face["joint"].tolist() == per_face["face_found"].tolist() == [0.0] * 4 + [1.0] * 8
+    # Round trips have their own mask: cycle_l1 over the present ones; none present -> absent, never 0.
+    cycle = x.clone()
+    cycle[6:] = 255 - x[6:]
+    half = np.array([True] * 6 + [False] * 6)
+    out = score_task(s, x, x.clone(), cycle, real, real_test, (0, 200), g, r, resolve_metrics(["cycle"]),
+                     cycle_present=half)  # fmt: skip
+    assert out["cycle_l1"] == 0.0 and out["cycle_missing"] == 6 and "missing" not in out
+    out = score_task(s, x, x.clone(), cycle, real, real_test, (0, 200), g, r, resolve_metrics(["cycle"]),
+                     cycle_present=~np.ones(12, bool))  # fmt: skip
+    assert "cycle_l1" not in out and "cycle_l1" not in out["ci95"]
+    with pytest.raises(ValueError, match="present"):
+        score_task(s, x, x, None, real, real_test, (0, 200), g, r, resolve_metrics(["face"]), present=present[:5])
