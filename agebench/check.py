@@ -138,11 +138,6 @@ def collect_versioned(metrics_dir: Path, cfg: CheckConfig) -> tuple[dict[str, di
     return out, version, profile
 
 
-def collect(metrics_dir: Path, cfg: CheckConfig) -> dict[str, dict[str, Any]]:
-    """{"method/task/metric": {"value", "half_width"}} from every `<method>.json` in `metrics_dir`."""
-    return collect_versioned(metrics_dir, cfg)[0]
-
-
 def _baseline_metrics(base: Any, path: Path) -> dict[str, dict[str, Any]]:
     """The baseline's metrics, each checked to be {"value": number|null, "half_width": number|null}."""
     if not isinstance(base, dict) or not isinstance(base.get("metrics"), dict):

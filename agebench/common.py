@@ -193,6 +193,10 @@ def provenance() -> dict[str, Any]:
     }
 
 
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite (raised by the training loop; one line, exit 2)."""
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a stage `main`, turning user-caused errors into one clear line and exit status 2.
 
@@ -202,7 +206,13 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     from agebench.config import ParamsError
     from agebench.registry import UnknownNameError
 
-    user_errors: tuple[type[BaseException], ...] = (ParamsError, UnknownNameError, FileNotFoundError, OutputPathError)
+    user_errors: tuple[type[BaseException], ...] = (
+        ParamsError,
+        UnknownNameError,
+        FileNotFoundError,
+        OutputPathError,
+        NonFiniteLossError,  # its message says which setting to change
+    )
     with contextlib.suppress(ImportError):
         from agebench.download import DataSourceError
 

@@ -355,7 +355,7 @@ class GenerateConfig:
 class EvaluateConfig:
     """`evaluate:` scoring settings (PROTOCOL.md section 4)."""
 
-    #: Registered task metrics to compute (metrics/registry.py); each name is a leaderboard column group.
+    #: Registered task metrics to compute (agebench.registry.METRICS); each name is a leaderboard column group.
     metrics: tuple[str, ...] = ("face", "age", "identity", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
     resolution: int = 128
     batch_size: int = 16
@@ -502,6 +502,21 @@ def check_top_level(raw: Mapping[str, Any], method_names: list[str]) -> None:
             )
 
 
+SECOND_OPINIONS = ("dlib", "facenet")
+
+
+def check_second_opinion(cfg: EvaluateConfig, where: str) -> None:
+    """`evaluate.metrics` may only name the second-opinion metrics of the configured `id_backend`
+    (e.g. `identity_dlib` needs `id_backend: dlib`): caught here, before any network loads."""
+    for name in cfg.metrics:
+        backend = name.rsplit("_", 1)[-1]
+        if backend in SECOND_OPINIONS and backend != cfg.id_backend:
+            raise ParamsError(
+                f"{where}: evaluate.metrics: {name!r} needs `evaluate.id_backend: {backend}` (it is "
+                f"{cfg.id_backend!r}); use {name.rsplit('_', 1)[0]}_{cfg.id_backend} instead"
+            )
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Load and validate a params file (profile overlay applied): the shared sections are built
     into frozen dataclasses, top-level keys and the `methods:` list are checked against the method
@@ -515,6 +530,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     methods = _coerce(tuple[str, ...], raw.get("methods", ["identity"]), f"{raw['_file']}: methods")
     for name in METHODS.names():  # listed or not: a section in the file is checked
         _check_raw_ranges(raw.get(name), f"{raw['_file']}: {name}")
+    evaluate = section(raw, "evaluate", EvaluateConfig)
+    check_second_opinion(evaluate, raw["_file"])
     return Params(
         profile=raw["profile"],
         data=section(raw, "data", DataConfig),
@@ -522,7 +539,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         tasks=section(raw, "tasks", TasksConfig),
         train=section(raw, "train", TrainConfig),
         generate=section(raw, "generate", GenerateConfig),
-        evaluate=section(raw, "evaluate", EvaluateConfig),
+        evaluate=evaluate,
         methods=methods,
         raw=types.MappingProxyType(raw),
         external=external_section(raw, METHODS.names()),

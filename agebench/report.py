@@ -43,14 +43,12 @@ from metrics import stats
 from metrics.sface import SFACE_THRESHOLD
 
 TASKS = ("aging", "rejuvenation")
-#: Row kinds ranked against each other (Helper D's external submissions rank with the methods).
+#: Row kinds ranked against each other (external rows, PROTOCOL.md s.6, rank with the methods).
 RANKED_KINDS = ("method", "external")
 TASK_COLUMNS = (
     "joint", "age_acc", "age_acc_rel", "id_rate", "fid", "kid_mean", "cycle_l1", "face_fail", "id_rate_dlib",
     "joint_dlib",
 )  # fmt: skip
-#: dlib's second opinion (PROTOCOL.md s.4): shown beside the judge's numbers, never ranked on.
-SECOND_OPINION = ("id_rate_dlib", "joint_dlib")
 #: Per-face `joint` outcomes in a metrics file's task section (a string of "0"/"1", one per test face).
 PER_FACE_JOINT = "joint_faces"
 #: The metrics each scoring network produces (PROTOCOL.md s.4 "Independence"), by the names a method
@@ -82,7 +80,12 @@ def load_metrics(folder: Path, names: list[str]) -> list[dict[str, Any]]:
         path = folder / f"{name}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `dvc repro evaluate@{name}` first")
-        docs.append(read_json(path))
+        try:
+            docs.append(read_json(path))
+        except ValueError as exc:  # JSON or UTF-8 errors: a broken file, one line
+            raise ReportInputError(
+                f"{path}: not a readable metrics file ({exc}); run `dvc repro -f evaluate@{name}`"
+            ) from None
     return docs
 
 
@@ -164,7 +167,6 @@ def joint_from_scores(doc: Mapping[str, Any], scores: Mapping[str, np.ndarray], 
     bounds = groups.get(t.get("scheme"), {}).get(t.get("target"))
     if bounds is None or f"{task}/age_out" not in scores or f"{task}/id_sim" not in scores:
         return None
-    from metrics.sface import SFACE_THRESHOLD
 
     ok = stats.in_range(scores[f"{task}/age_out"], tuple(bounds))
     ok &= np.nan_to_num(np.asarray(scores[f"{task}/id_sim"], np.float64), nan=-np.inf) >= SFACE_THRESHOLD

@@ -32,6 +32,20 @@ class DiskCache:
             np.save(fh, np.asarray(value), allow_pickle=False)
 
 
+def cache_namespace(*parts: object) -> str:
+    """A cache namespace from network digests and the preprocessing settings that shape a result.
+
+    The cache outlives a checkout (`default_cache_dir`), so a key must change whenever anything but the
+    pixels changes a cached value: the weights, the landmark model, padding/thresholds, the protocol.
+    """
+    import hashlib
+
+    import agebench
+
+    text = "|".join(str(p) for p in (f"protocol={agebench.PROTOCOL_VERSION}", *parts))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def backbone_keys(cfg: EvaluateConfig) -> list[str]:
     """Backbones whose provenance goes into a metrics file for this configuration."""
     keys = ["tf_inception", "yunet", "sface"]
@@ -58,8 +72,15 @@ def sface_parts() -> tuple[DetectFn, Judge, str]:
     def features(x: Any, packed: np.ndarray) -> np.ndarray:
         return sface.embed(nhwc(x), networks, sface.Detections.unpack(packed)).astype(np.float64)
 
-    judge = Judge(features, "cosine", sface.SFACE_THRESHOLD, BACKBONES["sface"].sha256)
-    return detect, judge, BACKBONES["yunet"].sha256
+    yunet = cache_namespace(
+        BACKBONES["yunet"].sha256,
+        f"pad={sface.PAD_FRACTION}",
+        f"score={sface.YUNET_SCORE}",
+        f"nms={sface.YUNET_NMS}",
+        f"top_k={sface.YUNET_TOP_K}",
+    )
+    judge = Judge(features, "cosine", sface.SFACE_THRESHOLD, cache_namespace(BACKBONES["sface"].sha256, yunet))
+    return detect, judge, yunet
 
 
 def second_opinion(cfg: EvaluateConfig, device: str = "cpu", base_dir: str | Path = ".") -> tuple[str, Judge]:
@@ -78,7 +99,8 @@ def second_opinion(cfg: EvaluateConfig, device: str = "cpu", base_dir: str | Pat
             desc[np.asarray(failed, bool)] = np.nan
             return desc
 
-        return "dlib", Judge(dlib_features, "distance", cfg.id_threshold, BACKBONES["dlib_face_resnet"].sha256)
+        ns = cache_namespace(BACKBONES["dlib_face_resnet"].sha256, BACKBONES["dlib_landmarks5"].sha256)
+        return "dlib", Judge(dlib_features, "distance", cfg.id_threshold, ns)
     from metrics.optional import facenet_descriptor_fn
 
     weights = str(Path(base_dir) / cfg.facenet_weights) if cfg.facenet_weights else ""
@@ -121,7 +143,7 @@ def build_scorer(
         def ages(x):
             return estimate_ages(x, age_nets, batch_size=256).numpy()
 
-        age_ns = BACKBONES["age_onnx"].sha256
+        age_ns = cache_namespace(BACKBONES["age_onnx"].sha256, BACKBONES["age_landmarks5"].sha256)
     else:
         from metrics.optional import deepface_age_fn, deepface_age_weights_path
 
@@ -130,7 +152,7 @@ def build_scorer(
     detect, sface_judge, detect_ns = sface_parts()
     second_name, second = second_opinion(cfg, device, base_dir)
     # Cache keys include the network file's digest, so results of different weights never mix.
-    namespaces = {"age": age_ns, "detect": detect_ns, "inception": BACKBONES["tf_inception"].sha256}
+    namespaces = {"age": age_ns, "detect": detect_ns, "inception": cache_namespace(BACKBONES["tf_inception"].sha256)}
     return Scorer(
         ages=ages,
         detect=detect,

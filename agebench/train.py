@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from agebench import distributed
 from agebench.aux_networks import load_aux
-from agebench.common import atomic_path, hardware, provenance, write_json
+from agebench.common import NonFiniteLossError, atomic_path, hardware, provenance, write_json
 from agebench.config import Params, ParamsError, build, section, to_dict
 from agebench.data import build_train_data
 from agebench.devices import select_device
@@ -47,10 +47,6 @@ from methods.base import Method, TrainData
 RANK_SEED_STRIDE = 1_000_003
 #: Layout of the checkpoint dict (`checkpoint_dict`); bumped when its keys change meaning.
 CHECKPOINT_FORMAT = 2
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite."""
 
 
 class CheckpointError(FileNotFoundError):

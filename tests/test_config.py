@@ -218,3 +218,15 @@ def test_repository_params_pass_the_range_rules(tmp_path: Path) -> None:
         data = yaml.safe_load((REPO / "params.yaml").read_text())
         data["profile"] = profile
         assert load_params(write(tmp_path, data)).profile == profile
+
+
+def test_second_opinion_metrics_must_match_the_backend(tmp_path: Path) -> None:
+    """`id_backend: facenet` with the default metrics (identity_dlib, joint_dlib) is a params error at load,
+    not a KeyError after every network has loaded."""
+    path = _repo_params_with(tmp_path, "evaluate", "id_backend", "facenet")
+    with pytest.raises(ParamsError, match=r"'identity_dlib' needs `evaluate\.id_backend: dlib`"):
+        load_params(path)
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluate"]["metrics"] = ["face", "age", "identity", "joint", "identity_facenet", "joint_facenet"]
+    path.write_text(yaml.safe_dump(raw))
+    assert load_params(path).evaluate.id_backend == "facenet"

@@ -242,7 +242,7 @@ def test_render_leaderboard_depends_on_the_metrics_alone(tmp_path: Path) -> None
     assert "| 1 | a |" in md
 
 
-@pytest.mark.parametrize("problem", ["protocol", "profile"])
+@pytest.mark.parametrize("problem", ["protocol", "profile", "truncated"])
 def test_report_refuses_other_protocols_and_mixed_profiles(tmp_path: Path, problem: str, capsys) -> None:
     import stages.report
 
@@ -250,10 +250,13 @@ def test_report_refuses_other_protocols_and_mixed_profiles(tmp_path: Path, probl
     docs = [metrics_doc(m, 0.1 * (i + 1)) for i, m in enumerate(params.methods)] + [real_doc()]
     if problem == "protocol":
         docs[1]["protocol_version"] = PROTOCOL_VERSION - 1
-    else:
+    elif problem == "profile":
         docs[0]["profile"] = "full"
     metrics = tmp_path / "reports" / "metrics"
     write_docs(metrics, docs)
+    if problem == "truncated":  # a metrics file cut short: one line, not a JSONDecodeError traceback
+        path = metrics / f"{params.methods[0]}.json"
+        path.write_text(path.read_text()[:40])
     board = tmp_path / "reports" / "leaderboard.md"
     board.write_text("previous leaderboard\n")
     argv = ["--params", str(REPO / "params.yaml"), "--metrics", str(metrics), "--out", str(tmp_path / "reports"),
@@ -261,7 +264,8 @@ def test_report_refuses_other_protocols_and_mixed_profiles(tmp_path: Path, probl
     assert stages.report.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
-    assert ("protocol version" in err) if problem == "protocol" else ("mix profiles" in err and "full:" in err)
+    expected = {"protocol": ["protocol version"], "profile": ["mix profiles", "full:"], "truncated": ["not a readable"]}
+    assert all(s in err for s in expected[problem]), err
     assert board.read_text() == "previous leaderboard\n"  # nothing overwritten
     assert not (tmp_path / "reports" / "leaderboard.csv").exists()
 
