@@ -193,9 +193,13 @@ def test_age_photo_refuses_huge_photos_by_name(tmp_path: Path, capsys, size: tup
 
 _SLEEPER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     sys.path.insert(0, {repo!r})
     from agebench.common import atomic_path, run_main
+
+    # A child of a background job (CI started with `&`) inherits SIGINT as ignored; a terminal's Ctrl-C
+    # reaches a process with Python's default handler, which is what this test is about.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def main(argv):
         with atomic_path({out!r}) as tmp:
