@@ -629,19 +629,6 @@ def problem_lines(doc: dict[str, Any], show: int = 5) -> list[str]:
     return out
 
 
-def build_evaluate_scorer(params: Params, params_path: str | Path, cache: str | Path | None = None) -> Any:
-    """The scorer the `evaluate` stage builds, from the same settings (an external row is scored identically)."""
-    from agebench import scoring
-    from agebench.devices import select_device
-    from agebench.registry import METRICS
-
-    for metric in params.evaluate.metrics:  # fail before loading any network
-        METRICS.get(metric)
-    device = select_device(params.evaluate.device)
-    base = Path(params_path).resolve().parent
-    return scoring.build_scorer(params.evaluate, cache or scoring.default_cache_dir(), str(device), base)
-
-
 def reserved_names() -> set[str]:
     """Row names an external entry may not take: every registered method and the `real` reference row."""
     from agebench.registry import METHODS
@@ -693,7 +680,9 @@ def run_cli(command: str, args: Any) -> int:
             raise ExternalError(f"--name {name!r} is a built-in row; choose another name for an external row")
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        scorer = build_evaluate_scorer(params, args.params, args.cache)
+        from agebench.scoring import scorer_for_params  # imported here: `--help` must not load torch
+
+        scorer = scorer_for_params(params, args.params, args.cache)
         per_face: dict[str, np.ndarray] = {}
         manifest_path = Path(args.manifest) if args.manifest else None
         doc = score_folder(

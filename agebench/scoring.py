@@ -195,3 +195,17 @@ def default_cache_dir() -> Path:
     cannot be read for changed inputs, and deleting the folder only costs time.
     """
     return Path(os.environ.get("AGEBENCH_CACHE") or Path.home() / ".cache" / "agebench")
+
+
+def scorer_for_params(params: Params, params_path: str | Path, cache: str | Path | None = None) -> Scorer:
+    """The scorer of `evaluate`, `reference` and external rows, from params: metric names checked first
+    (before any network loads), the configured device, the cache (`default_cache_dir` unless given), and
+    relative weight paths resolved against the folder holding params.yaml."""
+    from agebench.devices import select_device
+    from agebench.registry import METRICS
+
+    for metric in params.evaluate.metrics:
+        METRICS.get(metric)
+    device = select_device(params.evaluate.device)
+    base = Path(params_path).resolve().parent
+    return build_scorer(params.evaluate, cache or default_cache_dir(), str(device), base)

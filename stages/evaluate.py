@@ -14,10 +14,8 @@ import numpy as np
 
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
-from agebench.devices import select_device
 from agebench.evaluate import evaluate_method
-from agebench.registry import METRICS
-from agebench.scoring import build_scorer, default_cache_dir
+from agebench.scoring import scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     params = load_params(args.params)
-    for name in params.evaluate.metrics:  # fail before loading any network
-        METRICS.get(name)
-    device = select_device(params.evaluate.device)
-    scorer = build_scorer(
-        params.evaluate, args.cache or default_cache_dir(), str(device), Path(args.params).resolve().parent
-    )
+    scorer = scorer_for_params(params, args.params, args.cache)
     per_face: dict[str, np.ndarray] = {}
     runtime: dict[str, Any] = {"method": args.method}
     doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face, runtime)

@@ -13,9 +13,8 @@ import numpy as np
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import load_params
 from agebench.data import load_faces, load_index
-from agebench.devices import select_device
 from agebench.reference import real_row
-from agebench.scoring import build_scorer, default_cache_dir, result_context
+from agebench.scoring import result_context, scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scores", default=None, help="data/scores/real.npz (per-face ages of real targets)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    device = select_device(params.evaluate.device)
-    scorer = build_scorer(
-        params.evaluate, args.cache or default_cache_dir(), str(device), Path(args.params).resolve().parent
-    )
+    scorer = scorer_for_params(params, args.params, args.cache)
     index = load_index(args.data)
     faces = load_faces(args.data, params.evaluate.resolution)
     per_face: dict[str, np.ndarray] = {}

@@ -14,7 +14,8 @@ import numpy as np
 
 from agebench.common import run_main, write_json, write_npz
 from agebench.config import ParamsError, load_params
-from agebench.external import ExternalError, build_evaluate_scorer, markdown_table, problem_lines, score_folder
+from agebench.external import ExternalError, markdown_table, problem_lines, score_folder
+from agebench.scoring import scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ParamsError(f"{args.params}: external: no entry named {args.name!r} (entries: {', '.join(entries)})")
     entry = entries[args.name]
     folder = Path(args.params).resolve().parent / entry.folder
-    scorer = build_evaluate_scorer(params, args.params, args.cache)
+    scorer = scorer_for_params(params, args.params, args.cache)
     per_face: dict[str, np.ndarray] = {}
     try:
         doc = score_folder(
