@@ -33,7 +33,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from agebench.common import atomic_path, write_json
+from agebench.common import OutputPathError, atomic_path, check_output_path, write_json
 from agebench.config import EvaluateConfig
 from metrics.suite import Judge
 
@@ -110,9 +110,12 @@ def per_image(
 
 
 def check_output(path: str | None) -> None:
-    """Refuse an output path that is an existing folder (the atomic write would replace the whole folder)."""
-    if path and Path(path).is_dir():
-        raise FolderError(f"output {path} is a folder; give a file path")
+    """Refuse, before any scoring, an output path `atomic_path` would refuse at write time (a folder, ...)."""
+    if path:
+        try:
+            check_output_path(path, "file")
+        except OutputPathError as exc:
+            raise FolderError(str(exc)) from None
 
 
 def _warn_skipped(skipped: dict[str, str]) -> None:

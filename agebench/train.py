@@ -40,7 +40,7 @@ from agebench.config import Params, ParamsError, build, section, to_dict
 from agebench.data import build_train_data
 from agebench.devices import select_device
 from agebench.registry import METHODS
-from agebench.speed import prepare_for_speed
+from agebench.speed import configure_threads, prepare_for_speed
 from methods.base import Method, TrainData
 
 #: Offset between the batch-sampler seeds of data-parallel processes.
@@ -62,8 +62,7 @@ def seed_everything(seed: int, deterministic: bool, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    configure_threads(threads)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

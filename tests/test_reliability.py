@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from agebench import photo as ph
 from agebench.cli import main as cli_main
 from agebench.common import OutputPathError, atomic_path, remove_stale_temporaries, write_json
 from tests.conftest import REPO
+from tests.test_prepare import png_header_only
 
 
 def _one_error_line(err: str) -> str:
@@ -41,16 +40,6 @@ def _folder_with_a_file(path: Path) -> Path:
     path.mkdir()
     (path / "f").write_text("x\n")
     return path
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG header declaring width x height pixels, with (almost) no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,7 +171,7 @@ def test_bad_params_stop_a_stage_before_data(tmp_path: Path, capsys, params: dic
 )
 def test_age_photo_refuses_huge_photos_by_name(tmp_path: Path, capsys, size: tuple[int, int], message: str) -> None:
     photo = tmp_path / "huge.png"
-    photo.write_bytes(_png_header_only(*size))  # a few bytes on disk, 48-400 Mpx declared
+    photo.write_bytes(png_header_only(*size))  # a few bytes on disk, 48-400 Mpx declared
     out = tmp_path / "out.png"
     code = cli_main(
         ["age-photo", str(photo), "--method", "identity", "--out", str(out), "--params", str(REPO / "params.yaml")]
