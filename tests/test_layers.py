@@ -100,6 +100,33 @@ def dvc_problems(root: Path) -> list[str]:
     return problems
 
 
+# Folders a stage reads through a param that DVC cannot track as a dep because they may be absent (FG-NET
+# is optional; DVC refuses to run a stage whose dep is missing), with the stage that reads them: an
+# always_changed stage must record the folder in a file, and the reader must depend on that file.
+FOLDER_PARAMS = {"evaluate.fgnet_dir": "reference"}
+
+
+def folder_param_problems(root: Path) -> list[str]:
+    """A stage reading a FOLDER_PARAMS folder must depend on an out of an always_changed stage that has that
+    param, so the reader reruns when the folder's contents change."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for param, reader in FOLDER_PARAMS.items():
+        if param.split(".")[-1] not in (root / "stages" / f"{reader}.py").read_text(encoding="utf-8"):
+            problems.append(f"FOLDER_PARAMS is stale: stages/{reader}.py does not read {param}")
+        records = {
+            next(iter(o)) if isinstance(o, dict) else o
+            for st in stages.values()
+            if st.get("always_changed") and param in st.get("params", [])
+            for o in st.get("outs", [])
+        }
+        if not records:
+            problems.append(f"{param}: no always_changed stage with this param records the folder")
+        elif not records & set(stages[reader].get("deps", [])):
+            problems.append(f"{reader}: reads {param} but depends on none of {sorted(records)}")
+    return problems
+
+
 def test_imports_flow_one_way() -> None:
     assert layer_violations(REPO) == []
 
@@ -169,3 +196,23 @@ def test_a_shadowing_methods_package_is_refused(tmp_path: Path) -> None:
     import methods.identity
 
     check_not_shadowed(methods.identity)  # the real one passes
+
+
+def test_an_optional_folder_a_stage_reads_is_recorded_and_a_dep() -> None:
+    assert folder_param_problems(REPO) == []
+
+
+def test_folder_check_fails_on_a_mutated_dvc_yaml(tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    shutil.copytree(REPO / "stages", tmp_path / "stages")
+    spec["stages"]["reference"]["deps"].remove("data/fgnet.json")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    assert folder_param_problems(tmp_path) == [
+        "reference: reads evaluate.fgnet_dir but depends on none of ['data/fgnet.json']"
+    ]
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    del spec["stages"]["fgnet"]["always_changed"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec))
+    assert folder_param_problems(tmp_path) == [
+        "evaluate.fgnet_dir: no always_changed stage with this param records the folder"
+    ]
