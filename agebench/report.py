@@ -5,8 +5,9 @@ Writes `leaderboard.csv` (one row per method and reference, every number), `lead
 differences in `joint`, the `real` row (floors, face detection, FG-NET by age gap with both judges,
 false-accept rates), a sample grid per task, the age/identity trade-off, output age distributions,
 gender/race breakdowns, training curves and the progression strips of multi-group methods (also
-written to `figures/progression/<method>.png`). Parts whose inputs are missing are named on the page,
-never dropped silently.
+written to `figures/progression/<method>.png`). The charts that show no face (trade-off, age
+distributions, breakdowns, training curves) are also written to `figures/charts/` (publishable).
+Parts whose inputs are missing are named on the page, never dropped silently.
 
 Ranking (PROTOCOL.md s.6, v2): each task's table is ordered by that task's `joint` (ties: lower
 `fid`, then the method name, so the order never depends on file order). Every method translates the
@@ -794,10 +795,13 @@ def write_html_report(
         )
     )
 
+    # Charts hold numbers only, no face: they are also written as files (`figures/charts/`, publishable).
+    charts: dict[str, bytes | None] = {}
     plots = []
     for task, _ in params.tasks.items():
         ceiling = real["tasks"].get(task, {}).get("age_acc_real") if real else None
-        plots.append(report_html.plot_html(report_html.tradeoff_png(board, task, ceiling), f"trade-off {task}"))
+        charts[f"tradeoff_{task}.png"] = png = report_html.tradeoff_png(board, task, ceiling)
+        plots.append(report_html.plot_html(png, f"trade-off {task}"))
     sections.append(("Age vs identity trade-off", "".join(plots)))
 
     plots = []
@@ -811,20 +815,25 @@ def write_html_report(
                 notes.append(f"age distribution {task}: no per-face ages for {name}")
         bounds = tuple(schemes[t.scheme][t.target])
         png = report_html.age_distribution_png(ages, real_scores.get(f"{task}/age_real"), bounds, task)
+        charts[f"age_distribution_{task}.png"] = png
         plots.append(report_html.plot_html(png, f"age distribution {task}"))
     sections.append(("Estimated age of the outputs", "".join(plots)))
 
     method_docs = [d for d in docs if d["method"] != "real"]
-    plots = [
-        report_html.plot_html(report_html.breakdown_png(method_docs, task), f"breakdown {task}")
-        for task, _ in params.tasks.items()
-    ]
+    plots = []
+    for task, _ in params.tasks.items():
+        charts[f"breakdown_{task}.png"] = png = report_html.breakdown_png(method_docs, task)
+        plots.append(report_html.plot_html(png, f"breakdown {task}"))
     sections.append(("joint by gender and race", "".join(plots)))
 
     curves = training_curves(paths["live"], names)
-    sections.append(
-        ("Training curves", report_html.plot_html(report_html.training_curves_png(curves), "training curves"))
-    )
+    charts["training_curves.png"] = png = report_html.training_curves_png(curves)
+    sections.append(("Training curves", report_html.plot_html(png, "training curves")))
+    with atomic_path(out / "figures" / "charts", kind="dir") as tmp:
+        tmp.mkdir()
+        for file, png in charts.items():
+            if png is not None:
+                (tmp / file).write_bytes(png)
 
     strips = []
     (out / "figures" / "progression").mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty

@@ -357,6 +357,24 @@ def test_html_page_is_self_contained_and_complete(pipeline_files: dict) -> None:
     assert strip.is_file()
 
 
+def test_face_free_charts_are_written_as_the_page_shows_them(pipeline_files: dict) -> None:
+    """figures/charts/ (published with results) holds exactly the page's charts, byte for byte, and none of
+    the page's face images (sample grids, progression strips)."""
+    page = build_page(pipeline_files)
+    charts = pipeline_files["out"] / "figures" / "charts"
+    expected = {f"{kind}_{task}.png" for kind in ("tradeoff", "age_distribution", "breakdown") for task in TASKS}
+    assert {p.name for p in charts.iterdir()} == expected | {"training_curves.png"}
+    embedded = {base64.b64decode(u) for u in re.findall(r'src="data:image/png;base64,([^"]+)"', page)}
+    faces = {
+        base64.b64decode(u) for u in re.findall(r'<img class="face"[^>]*src="data:image/png;base64,([^"]+)"', page)
+    }
+    strip = (pipeline_files["out"] / "figures" / "progression" / "cyclegan_agevec.png").read_bytes()
+    assert faces and strip in embedded
+    for p in charts.iterdir():
+        assert p.read_bytes() in embedded, p.name
+        assert p.read_bytes() not in faces | {strip}, p.name
+
+
 def test_html_page_bytes_are_reproducible(pipeline_files: dict) -> None:
     first = build_page(pipeline_files)
     shutil.rmtree(pipeline_files["out"])
