@@ -22,6 +22,7 @@ EXAMPLES = {
     "age-photo": "agebench age-photo me.jpg --method cyclegan_keras --to old --out me_old.png",
     "feature-maps": "agebench feature-maps face.png --method cyclegan_agevec --to 60s --out maps/",
     "doctor": "agebench doctor --params params.yaml",
+    "publish": "agebench publish --workspace ../cpu-run --out results/cpu --load-log load.log",
 }
 
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "doctor", help="pre-flight: check data, weights, disk and device for params.yaml in seconds", add_help=False
     )
+    sub.add_parser("publish", help="copy a finished run's face-free results to results/<profile>", add_help=False)
     for name, parser in sub.choices.items():  # defaults and an example in every subcommand's --help
         parser.formatter_class = HelpFormatter
         if name in EXAMPLES and parser.epilog is None:
@@ -168,6 +170,10 @@ def _main(argv: list[str] | None = None) -> int:
         from agebench.age_photo import cli
 
         return cli(argv[1:])
+    if argv[:1] == ["publish"]:
+        from agebench.publish import main as publish
+
+        return publish(argv[1:])
     if argv[:1] == ["doctor"]:
         from agebench.doctor import main as doctor
 

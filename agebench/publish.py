@@ -1,0 +1,190 @@
+"""`agebench publish`: copy a finished pipeline run's face-free results into `results/<profile>/`.
+
+What is copied (and nothing else; every file holds numbers or charts, never a face, as UTKFace's
+licence requires):
+- `metrics/<row>.json` and `runtime/<method>.json` (reports/metrics, reports/runtime);
+- `leaderboard.md`, `leaderboard.csv` (reports/);
+- `data.json` and `figures/`: the age histogram and the report's charts (`reports/figures/charts`:
+  trade-off, age distributions, breakdowns, training curves);
+- `run.json`, written here: the git revision, the tracked files that differed from it (with the
+  params.yaml diff, e.g. where the data was read from), DVC's verdict that every stage was up to date,
+  the machine (CPU model, cores, memory), torch and Python versions, and the load average the run saw
+  when a load log is given.
+
+Refused, with one line and nothing written: a workspace whose pipeline is not up to date (`dvc status`
+lists a stage other than the always-run `fgnet`), or whose `leaderboard.md`/`.csv` differ from what the
+metrics files render to (a stale or hand-edited report), or a file the list above expects missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agebench.common import atomic_path, write_json
+
+#: The report's face-free chart folder and the other figures published (the age histogram).
+CHARTS = Path("reports/figures/charts")
+FIGURES = (Path("reports/figures/age_histogram.png"),)
+#: Stages `dvc status` may list in a finished run: `fgnet` is always_changed (it re-hashes FG-NET each run).
+ALWAYS_RUN = frozenset({"fgnet"})
+
+
+class PublishError(Exception):
+    """The workspace cannot be published as is; the message says why and what to run."""
+
+
+def dvc_status(workspace: Path) -> dict[str, Any]:
+    """`dvc status --json` of `workspace`: {stage: [changes]}; {} when everything is up to date."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=workspace, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise PublishError(f"`dvc status` failed in {workspace}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return json.loads(proc.stdout or "{}")
+
+
+def _git(workspace: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=workspace, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PublishError(f"`git {' '.join(args)}` failed in {workspace}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, logical cores, memory (GB), OS, Python, torch and DVC versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(Exception):
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE):
+            cpu = m.group(1).strip()
+    mem_gb = None
+    with contextlib.suppress(Exception):
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    out = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "os": platform.platform()}
+    out["python"] = platform.python_version()
+    for pkg in ("torch", "dvc"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            out[pkg] = version(pkg)
+    return out
+
+
+def load_summary(load_log: Path) -> dict[str, Any]:
+    """Min/median/max of the 1-minute load average in a log of `HH:MM:SS load1 load5 load15` lines."""
+    values = sorted(float(line.split()[1]) for line in load_log.read_text().splitlines() if len(line.split()) >= 2)
+    if not values:
+        return {"samples": 0}
+    return {"samples": len(values), "min": values[0], "median": values[len(values) // 2], "max": values[-1]}
+
+
+def publish(
+    workspace: str | Path,
+    out: str | Path,
+    status: Callable[[Path], Mapping[str, Any]] = dvc_status,
+    load_log: str | Path | None = None,
+    notes: str = "",
+) -> list[str]:
+    """Copy `workspace`'s finished run into `out` (replaced as a whole); returns the files written.
+
+    Args:
+        workspace: a checkout where `dvc repro` finished.
+        out: e.g. results/cpu.
+        status: `dvc status` of the workspace (tests pass a stand-in).
+        load_log: optional log of load averages sampled during the run (summarised in run.json).
+        notes: free text kept in run.json (how the run was made).
+    Raises:
+        PublishError: pipeline not up to date, stale leaderboard, or an expected file missing.
+    """
+    from agebench.report import render_leaderboard
+
+    ws = Path(workspace).resolve()
+    pending = {k: v for k, v in status(ws).items() if k not in ALWAYS_RUN}
+    if pending:
+        raise PublishError(
+            f"the pipeline in {ws} is not up to date ({', '.join(sorted(pending))}); run `dvc repro` there first"
+        )
+    metrics, runtime, reports = ws / "reports" / "metrics", ws / "reports" / "runtime", ws / "reports"
+    needed = [metrics, runtime, reports / "leaderboard.md", reports / "leaderboard.csv", reports / "data.json"]
+    needed += [ws / CHARTS, *(ws / f for f in FIGURES)]
+    missing = [str(p.relative_to(ws)) for p in needed if not p.exists()]
+    if missing:
+        raise PublishError(f"missing in {ws}: {', '.join(missing)}; run `dvc repro` there first")
+    md, csv = render_leaderboard(metrics, runtime)
+    if md != (reports / "leaderboard.md").read_text(encoding="utf-8") or csv != (reports / "leaderboard.csv").read_text(
+        encoding="utf-8"
+    ):
+        raise PublishError(
+            f"{reports / 'leaderboard.md'} (or .csv) differs from what the metrics files render to; "
+            "run `dvc repro report` (leaderboards are never edited by hand)"
+        )
+    docs = [json.loads(p.read_text()) for p in sorted(metrics.glob("*.json"))]
+    revisions = sorted({d.get("git_revision", "") for d in docs})
+    head = _git(ws, "rev-parse", "HEAD").strip()
+    changed = [line[3:] for line in _git(ws, "status", "--porcelain", "--untracked-files=no").splitlines()]
+    run = {
+        "profile": docs[0].get("profile") if docs else None,
+        "protocol_version": docs[0].get("protocol_version") if docs else None,
+        "git_revision": head,
+        "metrics_git_revisions": revisions,
+        "tracked_files_changed": changed,
+        "params_diff": _git(ws, "diff", "HEAD", "--", "params.yaml"),
+        "dvc_status": "up to date" + (f" (always-run stages: {', '.join(sorted(ALWAYS_RUN))})" if ALWAYS_RUN else ""),
+        "machine": machine(),
+        "notes": notes,
+    }
+    if load_log is not None:
+        run["load_average_1min"] = load_summary(Path(load_log))
+    written: list[str] = []
+    with atomic_path(out, kind="dir") as tmp:
+        for folder in ("metrics", "runtime"):
+            (tmp / folder).mkdir(parents=True)
+            for p in sorted((reports / folder).glob("*.json")):
+                shutil.copyfile(p, tmp / folder / p.name)
+                written.append(f"{folder}/{p.name}")
+        for name in ("leaderboard.md", "leaderboard.csv", "data.json"):
+            shutil.copyfile(reports / name, tmp / name)
+            written.append(name)
+        (tmp / "figures").mkdir()
+        for p in [*sorted((ws / CHARTS).glob("*.png")), *(ws / f for f in FIGURES)]:
+            shutil.copyfile(p, tmp / "figures" / p.name)
+            written.append(f"figures/{p.name}")
+        write_json(tmp / "run.json", run)
+        written.append("run.json")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`agebench publish`; exit status 0 written, 2 refused (one line, nothing written)."""
+    import argparse
+
+    from agebench.help_format import HelpFormatter
+
+    p = argparse.ArgumentParser(
+        prog="agebench publish",
+        description=__doc__.split("\n\n")[0] + " Exit status: 0 written; 2 refused, nothing written.",
+        formatter_class=HelpFormatter,
+        epilog="example:\n  agebench publish --workspace ../cpu-run --out results/cpu --load-log load.log",
+    )
+    p.add_argument("--workspace", default=".", help="checkout where `dvc repro` finished")
+    p.add_argument("--out", required=True, help="results folder to (re)write, e.g. results/cpu")
+    p.add_argument("--load-log", default=None, help="load averages sampled during the run (`HH:MM:SS l1 l5 l15`)")
+    p.add_argument("--notes", default="", help="free text kept in run.json (how the run was made)")
+    args = p.parse_args(argv)
+    try:
+        files = publish(args.workspace, args.out, load_log=args.load_log, notes=args.notes)
+    except (PublishError, OSError) as exc:
+        print(f"agebench publish: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"agebench publish: {len(files)} files written to {args.out}")
+    return 0
