@@ -3,7 +3,8 @@
 What is copied (and nothing else; every file holds numbers or charts, never a face, as UTKFace's
 licence requires):
 - `metrics/<row>.json` and `runtime/<method>.json` (reports/metrics, reports/runtime);
-- `leaderboard.md`, `leaderboard.csv` (reports/);
+- `leaderboard.md`, `leaderboard.csv` (reports/), and `learns.md`, written here: whether each method
+  learns its task (`learns_table`: an age change beyond the identity row's, with the person kept);
 - `data.json` and `figures/`: the age histogram and the report's charts (`reports/figures/charts`:
   trade-off, age distributions, breakdowns, training curves);
 - `run.json`, written here: the git revision, the tracked files that differed from it (with the
@@ -88,6 +89,47 @@ def load_summary(load_log: Path) -> dict[str, Any]:
     return {"samples": len(values), "min": values[0], "median": values[len(values) // 2], "max": values[-1]}
 
 
+def _task_sign(doc: Mapping[str, Any], task: str) -> int:
+    """+1 when the task's target group is older than its source (aging), -1 when younger (rejuvenation)."""
+    p = doc["params"]
+    t = p["tasks"][task]
+    bounds = p["groups"][t["scheme"]]
+    return 1 if sum(bounds[t["target"]]) > sum(bounds[t["source"]]) else -1
+
+
+def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
+    """Markdown: does each method learn its task (issue 13's criterion)?
+
+    On a task whose target is older (aging), a method learns when its `age_gain` 95% interval lies
+    entirely above the `identity` row's and its SFace `id_rate` >= `min_id_rate`; on a younger target
+    (rejuvenation) the interval must lie entirely below. The identity row's gain is the estimator's
+    bias on unchanged faces, so this asks for an age change beyond doing nothing, with the person kept.
+    """
+    docs = {d["method"]: d for d in (json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json")))}
+    ident = docs.get("identity")
+    if ident is None:
+        raise PublishError(f"{metrics_dir} has no identity row: the learning criterion compares against it")
+    lines = [
+        "| method | task | age_gain (95% CI) | identity's age_gain (95% CI) | intervals apart, right side "
+        f"| id_rate (SFace) | id_rate >= {min_id_rate} | learns |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(m for m, d in docs.items() if d.get("kind", "method") == "method" and m not in ("identity", "real"))
+    for method in rows:
+        for task, t in sorted(docs[method]["tasks"].items()):
+            sign = _task_sign(docs[method], task)
+            lo, hi = t["ci95"]["age_gain"]
+            ilo, ihi = ident["tasks"][task]["ci95"]["age_gain"]
+            apart = lo > ihi if sign > 0 else hi < ilo
+            kept = t["id_rate"] >= min_id_rate
+            lines.append(
+                f"| {method} | {task} | {t['age_gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                f"| {ident['tasks'][task]['age_gain']:+.2f} [{ilo:+.2f}, {ihi:+.2f}] | {'yes' if apart else 'no'} "
+                f"| {t['id_rate']:.3f} | {'yes' if kept else 'no'} | {'**yes**' if apart and kept else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def publish(
     workspace: str | Path,
     out: str | Path,
@@ -155,6 +197,8 @@ def publish(
         for name in ("leaderboard.md", "leaderboard.csv", "data.json"):
             shutil.copyfile(reports / name, tmp / name)
             written.append(name)
+        (tmp / "learns.md").write_text(learns_table(metrics), encoding="utf-8")
+        written.append("learns.md")
         (tmp / "figures").mkdir()
         for p in [*sorted((ws / CHARTS).glob("*.png")), *(ws / f for f in FIGURES)]:
             shutil.copyfile(p, tmp / "figures" / p.name)

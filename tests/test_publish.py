@@ -8,16 +8,44 @@ from pathlib import Path
 
 import pytest
 
-from agebench.publish import PublishError, load_summary, publish
+from agebench.publish import PublishError, learns_table, load_summary, publish
 from agebench.report import render_leaderboard
 from tests.test_report import metrics_doc, real_doc, write_docs
+
+PAIR = {"pair": {"young": [20, 29], "old": [50, 59]}}
+PAIR_TASKS = {
+    "aging": {"scheme": "pair", "source": "young", "target": "old"},
+    "rejuvenation": {"scheme": "pair", "source": "old", "target": "young"},
+}
+
+
+def with_gains(doc: dict, gains: dict[str, tuple[float, float, float, float]]) -> dict:
+    """`doc` with per-task (age_gain, ci low, ci high, id_rate) and the params that define the tasks."""
+    doc["params"].update({"tasks": PAIR_TASKS, "groups": PAIR})
+    for task, (gain, lo, hi, id_rate) in gains.items():
+        t = doc["tasks"][task]
+        t["age_gain"], t["ci95"]["age_gain"], t["id_rate"] = gain, [lo, hi], id_rate
+    return doc
 
 
 def workspace(tmp_path: Path) -> Path:
     """A git checkout holding what `dvc repro` leaves in reports/ (metrics, runtime, leaderboard, charts)."""
     ws = tmp_path / "ws"
     reports = ws / "reports"
-    write_docs(reports / "metrics", [metrics_doc("identity", 0.1), metrics_doc("cyclegan_keras", 0.4), real_doc()])
+    gains = {"aging": (1.0, 0.0, 2.0, 1.0), "rejuvenation": (0.2, -0.5, 1.0, 1.0)}
+    docs = [
+        with_gains(metrics_doc("identity", 0.1, "reference"), gains),
+        with_gains(
+            metrics_doc("cyclegan_keras", 0.4),
+            {"aging": (8.0, 6.0, 10.0, 0.8)} | {"rejuvenation": (-3.0, -5.0, -1.0, 0.4)},
+        ),
+        with_gains(
+            metrics_doc("cyclegan_agevec", 0.3),
+            {"aging": (3.0, 1.5, 4.0, 0.9), "rejuvenation": (-2.0, -3.0, -1.0, 0.7)},
+        ),
+        real_doc(),
+    ]
+    write_docs(reports / "metrics", docs)
     (reports / "runtime").mkdir()
     (reports / "runtime" / "cyclegan_keras.json").write_text(json.dumps({"train": {"seconds": 10.0}}))
     md, csv = render_leaderboard(reports / "metrics", reports / "runtime")
@@ -62,6 +90,8 @@ def test_publishes_the_face_free_files_and_the_run_record(tmp_path: Path) -> Non
             "figures/tradeoff_aging.png",
             "leaderboard.csv",
             "leaderboard.md",
+            "learns.md",
+            "metrics/cyclegan_agevec.json",
             "metrics/cyclegan_keras.json",
             "metrics/identity.json",
             "metrics/real.json",
@@ -110,3 +140,20 @@ def test_refuses_an_unfinished_or_inconsistent_run_and_writes_nothing(tmp_path: 
 def test_load_summary_of_an_empty_log(tmp_path: Path) -> None:
     (tmp_path / "l.log").write_text("")
     assert load_summary(tmp_path / "l.log") == {"samples": 0}
+
+
+def test_learns_needs_an_age_change_beyond_identity_and_the_person_kept(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    rows = [r.split(" | ") for r in learns_table(ws / "reports" / "metrics").splitlines()[2:]]
+    verdicts = {(r[0].strip("| "), r[1]): (r[4], r[6], r[7].strip(" |")) for r in rows}
+    assert verdicts == {
+        # aging: [6, 10] entirely above identity's [0, 2], id_rate 0.8: learns.
+        ("cyclegan_keras", "aging"): ("yes", "yes", "**yes**"),
+        # rejuvenation: [-5, -1] entirely below identity's [-0.5, 1], but id_rate 0.4 < 0.5: not learned.
+        ("cyclegan_keras", "rejuvenation"): ("yes", "no", "no"),
+        # aging: [1.5, 4] overlaps identity's [0, 2]: not learned, whatever the identity rate.
+        ("cyclegan_agevec", "aging"): ("no", "yes", "no"),
+        # rejuvenation: [-3, -1] vs identity's [-0.5, 1]: apart on the right (younger) side.
+        ("cyclegan_agevec", "rejuvenation"): ("yes", "yes", "**yes**"),
+    }
+    assert "identity |" not in learns_table(ws / "reports" / "metrics")  # the yardstick is not a row

@@ -1,0 +1,65 @@
+"""The published CPU-track results are what the committed code renders from them (issue 13).
+
+`results/cpu/` is written by `agebench publish` from a finished `dvc repro` of the cpu profile; these
+tests hold it, the README's copy of its leaderboard and the quality baseline to it, so none can be
+edited by hand or drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from agebench.check import update_baseline
+from agebench.config import CheckConfig, read_params, section
+from agebench.publish import learns_table
+from agebench.report import render_leaderboard
+from tests.conftest import REPO
+
+RESULTS = REPO / "results" / "cpu"
+#: Everything a results folder may hold: numbers and charts, never a face (UTKFace licence).
+ALLOWED = re.compile(
+    r"^(metrics/\w+\.json|runtime/\w+\.json|leaderboard\.(md|csv)|learns\.md|data\.json|run\.json"
+    r"|figures/(age_histogram|training_curves|(tradeoff|age_distribution|breakdown)_\w+)\.png)$"
+)
+
+
+def test_committed_leaderboard_is_the_rendering_of_the_committed_metrics() -> None:
+    md, csv = render_leaderboard(RESULTS / "metrics", RESULTS / "runtime")
+    assert (RESULTS / "leaderboard.md").read_text(encoding="utf-8") == md
+    assert (RESULTS / "leaderboard.csv").read_text(encoding="utf-8") == csv
+
+
+def test_committed_learning_table_is_the_rendering_of_the_committed_metrics() -> None:
+    assert (RESULTS / "learns.md").read_text(encoding="utf-8") == learns_table(RESULTS / "metrics")
+
+
+def test_readme_shows_the_published_tables_verbatim() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in ("leaderboard.md", "learns.md"):
+        m = re.search(rf"<!-- results/cpu/{name} -->\n(.*?)<!-- end results/cpu/{name} -->", readme, re.S)
+        assert m, f"README lacks the results/cpu/{name} block"
+        assert m.group(1) == (RESULTS / name).read_text(encoding="utf-8"), name
+
+
+def test_results_hold_only_face_free_files_of_one_run() -> None:
+    files = sorted(str(p.relative_to(RESULTS)) for p in RESULTS.rglob("*") if p.is_file())
+    assert [f for f in files if not ALLOWED.match(f)] == []
+    run = json.loads((RESULTS / "run.json").read_text())
+    docs = [json.loads(p.read_text()) for p in sorted((RESULTS / "metrics").glob("*.json"))]
+    assert {d["profile"] for d in docs} == {run["profile"]} == {"cpu"}
+    # Every metrics file was produced by one code revision, and it is the one run.json names.
+    assert run["metrics_git_revisions"] == [run["git_revision"]]
+    assert {d["git_revision"] for d in docs} == {run["git_revision"]}
+    methods = read_params(REPO / "params.yaml")["methods"]
+    assert sorted(d["method"] for d in docs) == sorted([*methods, "real"])
+
+
+def test_cpu_baseline_is_derived_from_the_published_metrics(tmp_path: Path) -> None:
+    cfg = section(read_params(REPO / "params.yaml"), "check", CheckConfig)
+    update_baseline(tmp_path / "cpu.json", RESULTS / "metrics", cfg)
+    derived = json.loads((tmp_path / "cpu.json").read_text())
+    committed = json.loads((REPO / "baselines" / "cpu.json").read_text())
+    for key in ("format", "protocol_version", "profile", "metrics"):
+        assert committed[key] == derived[key], key
