@@ -49,9 +49,12 @@ def test_results_hold_only_face_free_files_of_one_run() -> None:
     run = json.loads((RESULTS / "run.json").read_text())
     docs = [json.loads(p.read_text()) for p in sorted((RESULTS / "metrics").glob("*.json"))]
     assert {d["profile"] for d in docs} == {run["profile"]} == {"cpu"}
-    # Every metrics file was produced by one code revision, and it is the one run.json names.
-    assert run["metrics_git_revisions"] == [run["git_revision"]]
-    assert {d["git_revision"] for d in docs} == {run["git_revision"]}
+    # Every metrics file was produced by one code revision, the one run.json names (`git describe`, 12 hex
+    # digits); "-dirty" only for params.yaml (where the data and weights live), never for code.
+    (rev,) = run["metrics_git_revisions"]
+    assert {d["git_revision"] for d in docs} == {rev}
+    assert run["git_revision"].startswith(rev.removesuffix("-dirty"))
+    assert run["tracked_files_changed"] == (["params.yaml"] if rev.endswith("-dirty") else [])
     methods = read_params(REPO / "params.yaml")["methods"]
     assert sorted(d["method"] for d in docs) == sorted([*methods, "real"])
 
