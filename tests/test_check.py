@@ -250,3 +250,14 @@ def test_exit_codes_are_documented(capsys) -> None:
         main(["check", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0 all metrics within tolerance" in text and "1 a regression" in text and "2 bad input" in text
+
+
+def test_machine_key_is_the_cpu_vendor() -> None:
+    from agebench.check import machine_key
+
+    intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+    assert machine_key(intel) == "GenuineIntel"
+    assert machine_key("processor : 0\nvendor_id : AuthenticAMD\n") == "AuthenticAMD"
+    assert machine_key("vendor_id : Odd/Vendor x\n") == "Odd_Vendor"  # a safe file-name part
+    assert machine_key("") not in ("", "GenuineIntel", "AuthenticAMD")  # no vendor line: the architecture
+    assert (Path(__file__).parents[1] / "baselines" / f"smoke-{machine_key('vendor_id : AuthenticAMD')}.json").is_file()
