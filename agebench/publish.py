@@ -13,7 +13,7 @@ licence requires):
   when a load log is given.
 
 Refused, with one line and nothing written: a workspace whose pipeline is not up to date (`dvc status`
-lists a stage other than the always-run `fgnet`), or whose `leaderboard.md`/`.csv` differ from what the
+lists a stage other than an always-run one such as `fgnet`), or whose `leaderboard.md`/`.csv` differ from what the
 metrics files render to (a stale or hand-edited report), or a file the list above expects missing.
 """
 
@@ -36,8 +36,6 @@ from agebench.common import atomic_path, write_json
 #: The report's face-free chart folder and the other figures published (the age histogram).
 CHARTS = Path("reports/figures/charts")
 FIGURES = (Path("reports/figures/age_histogram.png"),)
-#: Stages `dvc status` may list in a finished run: `fgnet` is always_changed (it re-hashes FG-NET each run).
-ALWAYS_RUN = frozenset({"fgnet"})
 
 
 class PublishError(Exception):
@@ -52,6 +50,16 @@ def dvc_status(workspace: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         raise PublishError(f"`dvc status` failed in {workspace}: {proc.stderr.strip() or proc.stdout.strip()}")
     return json.loads(proc.stdout or "{}")
+
+
+def always_run_stages(workspace: Path) -> set[str]:
+    """Stages of the workspace's dvc.yaml marked `always_changed` (e.g. `fgnet`): `dvc status` lists them
+    in a finished run too, so they do not make it unpublishable."""
+    import yaml
+
+    spec = workspace / "dvc.yaml"
+    stages = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("stages", {}) if spec.is_file() else {}
+    return {name for name, stage in stages.items() if isinstance(stage, dict) and stage.get("always_changed")}
 
 
 def _git(workspace: Path, *args: str) -> str:
@@ -151,7 +159,8 @@ def publish(
     from agebench.report import render_leaderboard
 
     ws = Path(workspace).resolve()
-    pending = {k: v for k, v in status(ws).items() if k not in ALWAYS_RUN}
+    always = always_run_stages(ws)
+    pending = {k: v for k, v in status(ws).items() if k not in always}
     if pending:
         raise PublishError(
             f"the pipeline in {ws} is not up to date ({', '.join(sorted(pending))}); run `dvc repro` there first"
@@ -162,14 +171,12 @@ def publish(
     missing = [str(p.relative_to(ws)) for p in needed if not p.exists()]
     if missing:
         raise PublishError(f"missing in {ws}: {', '.join(missing)}; run `dvc repro` there first")
-    md, csv = render_leaderboard(metrics, runtime)
-    if md != (reports / "leaderboard.md").read_text(encoding="utf-8") or csv != (reports / "leaderboard.csv").read_text(
-        encoding="utf-8"
-    ):
-        raise PublishError(
-            f"{reports / 'leaderboard.md'} (or .csv) differs from what the metrics files render to; "
-            "run `dvc repro report` (leaderboards are never edited by hand)"
-        )
+    for name, text in zip(("leaderboard.md", "leaderboard.csv"), render_leaderboard(metrics, runtime)):
+        if (reports / name).read_text(encoding="utf-8") != text:
+            raise PublishError(
+                f"{reports / name} differs from what the metrics files render to; "
+                "run `dvc repro report` (leaderboards are never edited by hand)"
+            )
     docs = [json.loads(p.read_text()) for p in sorted(metrics.glob("*.json"))]
     revisions = sorted({d.get("git_revision", "") for d in docs})
     head = _git(ws, "rev-parse", "HEAD").strip()
@@ -181,7 +188,7 @@ def publish(
         "metrics_git_revisions": revisions,
         "tracked_files_changed": changed,
         "params_diff": _git(ws, "diff", "HEAD", "--", "params.yaml"),
-        "dvc_status": "up to date" + (f" (always-run stages: {', '.join(sorted(ALWAYS_RUN))})" if ALWAYS_RUN else ""),
+        "dvc_status": "up to date" + (f" (always-run stages: {', '.join(sorted(always))})" if always else ""),
         "machine": machine(),
         "notes": notes,
     }

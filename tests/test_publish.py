@@ -60,6 +60,8 @@ def workspace(tmp_path: Path) -> Path:
     (reports / "figures" / "progression").mkdir()
     (reports / "figures" / "progression" / "cyclegan_agevec.png").write_bytes(b"faces")
     (ws / "params.yaml").write_text("profile: cpu\n")
+    # The always-run stage is read from dvc.yaml: `dvc status` listing it does not block publishing.
+    (ws / "dvc.yaml").write_text("stages:\n  fgnet:\n    cmd: x\n    always_changed: true\n  report:\n    cmd: y\n")
     for args in (
         ["init", "-q"],
         ["add", "params.yaml"],
@@ -109,6 +111,7 @@ def test_publishes_the_face_free_files_and_the_run_record(tmp_path: Path) -> Non
     assert run["git_revision"] == head and run["tracked_files_changed"] == ["params.yaml"]
     assert "+data: {source: ../shared/data/utkface/UTKFace}" in run["params_diff"]
     assert run["load_average_1min"] == {"samples": 3, "min": 1.5, "median": 2.0, "max": 2.5}
+    assert run["dvc_status"] == "up to date (always-run stages: fgnet)"  # from the workspace's dvc.yaml
     assert run["machine"]["cores"] >= 1 and run["notes"] == "test run"
 
 
