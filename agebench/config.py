@@ -26,13 +26,8 @@ class ParamsError(ValueError):
     """A params file that cannot be used: names the file, the key and what is wrong."""
 
 
-def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read a params file and apply the selected profile overlay.
-
-    Returns the merged mapping; raises ParamsError on unreadable YAML, an unknown profile or an
-    overlay key that has no counterpart in the base file.
-    """
-    path = Path(path)
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The params file as written (overlays not applied); ParamsError when unreadable or not a mapping."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -41,24 +36,54 @@ def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
-    profile = raw.get("profile", "full")
-    if profile not in PROFILES:
-        raise ParamsError(f"{path}: profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    return raw
+
+
+def _apply_profile(raw: dict[str, Any], path: Path, profile: str, errors: list[str] | None = None) -> dict[str, Any]:
     overlays = {name: raw.pop(name, None) or {} for name in PROFILES if name != "full"}
     if profile != "full":
-        raw = _merge(raw, overlays[profile], f"{path}: {profile}")
+        overlay = overlays[profile]
+        if not isinstance(overlay, Mapping):
+            raise ParamsError(f"{path}: {profile}: expected a mapping, got {type(overlay).__name__}")
+        raw = _merge(raw, overlay, f"{path}: {profile}", errors)
     raw["profile"] = profile
     raw["_file"] = str(path)
     return raw
 
 
-def _merge(base: dict[str, Any], overlay: Mapping[str, Any], where: str) -> dict[str, Any]:
+def read_params(path: str | Path = "params.yaml", profile: str | None = None) -> dict[str, Any]:
+    """Read a params file and apply the selected profile overlay (`profile`: the file's `profile:` when None).
+
+    Returns the merged mapping; raises ParamsError on unreadable YAML, an unknown profile or an
+    overlay key that has no counterpart in the base file.
+    """
+    path = Path(path)
+    raw = _read_yaml(path)
+    profile = raw.get("profile", "full") if profile is None else profile
+    if profile not in PROFILES:
+        raise ParamsError(f"{path}: profile: {profile!r} is not one of {', '.join(PROFILES)}")
+    return _apply_profile(raw, path, profile)
+
+
+def _merge(
+    base: dict[str, Any], overlay: Mapping[str, Any], where: str, errors: list[str] | None = None
+) -> dict[str, Any]:
+    """`overlay` merged over `base` (nested mappings key by key). A key of the overlay that the base lacks
+    is a ParamsError, or, with `errors`, appended there and skipped (to report every one)."""
     out = dict(base)
     for key, value in overlay.items():
         if key not in base:
-            raise ParamsError(f"{where}.{key}: overlay key has no counterpart in the base params")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            message = f"{where}.{key}: overlay key has no counterpart in the base params{hint}"
+            if errors is None:
+                raise ParamsError(message)
+            errors.append(message)
+            continue
         if isinstance(value, Mapping) and isinstance(base[key], Mapping):
-            out[key] = _merge(dict(base[key]), value, f"{where}.{key}")
+            out[key] = _merge(dict(base[key]), value, f"{where}.{key}", errors)
         else:
             out[key] = value
     return out
@@ -81,9 +106,9 @@ def build(cls: type[T], data: Any, where: str) -> T:
     if not isinstance(data, Mapping):
         raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        raise ParamsError(f"{where}.{unknown[0]}: unknown key (valid keys: {', '.join(sorted(fields)) or 'none'})")
+        raise ParamsError(unknown_key(where, unknown[0], fields))
     hints = get_type_hints(cls)
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
     for key, value in kwargs.items():
@@ -94,6 +119,44 @@ def build(cls: type[T], data: Any, where: str) -> T:
         raise ParamsError(f"{where}: {exc}") from None
     except ValueError as exc:  # __post_init__ validation
         raise ParamsError(f"{where}: {exc}") from None
+
+
+def unknown_key(where: str, key: Any, valid: Any) -> str:
+    """ "<where>.<key>: unknown key (did you mean <closest>?)", or the valid keys when none is close."""
+    import difflib
+
+    names = sorted(map(str, valid))
+    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(names) or 'none'}"
+    return f"{where}.{key}: unknown key ({hint})"
+
+
+def section_errors(cls: type, data: Any, where: str, keys: Any = None, whole: bool = True) -> list[str]:
+    """Every problem of one section as lines (the same rules as `build`, but all of them, not the first).
+
+    `keys`: check only these keys of `data` (a profile overlay's keys); `whole`: then also build the
+    section (required fields, `__post_init__` rules) when those keys are fine. Returns [] when
+    `build(cls, data, where)` would succeed.
+    """
+    if not isinstance(data, Mapping):
+        return [f"{where}: expected a mapping, got {type(data).__name__} {data!r}"]
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = get_type_hints(cls)
+    errors = []
+    for key in sorted(data if keys is None else keys, key=str):
+        if key not in fields:
+            errors.append(unknown_key(where, key, fields))
+            continue
+        try:
+            check_range(key, _coerce(hints[key], data[key], f"{where}.{key}"), f"{where}.{key}")
+        except ParamsError as exc:
+            errors.append(str(exc))
+    if whole and not errors:
+        try:
+            build(cls, data, where)
+        except ParamsError as exc:
+            errors.append(str(exc))
+    return errors
 
 
 # Range rules by field name, for every section (shared ones and each method's `config_cls`), so a
@@ -544,3 +607,87 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw=types.MappingProxyType(raw),
         external=external_section(raw, METHODS.names()),
     )
+
+
+#: Shared sections and their classes, as `load_params` builds them (the `check` gate reads `check:`).
+SHARED_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "groups": GroupsConfig,
+    "tasks": TasksConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+    "check": CheckConfig,
+}
+
+
+def params_problems(path: str | Path = "params.yaml") -> list[str]:
+    """Every problem of a params file under every profile, one line each (the pre-flight's check).
+
+    Each profile (`full`, then each overlay merged as `read_params` merges it) is checked: top-level keys
+    and `methods:`, every shared section, `external:`, and the section of every registered method present
+    in the file (listed or not) built with the method's own config class, so an unknown key or a wrong type
+    in a method section is found before any stage runs, not when that method's training starts. A bad value
+    of the base file is reported once as `<file>: <section>.<key>: ...`; one in an overlay as
+    `<file>: <profile>.<section>.<key>: ...`. Imports the method modules (for their config classes).
+    """
+    from agebench.registry import METHODS, UnknownNameError
+
+    path = Path(path)
+    try:
+        written = _read_yaml(path)
+    except ParamsError as exc:
+        return [str(exc)]
+    lines: list[str] = []
+    active = written.get("profile", "full")
+    if active not in PROFILES:
+        lines.append(f"{path}: profile: {active!r} is not one of {', '.join(PROFILES)}")
+    names = METHODS.names()
+    classes: dict[str, type] = dict(SHARED_CLASSES)
+    for name in names:
+        if name in written:
+            try:
+                classes[name] = METHODS.get(name).config_cls
+            except Exception as exc:  # a method module that does not import: its section cannot be checked
+                lines.append(f"{path}: {name}: the method's code cannot be imported ({type(exc).__name__}: {exc})")
+    base_bad: set[str] = set()
+    for profile in PROFILES:
+        overlay = written.get(profile) if profile != "full" else None
+        if profile != "full" and not overlay:
+            continue
+        try:
+            raw = _apply_profile(dict(written), path, profile, lines)
+        except ParamsError as exc:
+            lines.append(str(exc))
+            continue
+        if profile == "full":
+            try:
+                check_top_level(raw, names)
+            except (ParamsError, UnknownNameError) as exc:
+                lines.append(str(exc))
+            try:
+                external_section(raw, names)
+            except ParamsError as exc:
+                lines.append(str(exc))
+        for name, cls in classes.items():
+            if profile == "full":
+                found = section_errors(cls, raw.get(name) or {}, f"{path}: {name}")
+                base_bad.update([name] if found else [])
+            elif isinstance(overlay, Mapping) and name in overlay:
+                merged = raw.get(name) or {}
+                part = overlay[name] if isinstance(overlay[name], Mapping) else {}
+                keys = [k for k in part if isinstance(merged, Mapping) and k in merged]  # others: listed by _merge
+                found = section_errors(cls, merged, f"{path}: {profile}.{name}", keys=keys, whole=name not in base_bad)
+            else:
+                continue
+            lines += found
+        try:
+            evaluate = build(EvaluateConfig, raw.get("evaluate") or {}, f"{path}: evaluate")
+        except ParamsError:  # listed above
+            continue
+        try:
+            check_second_opinion(evaluate, str(path))
+        except ParamsError as exc:
+            if str(exc) not in lines:  # the same problem under every profile is listed once
+                lines.append(f"{exc} (profile {profile})" if profile != "full" else str(exc))
+    return list(dict.fromkeys(lines))

@@ -158,8 +158,16 @@ def check_backbones() -> list[Problem]:
 
 def check_method_files(params: Any, base: Path, probe: Callable[[str], str | None]) -> list[Problem]:
     """Pretrained files of the listed methods (aux networks) and of the configured identity backend."""
-    from agebench.config import section
-    from agebench.pretrained import VGG16_MIB, VGG16_URL, hub_file
+    from agebench.config import ParamsError, section
+    from agebench.pretrained import (
+        VGG16_MIB,
+        VGG16_URL,
+        MissingWeightsError,
+        WeightsFileError,
+        check_hub_file,
+        hub_file,
+        load_vgg16_file,
+    )
     from agebench.registry import METHODS
 
     problems = []
@@ -167,7 +175,10 @@ def check_method_files(params: Any, base: Path, probe: Callable[[str], str | Non
         cls = METHODS.get(name)
         if "vgg16" not in cls.aux_networks:
             continue
-        weights = getattr(section(params.raw, name, cls.config_cls), "weights_path", "")
+        try:
+            weights = getattr(section(params.raw, name, cls.config_cls), "weights_path", "")
+        except ParamsError:  # listed by the params check
+            continue
         if weights:
             path = Path(weights).expanduser()
             path = path if path.is_absolute() else Path.cwd() / path
@@ -179,7 +190,19 @@ def check_method_files(params: Any, base: Path, probe: Callable[[str], str | Non
                         f"torchvision's own file (downloaded from {VGG16_URL}, {VGG16_MIB} MiB)",
                     )
                 )
-        elif not hub_file().is_file():
+                continue
+            try:  # what training will load, loaded the same safe way now: names, shapes, known sha256
+                load_vgg16_file(path, f"{name}.weights_path")
+            except WeightsFileError as exc:
+                what, _, fix = str(exc).partition("; ")
+                problems.append(Problem(what, fix))
+        elif hub_file().is_file():
+            try:
+                check_hub_file(hub_file())
+            except MissingWeightsError as exc:
+                what, _, fix = str(exc).partition(": delete")
+                problems.append(Problem(what, f"delete{fix}, or set {name}.weights_path"))
+        else:
             reason = probe(VGG16_URL)
             if reason is not None:
                 problems.append(
@@ -322,7 +345,6 @@ def check_device(params: Any, data_source: Path | None) -> tuple[list[Problem], 
     notes.append(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if cuda else 'cpu'}")
     if cuda or params.profile != "full" or getattr(params.train, "allow_cpu_full", False):
         return problems, notes
-    started = time.monotonic()
     if data_source is not None and data_source.is_dir():
         steps, basis = full_profile_steps(params, data_source), "these params on the data source's train split"
     else:
@@ -348,7 +370,6 @@ def check_device(params: Any, data_source: Path | None) -> tuple[list[Problem], 
             f"machine with a CUDA GPU, or set train.allow_cpu_full: true to train the full profile on this CPU anyway",
         )
     )
-    notes.append(f"full-profile estimate computed in {time.monotonic() - started:.1f} s")
     return problems, notes
 
 
@@ -359,14 +380,19 @@ def run_checks(
 
     `probe(url)` answers None when the URL is reachable, else the reason (replaced in tests).
     """
-    from agebench.config import ParamsError, load_params
+    from agebench.config import ParamsError, load_params, params_problems
     from agebench.registry import UnknownNameError
 
     report = Report()
+    # Every section of every profile, each method's with its own config class, before anything else:
+    # a typo in a method's section must not wait for that method's training to start.
+    for line in params_problems(params_path):
+        report.problems.append(Problem(line, f"edit {params_path}"))
     try:
         params = load_params(params_path)
     except (ParamsError, UnknownNameError) as exc:
-        report.problems.append(Problem(str(exc), f"edit {params_path}"))
+        if not report.problems:
+            report.problems.append(Problem(str(exc), f"edit {params_path}"))
         return report
     base = params_path.parent
     data_dir = data_dir if data_dir is not None else base / "data"

