@@ -230,3 +230,56 @@ def test_second_opinion_metrics_must_match_the_backend(tmp_path: Path) -> None:
     raw["evaluate"]["metrics"] = ["face", "age", "identity", "joint", "identity_facenet", "joint_facenet"]
     path.write_text(yaml.safe_dump(raw))
     assert load_params(path).evaluate.id_backend == "facenet"
+
+
+# ----------------------------------------------------------------------------------------------
+# The pre-flight's params check: every section of every profile, method sections by their own class
+
+
+def _bad_method_section(profile: str) -> dict:
+    """The repository's params with a typo, a string int and a string float in cyclegan_agevec's section,
+    written where `profile` reads them (the base section for full, the overlay for smoke and cpu)."""
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    bad = {"batch_size": "8", "lr": "0.0002"}
+    if profile == "full":
+        data["cyclegan_agevec"].update(bad, bach_size=1)
+    else:
+        data[profile]["cyclegan_agevec"].update(bad, bach_size=1)
+    return data
+
+
+@pytest.mark.parametrize("profile", ["full", "smoke", "cpu"])
+def test_params_problems_lists_every_bad_key_of_a_method_section_in_each_profile(tmp_path: Path, profile: str) -> None:
+    from agebench.config import params_problems
+
+    path = write(tmp_path, _bad_method_section(profile))
+    lines = params_problems(path)
+    where = f"{path}: " + ("" if profile == "full" else f"{profile}.") + "cyclegan_agevec"
+    assert any(line.startswith(f"{where}.bach_size: ") and "did you mean batch_size?" in line for line in lines), lines
+    assert f"{where}.batch_size: expected an integer, got str '8'" in lines, lines
+    assert f"{where}.lr: expected a number, got str '0.0002'" in lines, lines
+    assert len(lines) == 3 and all("\n" not in line for line in lines), lines
+    # The active profile does not matter: the file is checked as every profile would read it.
+    data = _bad_method_section(profile)
+    data["profile"] = "smoke" if profile == "full" else "full"
+    assert len(params_problems(write(tmp_path, data))) == 3
+
+
+def test_params_problems_is_empty_for_the_repository_params_and_covers_shared_sections(tmp_path: Path) -> None:
+    from agebench.config import params_problems
+
+    assert params_problems(REPO / "params.yaml") == []
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["train"]["sed"] = 1
+    data["cpu"]["data"]["subsample"] = 0.0
+    data["smoke"]["age_cgan"]["latent_step"] = 2
+    lines = params_problems(write(tmp_path, data))
+    assert any("train.sed: unknown key (did you mean seed?)" in line for line in lines), lines
+    assert any("cpu.data: subsample must be in (0, 1]" in line for line in lines), lines
+    assert any("smoke.age_cgan.latent_step" in line and "latent_steps" in line for line in lines), lines
+    assert len(lines) == 3, lines
+
+
+def test_unknown_key_suggests_the_closest_valid_key(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"data\.sorce: unknown key \(did you mean source\?\)"):
+        load_params(write(tmp_path, {"data": {"sorce": "x"}}))

