@@ -59,7 +59,11 @@ def sample_indices(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def _caption(age: float | None, dist: float | None, label: str = "d") -> str:
+def _caption(age: float | None, dist: float | None, label: str = "d", face: bool = True) -> str:
+    """Under a face: its estimated age and identity score; "no face" where the face check rejected it (an
+    age estimate of a non-face means nothing, PROTOCOL.md s.4)."""
+    if not face:
+        return "no face"
     parts = []
     if age is not None:
         parts.append("age –" if not math.isfinite(age) else f"age {age:.0f}")
@@ -75,6 +79,7 @@ def sample_grid_html(
     ages: Mapping[str, np.ndarray],
     dists: Mapping[str, np.ndarray],
     score_label: str = "d",
+    faces_found: Mapping[str, np.ndarray] | None = None,
 ) -> str:
     """An HTML table: one row of input faces, then one row per method with its outputs of the same faces.
 
@@ -84,16 +89,22 @@ def sample_grid_html(
         outputs: method -> (K, S, S, 3) uint8 outputs, row-aligned with `inputs`.
         ages, dists: method -> (K,) estimated output age / identity score against the input (NaN: failed).
         score_label: caption prefix of the identity score ("sim": SFace cosine, "d": dlib distance).
+        faces_found: method -> (K,) 1 where the face check found a face in the output, 0 where not ("no face"
+            is shown instead of an age); a method without it is captioned from `ages` and `dists` alone.
     """
     rows = []
+    faces_found = faces_found or {}
 
-    def row(label: str, faces: np.ndarray, age: np.ndarray | None, dist: np.ndarray | None) -> str:
+    def row(
+        label: str, faces: np.ndarray, age: np.ndarray | None, dist: np.ndarray | None, found: np.ndarray | None
+    ) -> str:
         cells = [f'<th scope="row">{html.escape(label)}</th>']
         for i, face in enumerate(faces):
             cap = _caption(
                 None if age is None else float(age[i]),
                 None if dist is None else float(dist[i]),
                 score_label,
+                found is None or bool(found[i] > 0.5),
             )
             cells.append(
                 f'<td><img class="face" alt="{html.escape(label)} {i}" src="{data_uri(image_png(face))}">'
@@ -101,17 +112,18 @@ def sample_grid_html(
             )
         return "<tr>" + "".join(cells) + "</tr>"
 
-    rows.append(row("input", inputs, input_ages, None))
+    rows.append(row("input", inputs, input_ages, None, None))
     for name, faces in outputs.items():
-        rows.append(row(name, faces, ages.get(name), dists.get(name)))
+        rows.append(row(name, faces, ages.get(name), dists.get(name), faces_found.get(name)))
     return '<table class="grid">' + "".join(rows) + "</table>"
 
 
-def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes:
-    """age_acc (x) vs id_rate (y) per method with 95% intervals; reference rows in grey.
+def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None, x_metric: str = "age_acc") -> bytes:
+    """`x_metric` (x: age_acc under protocol 2, age_score under 3) vs id_rate (y) per method with 95%
+    intervals; reference rows in grey.
 
-    `board` is `agebench.report.leaderboard_frame`'s frame; `ceiling` the estimator's age_acc on real
-    target faces (a vertical line: no method is expected to the right of it).
+    `board` is `agebench.report.leaderboard_frame`'s frame; `ceiling` what real target faces score on
+    `x_metric` (a vertical line: no method is expected to the right of it).
     """
     plt = pyplot()
     import seaborn as sns
@@ -119,11 +131,11 @@ def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     palette = sns.color_palette("colorblind", max(len(board), 1))
     for i, (_, r) in enumerate(board.iterrows()):
-        x, y = r.get(f"{task}.age_acc"), r.get(f"{task}.id_rate")
+        x, y = r.get(f"{task}.{x_metric}"), r.get(f"{task}.id_rate")
         if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
             continue
         ref = r["kind"] == "reference"
-        xerr = _err(r, task, "age_acc", x)
+        xerr = _err(r, task, x_metric, x)
         yerr = _err(r, task, "id_rate", y)
         ax.errorbar(
             x, y, xerr=xerr, yerr=yerr, fmt="s" if ref else "o", color="0.5" if ref else palette[i],
@@ -131,7 +143,8 @@ def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None) -> bytes
         )  # fmt: skip
     if ceiling is not None and math.isfinite(ceiling):
         ax.axvline(ceiling, color="0.3", ls="--", lw=1, label="real faces (estimator ceiling)")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="age_acc (in target group)", ylabel="id_rate (same person)")
+    xlabel = "age_score (against the real gap)" if x_metric == "age_score" else "age_acc (in target group)"
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="id_rate (same person)")
     ax.set_title(task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")

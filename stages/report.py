@@ -11,14 +11,8 @@ from pathlib import Path
 
 from agebench.common import atomic_path, run_main
 from agebench.config import load_params
-from agebench.report import (
-    ReportInputError,
-    build_leaderboard,
-    leaderboard_csv,
-    leaderboard_markdown,
-    load_metrics,
-    write_html_report,
-)
+from agebench.report import ReportInputError, build_leaderboard, leaderboard_csv, leaderboard_markdown, load_metrics
+from agebench.report.page import build_report_page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,21 +30,30 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.metrics)
     try:
         # Every metrics file of the folder (methods, reference rows, external rows): leaderboard.md is then
-        # `render_leaderboard(folder, runtime)`, a function of the metrics files alone, when they all carry
-        # per-face `joint_faces` (data/scores is only a fallback for files without them).
+        # `render_leaderboard(folder, runtime)`, a function of the metrics files alone.
         load_metrics(folder, list(params.methods))  # a configured method without results is an error
         docs, df = build_leaderboard(folder, args.runtime, args.scores)
     except ReportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    paths = {k: Path(getattr(args, k)) for k in ("scores", "outputs", "data", "live")}
+    page = build_report_page(params, docs, df, paths)
     with atomic_path(out / "leaderboard.csv") as tmp:
         tmp.write_text(leaderboard_csv(df), encoding="utf-8")
     with atomic_path(out / "leaderboard.md") as tmp:
         tmp.write_text(leaderboard_markdown(df, docs), encoding="utf-8")
-    paths = {k: Path(getattr(args, k)) for k in ("scores", "outputs", "data", "live")}
-    page = write_html_report(params, docs, df, paths, out)
-    print(f"report: {len(df)} rows -> {out / 'leaderboard.md'}, {page}")
+    with atomic_path(out / "figures" / "charts", kind="dir") as tmp:
+        tmp.mkdir()
+        for name, png in page.charts.items():
+            (tmp / name).write_bytes(png)
+    (out / "figures" / "progression").mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
+    for name, png in page.strips.items():
+        with atomic_path(out / "figures" / "progression" / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+    with atomic_path(out / "index.html") as tmp:
+        tmp.write_bytes(page.html)
+    print(f"report: {len(df)} rows -> {out / 'leaderboard.md'}, {out / 'index.html'}")
     return 0
 
 

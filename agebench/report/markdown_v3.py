@@ -1,0 +1,240 @@
+"""Protocol 3's leaderboard.md (PROTOCOL.md s.6 v3): rank groups against each group's leader, the seed
+spread beside each mean, "not above no change" marks, the real row's gap, ceilings and two sample sizes,
+the pairwise matrix of differences per task, and the sentences about ranks generated from those numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from agebench import report_html
+from agebench.report.docs import RANKED_KINDS, TASKS
+from agebench.report.markdown import (
+    _cell,
+    _int,
+    _md_table,
+    _method_label,
+    _task_title,
+    _text,
+    flag_notes,
+    floor_note,
+    parts_markdown,
+    real_row_parts,
+    reconstruction_parts,
+)
+from agebench.report.ranking import NO_CHANGE, TaskRanking
+from agebench.report.sentences import rank_sentences, signed
+
+NOT_ABOVE = "not above no change"
+#: Header of a protocol-3 task table: (column key, title). Keys starting with "_" are not metrics.
+TABLE_COLUMNS = (
+    ("_rank", "rank"), ("_method", "method"), ("_seeds", "seeds"), ("joint", "joint"),
+    ("_leader", "Δ joint, leader − row"), ("_no_change", "Δ joint vs identity"), ("age_score", "age_score"),
+    ("gap_closure", "gap_closure"), ("id_rate", "id_rate"), ("id_sim", "id_sim"), ("realism", "realism"),
+    ("fid", "fid"), ("kid_mean", "kid ×1000"), ("cycle_l1", "cycle_l1"), ("face_fail", "face_fail"),
+    ("joint_decade", "joint_decade (not ranked)"), ("age_acc", "age_acc (not ranked)"), ("_n", "n"),
+    ("id_rate_dlib", "id_rate_dlib (not ranked)"), ("joint_dlib", "joint_dlib (not ranked)"),
+)  # fmt: skip
+REAL_HEADER = [
+    "task", "gap (years)", "age_score_real", "realism_real", "age_acc_real", "fid floor", "kid floor ×1000",
+    "n (age ceiling)", "n_floor (FID floor)",
+]  # fmt: skip
+INTRO = (
+    "Each task is ranked by its own `joint` (per face: verified by SFace × age_score × realistic; ties: lower "
+    "`fid`). Rank groups: the first row leads group 1; each next row joins the current group when the paired 95% "
+    'interval of (leader − row) contains 0, else it leads a new group whose rank is its position; "=k": a '
+    "shared rank (PROTOCOL.md s.6). Brackets: 95% intervals, two-level bootstrap over training seeds and test "
+    "faces (each method's seeds resampled, one face resample shared by every method, so differences are paired; "
+    'Wilson intervals for rare events). "seeds a–b": lowest and highest value over the training seeds. '
+    f'"{NOT_ABOVE}": the paired interval of joint(row) − joint(identity) does not lie above 0. `kid`: KID mean '
+    '± std, ×1000. `face_fail`: outputs where YuNet found no face. "not ranked": reported, never ranked on. '
+    '"–": not computed.'
+)
+
+
+def _fmt(v: float, col: str) -> str:
+    if col.endswith("_fail"):
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+    return f"{v:.1f}" if col == "fid" else f"{1000 * v:.2f}" if col == "kid_mean" else f"{v:.3f}"
+
+
+def metric_cell(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
+    """(value, interval and seed spread) of a protocol-3 cell; the spread only where the row has S > 1 seeds."""
+    if col.endswith("_fail"):
+        v = row.get(f"{task}.{col}")
+        value, ci = ("–", "") if report_html.is_missing(v) else (_fmt(v, col), "")
+    else:
+        value, ci = _cell(row, task, col)
+    lo, hi = row.get(f"{task}.{col}_min"), row.get(f"{task}.{col}_max")
+    seeds = row.get("seeds")
+    several = not report_html.is_missing(seeds) and seeds > 1
+    if value != "–" and several and not (report_html.is_missing(lo) or report_html.is_missing(hi)):
+        ci = f"{ci} seeds {_fmt(lo, col)}–{_fmt(hi, col)}".strip()
+    return value, ci
+
+
+def _diff_cell(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
+    v, lo, hi = (row.get(f"{task}.{col}{s}") for s in ("", "_lo", "_hi"))
+    if report_html.is_missing(v):
+        return "–", ""
+    ci = "" if report_html.is_missing(lo) or report_html.is_missing(hi) else f"[{signed(lo)}, {signed(hi)}]"
+    return signed(v), ci
+
+
+def task_table(df: pd.DataFrame, task: str, ranked: bool) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """One task's rows as (value, interval) cells: the ranked kinds in rank order, else the reference rows
+    other than `real` (which has its own table)."""
+    header = [t for _, t in TABLE_COLUMNS]
+    if df.empty:
+        return header, []
+    part = df[df["kind"].isin(RANKED_KINDS) == ranked]
+    if ranked:
+        part = part.assign(_o=pd.to_numeric(part[f"{task}.order"])).sort_values("_o", kind="stable")
+    else:
+        part = part[part["method"] != "real"]
+    rows = []
+    for _, r in part.iterrows():
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            if key == "_rank":
+                cells.append((str(r.get(f"{task}.rank")) if ranked else "–", ""))
+            elif key == "_method":
+                cells.append((_method_label(r), ""))
+            elif key == "_seeds":
+                cells.append((_int(r.get("seeds")), ""))
+            elif key == "_leader":
+                cells.append(_diff_cell(r, task, "diff_leader") if ranked else ("", ""))
+            elif key == "_no_change":
+                value, ci = _diff_cell(r, task, "vs_identity") if ranked else ("", "")
+                if ranked and r.get(f"{task}.not_above_no_change") is True:
+                    ci = f"{ci} {NOT_ABOVE}".strip()
+                cells.append((value, ci))
+            elif key == "_n":
+                cells.append((_int(r.get(f"{task}.n")), ""))
+            else:
+                cells.append(metric_cell(r, task, key))
+        rows.append(cells)
+    return header, rows
+
+
+def _years(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
+    v, lo, hi = (row.get(f"{task}.{col}{s}") for s in ("", "_lo", "_hi"))
+    if report_html.is_missing(v):
+        return "–", ""
+    return f"{v:.2f}", "" if report_html.is_missing(lo) or report_html.is_missing(hi) else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def real_table(df: pd.DataFrame) -> list[list[tuple[str, str]]]:
+    """The `real` row per task: the gap, the ceilings, the FID/KID floor and its two sample sizes apart."""
+    real = df[df["method"] == "real"] if not df.empty else df
+    if real.empty:
+        return []
+    r = real.iloc[0]
+    rows = []
+    for task in TASKS:
+        cells = [(task, ""), _years(r, task, "gap")]
+        cells += [_cell(r, task, c) for c in ("age_score_real", "realism_real", "age_acc_real", "fid")]
+        cells += [report_html.kid_cell(r, task), (_int(r.get(f"{task}.n")), ""), (_int(r.get(f"{task}.n_floor")), "")]
+        rows.append(cells)
+    return rows
+
+
+def matrix_table(r: TaskRanking) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The pairwise matrix joint(row) − joint(column) with paired intervals; "*" where the interval excludes 0."""
+    names = r.matrix_rows
+    rows = []
+    for a in names:
+        cells = [(a, "")]
+        for b in names:
+            d = r.pairs.get((a, b))
+            if a == b or d is None:
+                cells.append(("", "") if a == b else ("–", ""))
+            else:
+                mark = "*" if d.separates else ""
+                cells.append((signed(d.value), f"[{signed(d.ci95[0])}, {signed(d.ci95[1])}]{mark}"))
+        rows.append(cells)
+    return ["joint(row) − joint(column)", *names], rows
+
+
+def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Markdown of a protocol-3 leaderboard frame (`leaderboard_frame`): tables, matrix, generated sentences,
+    reference rows, the real row, flags, provenance."""
+    first = df.iloc[0] if len(df) else pd.Series(dtype=object)
+    rankings: Mapping[str, TaskRanking] = df.attrs.get("rankings", {})
+    lines = [
+        "# agebench leaderboard",
+        "",
+        f"Profile **{_text(first.get('profile'))}** · protocol {_int(first.get('protocol_version'))}.",
+        "",
+        INTRO,
+        "",
+    ]
+    for task in TASKS:
+        header, rows = task_table(df, task, ranked=True)
+        if not rows:
+            continue
+        lines += [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
+        r = rankings.get(task)
+        if r is not None and r.unpaired:
+            lines.append(f"No per-face records (no paired comparison, a group of its own): {', '.join(r.unpaired)}.")
+        if r is not None and NO_CHANGE not in r.values:
+            lines.append(f"No `{NO_CHANGE}` row with per-face records: no row can be shown above no change.")
+        lines.append("")
+        if r is not None and len(r.matrix_rows) > 1:
+            m_header, m_rows = matrix_table(r)
+            lines += [
+                f"Paired differences in `joint` on {task} (row − column; * the interval excludes 0):",
+                "",
+                *_md_table(m_header, m_rows),
+                "",
+            ]
+        if r is not None:
+            lines += [f"- {s}" for s in rank_sentences(r)] + [""]
+    refs = {task: task_table(df, task, ranked=False) for task in TASKS}
+    if any(rows for _, rows in refs.values()):
+        lines += ["## Reference rows (not ranked)", ""]
+        for task, (header, rows) in refs.items():
+            if rows:
+                lines += [f"### {task}", "", *_md_table(header, rows), ""]
+    real_rows = real_table(df)
+    if real_rows:
+        lines += [
+            "## The `real` row: gap, ceilings and floors",
+            "",
+            "`gap`: mean estimated age of real target-group test faces minus that of real source-group test faces. "
+            "`age_score_real`, `realism_real`, `age_acc_real`: what real target-group faces score (the ceilings), "
+            "over `n` faces. The FID/KID floor uses `n_floor` real faces, the methods' N (PROTOCOL.md s.5).",
+            "",
+            *_md_table(REAL_HEADER, real_rows),
+            "",
+        ]
+    notes = flag_notes(df)
+    if notes:
+        lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
+    real = next((d for d in docs if d.get("method") == "real"), None)
+    if real is not None:
+        lines += parts_markdown("Real faces (the `real` row)", real_row_parts(real))
+    for d in docs:
+        if d.get("reconstruction"):
+            lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))
+    if not df.empty:
+        lines += [
+            "## Training and provenance",
+            "",
+            "| method | kind | seeds | resolution | parameters | train time (s) | hardware | git revision | protocol "
+            "| profile |",
+            "|---|---|---:|---:|---:|---:|---|---|---:|---|",
+        ]
+        for _, row in df.iterrows():
+            secs = row.get("train_seconds")
+            lines.append(
+                f"| {row['method']} | {row['kind']} | {_int(row.get('seeds'))} | {_int(row.get('resolution'))} | "
+                f"{_int(row.get('parameters'))} | {'–' if report_html.is_missing(secs) else f'{secs:.0f}'} | "
+                f"{_text(row.get('hardware'))} | {_text(row.get('git_revision'))} | "
+                f"{_int(row.get('protocol_version'))} | {_text(row.get('profile'))} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Protocol 3 ranking of one task from the metrics documents' per-face records alone (PROTOCOL.md s.6, v3).
+
+Each ranked row's per-face `joint` over its training seeds (`seeds[k].tasks[task].per_face.joint`, an
+(S, N) array) gives its value (the mean) and, through `metrics.ranking`'s paired two-level bootstrap,
+the interval of its difference with every other row: the rank groups against each group's leader, the
+pairwise matrix, and the "not above no change" mark against the `identity` row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agebench.report.docs import RANKED_KINDS, ReportInputError
+from metrics import ranking
+
+#: The reference row that does nothing (PROTOCOL.md s.5): a method must lie above it to have done something.
+NO_CHANGE = "identity"
+#: Largest accepted gap between a file's summary `joint` and the mean of its per-face records.
+JOINT_TOLERANCE = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """value(a) - value(b) of two rows with its paired two-level 95% interval."""
+
+    a: str
+    b: str
+    value: float
+    ci95: tuple[float, float]
+
+    @property
+    def separates(self) -> bool:
+        """The interval excludes 0: the data tell the two rows apart."""
+        return ranking.separates(self.ci95)
+
+    def flipped(self) -> Difference:
+        """value(b) - value(a): the same resamples, so exactly the negated interval."""
+        return Difference(self.b, self.a, -self.value, (-self.ci95[1], -self.ci95[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRanking:
+    """One task's ranking.
+
+    order: ranked rows (methods, external rows) best first (joint, then lower fid, then name).
+    ranks: per row of `order`, the 1-based position of its group's leader.
+    values: per-face mean `joint` of every row with records (ranked rows and `identity`).
+    seeds: number of training seeds S per row with records.
+    pairs: (a, b) -> Difference for every ordered pair of rows with comparable records.
+    unpaired: ranked rows without per-face records (a group of their own, no comparison).
+    """
+
+    task: str
+    order: tuple[str, ...]
+    ranks: tuple[int, ...]
+    values: Mapping[str, float]
+    seeds: Mapping[str, int]
+    pairs: Mapping[tuple[str, str], Difference]
+    unpaired: tuple[str, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        """ "k" or "=k" per row of `order`."""
+        return ranking.rank_labels(self.ranks)
+
+    @property
+    def matrix_rows(self) -> list[str]:
+        """Rows and columns of the pairwise matrix: the ranked rows in order, then `identity` when present."""
+        return [*self.order, *([NO_CHANGE] if NO_CHANGE in self.values else [])]
+
+    def leader(self, name: str) -> str:
+        """The leader of `name`'s rank group."""
+        return self.order[self.ranks[self.order.index(name)] - 1]
+
+    def vs_leader(self, name: str) -> Difference | None:
+        """value(leader) - value(row), None for a leader."""
+        lead = self.leader(name)
+        return None if lead == name else self.pairs.get((lead, name))
+
+    def vs_no_change(self, name: str) -> Difference | None:
+        """value(row) - value(identity), None without an identity row or records."""
+        return self.pairs.get((name, NO_CHANGE))
+
+    def not_above_no_change(self, name: str) -> bool:
+        """PROTOCOL.md s.6: the paired interval against `identity` does not lie above 0 (or cannot be had)."""
+        d = self.vs_no_change(name)
+        return d is None or not ranking.lies_above_zero(d.ci95)
+
+
+def per_face_joint(doc: Mapping[str, Any], task: str) -> tuple[list[str] | None, np.ndarray] | None:
+    """(input file names or None, (S, N) float64 per-face joint per training seed) of a row, or None.
+
+    Read from `seeds[k].tasks[task].per_face.joint`; a document without `seeds` uses its task's own
+    `per_face` as one seed.
+
+    Raises:
+        ReportInputError: seeds that disagree on the faces, or values that are not numbers.
+    """
+    name = doc.get("method")
+    seeds = doc.get("seeds") or [{"tasks": doc.get("tasks", {})}]
+    records = [s.get("tasks", {}).get(task, {}).get("per_face") for s in seeds]
+    if all(r is None for r in records):
+        return None
+    if any(r is None or "joint" not in r for r in records):
+        raise ReportInputError(f"{name}: some seeds lack per_face.joint for {task}; re-run `dvc repro evaluate@{name}`")
+    files = [r.get("file") for r in records]
+    if any(f != files[0] for f in files):
+        raise ReportInputError(f"{name}: seeds scored different faces for {task}; re-run `dvc repro evaluate@{name}`")
+    try:
+        values = np.array([r["joint"] for r in records], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ReportInputError(f"{name}: per_face.joint of {task} holds a non-number; re-run evaluate") from None
+    if values.ndim != 2 or not np.isfinite(values).all():
+        raise ReportInputError(f"{name}: per_face.joint of {task} is not a finite list per seed; re-run evaluate")
+    summary = doc.get("tasks", {}).get(task, {}).get("joint")
+    if summary is not None and values.size and abs(float(values.mean()) - float(summary)) > JOINT_TOLERANCE:
+        raise ReportInputError(
+            f"{name}: {task} joint {summary} is not the mean of its per-face records ({values.mean()}); "
+            f"the file was edited or written by other code: re-run `dvc repro evaluate@{name}`"
+        )
+    return (list(files[0]) if files[0] is not None else None), values
+
+
+def _sort_key(doc: Mapping[str, Any], task: str, value: float | None) -> tuple[float, float, str]:
+    fid = doc.get("tasks", {}).get(task, {}).get("fid")
+    return (
+        -value if value is not None and math.isfinite(value) else math.inf,
+        float(fid) if fid is not None and math.isfinite(float(fid)) else math.inf,
+        str(doc["method"]),
+    )
+
+
+def rank_task(docs: Sequence[Mapping[str, Any]], task: str, resamples: int, seed: int) -> TaskRanking:
+    """Rank the ranked rows of `docs` on `task` from their per-face records (module docstring).
+
+    Args:
+        docs: metrics documents (methods, external and reference rows); reference rows other than
+            `identity` are ignored.
+        resamples, seed: the bootstrap's (`evaluate.bootstrap_resamples`, `evaluate.bootstrap_seed`).
+    """
+    ranked = [d for d in docs if d.get("kind", "method") in RANKED_KINDS]
+    rows = ranked + [d for d in docs if d.get("method") == NO_CHANGE and d.get("kind") not in RANKED_KINDS]
+    records = {str(d["method"]): per_face_joint(d, task) for d in rows}
+    records = {m: r for m, r in records.items() if r is not None}
+    values = {m: float(v.mean()) for m, (_, v) in records.items()}
+    summary = {str(d["method"]): d.get("tasks", {}).get(task, {}).get("joint") for d in ranked}
+    order = sorted(ranked, key=lambda d: _sort_key(d, task, values.get(str(d["method"]), summary[str(d["method"])])))
+    names = [str(d["method"]) for d in order]
+
+    boots: dict[str, np.ndarray] = {}
+    face_idx: dict[int, np.ndarray] = {}
+    for m, (_, v) in records.items():
+        n = v.shape[1]
+        idx = face_idx.setdefault(n, ranking.face_draws(n, resamples, seed))
+        boots[m] = ranking.resampled_means(v, idx, ranking.seed_draws(v.shape[0], resamples, seed))
+    pairs: dict[tuple[str, str], Difference] = {}
+    members = [m for m in [*names, NO_CHANGE] if m in records]
+    for i, a in enumerate(members):
+        for b in members[i + 1 :]:
+            (fa, va), (fb, vb) = records[a], records[b]
+            if va.shape[1] != vb.shape[1] or (fa is not None and fb is not None and fa != fb):
+                continue  # other faces: no paired comparison
+            d = ranking.difference(va, vb, boots[a], boots[b])
+            pairs[(a, b)] = Difference(a, b, float(d["value"]), tuple(d["ci95"]))
+            pairs[(b, a)] = pairs[(a, b)].flipped()
+
+    def interval(leader: int, row: int) -> tuple[float, float] | None:
+        d = pairs.get((names[leader], names[row]))
+        return None if d is None else d.ci95
+
+    ranks = ranking.rank_groups(len(names), interval)
+    return TaskRanking(
+        task=task,
+        order=tuple(names),
+        ranks=tuple(ranks),
+        values=values,
+        seeds={m: int(v.shape[0]) for m, (_, v) in records.items()},
+        pairs=pairs,
+        unpaired=tuple(m for m in names if m not in records),
+    )
