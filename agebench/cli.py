@@ -22,7 +22,10 @@ EXAMPLES = {
     "age-photo": "agebench age-photo me.jpg --method cyclegan_keras --to old --out me_old.png",
     "feature-maps": "agebench feature-maps face.png --method cyclegan_agevec --to 60s --out maps/",
     "doctor": "agebench doctor --params params.yaml",
+    "probes": "agebench probes --data data/prepared --out reports/probes",
     "publish": "agebench publish --workspace ../cpu-run --out results/cpu --load-log load.log",
+    "merge-seeds": "agebench merge-seeds run_seed0/reports/metrics run_seed1/reports/metrics --out merged/metrics",
+    "leaderboard": "agebench leaderboard results/cpu/metrics --out leaderboard.md",
 }
 
 
@@ -80,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--baseline", required=True, help="baseline JSON written by `agebench baseline update`")
     chk.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
     chk.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
+    chk.add_argument(
+        "--probes",
+        default=None,
+        help="folder of the probes' metrics files (`agebench probes`), for a format-3 baseline",
+    )
 
     new = sub.add_parser("new-method", help="add a method: methods/NAME.py, its params section and registration")
     new.add_argument("name", help="the method's name: lowercase letters, digits and _ (e.g. my_method)")
@@ -97,6 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--baseline", required=True, help="baseline JSON to (over)write")
     upd.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
     upd.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
+    upd.add_argument("--probes", default=None, help="folder of the probes' metrics files (`agebench probes`)")
+    upd.add_argument(
+        "--seed-runs",
+        nargs="*",
+        default=[],
+        metavar="METRICS_DIR",
+        help="metrics folders of the same methods trained with other seeds: the statistical gate's spread",
+    )
+
+    prb = sub.add_parser(
+        "probes",
+        help="score fixed transforms of the real test faces (the gate's exact probes)",
+        description="Score fixed transforms of the prepared test faces (blur, brighten, another person's face, "
+        "a blank image) with the pipeline's scorer; writes one metrics file per probe. No image is written "
+        "outside a temporary folder. Exit status: 0 written; 2 bad input (no prepared data, bad params).",
+    )
+    prb.add_argument("--params", default="params.yaml", help="the run's params.yaml")
+    prb.add_argument("--data", default="data/prepared", help="the prepare stage's folder")
+    prb.add_argument("--out", default="reports/probes", help="folder for probe:<name>.json files")
+    prb.add_argument("--cache", default=None, help="content-keyed scoring cache (default: as the evaluate stage)")
+
+    mrg = sub.add_parser(
+        "merge-seeds",
+        help="merge the metrics files of runs with different training seeds (PROTOCOL.md s.4 v3)",
+        description="Merge the metrics files of the same methods from separate runs (one training seed each, same "
+        "code revision and profile) into files with S seeds: means over seeds, per-face means, seed_spread and "
+        "two-level bootstrap intervals (seeds, then faces). real.json must be identical in every run and is copied. "
+        "Exit status: 0 written; 2 runs that cannot be merged (another revision or profile, a seed twice).",
+    )
+    mrg.add_argument("run_dirs", nargs="+", metavar="RUN_METRICS_DIR", help="reports/metrics of each run")
+    mrg.add_argument("--out", required=True, help="folder for the merged <method>.json files")
 
     # External rows (PROTOCOL.md s.6): the arguments live in agebench.external.
     from agebench.external import add_cli_arguments
@@ -115,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="pre-flight: check data, weights, disk and device for params.yaml in seconds", add_help=False
     )
     sub.add_parser("publish", help="copy a finished run's face-free results to results/<profile>", add_help=False)
+    from agebench.report.command import add_parser as add_leaderboard  # argparse only: no pandas, no torch
+
+    add_leaderboard(sub)
     for name, parser in sub.choices.items():  # defaults and an example in every subcommand's --help
         parser.formatter_class = HelpFormatter
         if name in EXAMPLES and parser.epilog is None:
@@ -137,16 +179,43 @@ def _gate(args: argparse.Namespace) -> int:
 
     try:
         cfg = section(read_params(args.params), "check", CheckConfig)
+        probes = Path(args.probes) if args.probes else None
         if args.command == "check":
-            status, report = check.check(Path(args.baseline), Path(args.metrics), cfg)
+            status, report = check.check(
+                Path(args.baseline), Path(args.metrics), cfg, probes, check.run_fingerprint(Path(args.metrics))
+            )
             print(report)
             return status
-        n = check.update_baseline(Path(args.baseline), Path(args.metrics), cfg)
-        print(f"agebench baseline update: {n} metrics written to {args.baseline}")
+        seeds = tuple(Path(p) for p in args.seed_runs)
+        n = check.update_baseline(Path(args.baseline), Path(args.metrics), cfg, seeds, probes)
+        print(f"agebench baseline update: {n} values written to {args.baseline}")
         return 0
     except (check.GateInputError, ParamsError, OSError) as exc:
         print(f"agebench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _probes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agebench.common import write_json
+    from agebench.config import ParamsError, load_params
+    from agebench.probes import score_probes
+    from agebench.scoring import scorer_for_params
+
+    try:
+        params = load_params(args.params)
+        if not (Path(args.data) / "index.csv").is_file():
+            raise FileNotFoundError(f"{args.data}/index.csv not found: run `dvc repro prepare` first")
+        scorer = scorer_for_params(params, args.params, args.cache)
+        docs = score_probes(params, Path(args.data), scorer)
+    except (ParamsError, FileNotFoundError, OSError) as exc:
+        print(f"agebench probes: error: {exc}", file=sys.stderr)
+        return 2
+    for name, doc in docs.items():
+        write_json(Path(args.out) / f"{name.replace(':', '_')}.json", doc)
+    _summary(args.out, f"agebench probes: {len(docs)} probes scored ({', '.join(docs)})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +260,22 @@ def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("check", "baseline"):
         return _gate(args)
+    if args.command == "leaderboard":
+        from agebench.report.command import run as leaderboard
+
+        return leaderboard(args)
+    if args.command == "probes":
+        return _probes(args)
+    if args.command == "merge-seeds":
+        from agebench.seeds import SeedMergeError, merge_seed_dirs
+
+        try:
+            written = merge_seed_dirs(args.run_dirs, args.out)
+        except (SeedMergeError, OSError, ValueError) as exc:
+            print(f"agebench merge-seeds: error: {exc}", file=sys.stderr)
+            return 2
+        _summary(args.out, f"agebench merge-seeds: {len(written)} files from {len(args.run_dirs)} runs")
+        return 0
     if args.command in ("export-inputs", "score-outputs"):
         from agebench.external import run_cli
 

@@ -11,20 +11,28 @@
 function of the metrics (and runtime) files alone.
 """
 
-from agebench.report.docs import ReportInputError, load_metrics, read_metrics_dir, validate_docs
-from agebench.report.frame import joint_from_scores, leaderboard_csv, leaderboard_frame
-from agebench.report.markdown import build_leaderboard, leaderboard_markdown, ranks_markdown, render_leaderboard
+import importlib
+from typing import Any
 
-__all__ = [
-    "ReportInputError",
-    "build_leaderboard",
-    "joint_from_scores",
-    "leaderboard_csv",
-    "leaderboard_frame",
-    "leaderboard_markdown",
-    "load_metrics",
-    "ranks_markdown",
-    "read_metrics_dir",
-    "render_leaderboard",
-    "validate_docs",
-]
+#: Public names re-exported lazily (importing `agebench.report.command` for the CLI's parser must not load
+#: pandas): name -> the submodule that defines it.
+_EXPORTS = {
+    "ReportInputError": "docs",
+    "load_metrics": "docs",
+    "read_metrics_dir": "docs",
+    "validate_docs": "docs",
+    "joint_from_scores": "frame",
+    "leaderboard_csv": "frame",
+    "leaderboard_frame": "frame",
+    "build_leaderboard": "markdown",
+    "leaderboard_markdown": "markdown",
+    "ranks_markdown": "markdown",
+    "render_leaderboard": "markdown",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'agebench.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"agebench.report.{_EXPORTS[name]}"), name)
