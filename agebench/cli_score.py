@@ -11,11 +11,18 @@ Resizing, per metric (inputs of any size are accepted; nothing is resized before
 - verify --judge dlib (the second opinion): dlib 5-point landmarks on the whole image, then a 150x150 chip
   (25% padding) for dlib's face-recognition ResNet; columns file,distance,same with `same` = distance < 0.6.
 
+Every command applies the pipeline's face check first (PROTOCOL.md s.4: YuNet on the image padded with
+a black border of 50% of its side, `metrics.sface.detect`): an image in which no face is found gets no
+number: an empty `age` / `similarity` / `distance` (and `same` false) in `age` and `verify`, left out of
+both sets in `fid`; each command counts them on stderr. Faces that are found are scored exactly as
+before the check.
+
 Files that are not readable images are skipped: named on stderr, left out of the outputs (in
 `verify`, a name that is an image in one folder but unreadable in the other is kept, with an
-empty score). Images the age estimator or the judge cannot read (e.g. 1x1, blank, noise: no face) are
-counted failures: an empty `age` / `similarity` / `distance` (and `same` false), counted on stderr. Progress bars go to
-stderr and show only when it is a terminal, so stdout and the output files stay machine-readable.
+empty score). An image with more pixels than `MAX_IMAGE_PIXELS` is skipped from its header, never
+decoded. Images the age estimator or the judge cannot read (e.g. 1x1) are counted failures as well.
+Progress bars go to stderr and show only when it is a terminal, so stdout and the output files stay
+machine-readable.
 """
 
 from __future__ import annotations
@@ -34,12 +41,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from agebench.common import OutputPathError, atomic_path, check_output_path, write_json
-from agebench.config import EvaluateConfig
+from agebench.config import DataConfig, EvaluateConfig
 from metrics.suite import Judge
 
 # Images are stacked in chunks of at most this many pixels (one 4096x4096 photo, or 419 200x200 faces),
 # so folders of large photos do not build multi-GB batches.
 MAX_CHUNK_PIXELS = 1 << 24
+#: Images with more pixels than this are skipped by their header, before decoding (the `prepare` stage's
+#: default cap, `data.max_image_pixels`: a 150 KB PNG can declare 144 megapixels, 2.5 GB decoded).
+MAX_IMAGE_PIXELS = DataConfig().max_image_pixels
 # Files PIL fails on in any of these ways are skipped, not fatal.
 _READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -66,8 +76,18 @@ def read_folder(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, st
     images, skipped = {}, {}
     for path in _progress(iterable=files, desc=f"read {folder.name}"):
         try:
-            with Image.open(path) as img:
+            with warnings.catch_warnings():  # PIL's own (higher) bomb limit: ours below is lower and says more
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(path)  # reads the header only
+            with img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    skipped[path.name] = (
+                        f"{img.width}x{img.height} is over {MAX_IMAGE_PIXELS:,} pixels (not decoded); downscale it"
+                    )
+                    continue
                 images[path.name] = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        except Image.DecompressionBombError:
+            skipped[path.name] = f"over {MAX_IMAGE_PIXELS:,} pixels (not decoded); downscale it"
         except _READ_ERRORS as exc:
             skipped[path.name] = f"not a readable image ({type(exc).__name__})"
     if not images:
@@ -109,6 +129,25 @@ def per_image(
     return out
 
 
+def load_face_check() -> Callable[[torch.Tensor], np.ndarray]:
+    """The pipeline's face-validity check as a batched function: (N, 3, H, W) uint8 -> (N,) bool, a face
+    was found (`agebench.scoring.sface_parts`'s detector: YuNet on the image padded with a 50% black border)."""
+    from agebench.scoring import sface_parts
+    from metrics.sface import Detections
+
+    detect, _, _ = sface_parts()
+    return lambda x: Detections.unpack(detect(x)).found
+
+
+def faces_only(
+    images: dict[str, np.ndarray], face_check: Callable[[torch.Tensor], np.ndarray], desc: str
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(the images in which a face is found, the sorted names of the others)."""
+    found = per_image(images, lambda x: np.asarray(face_check(x), bool), desc)
+    faceless = sorted(n for n, ok in found.items() if not ok)
+    return {n: a for n, a in images.items() if found[n]}, faceless
+
+
 def check_output(path: str | None) -> None:
     """Refuse, before any scoring, an output path `atomic_path` would refuse at write time (a folder, ...)."""
     if path:
@@ -127,22 +166,33 @@ def cmd_fid(
     real_dir: str, fake_dir: str, json_out: str | None, batch_size: int = 64, cfg: EvaluateConfig | None = None
 ) -> dict:
     """FID/KID between two folders (PROTOCOL.md s.4; KID settings from `cfg`, default `EvaluateConfig()`);
-    returns {fid, kid_mean, kid_std, n_real, n_fake}.
+    returns {fid, kid_mean, kid_std, n_real, n_fake, n_real_no_face, n_fake_no_face}.
 
-    Both folders are read and checked (>= 2 images each) before the network is loaded. Sets too small for
+    Images without a face are left out of both sets (counted in `n_*_no_face`). Both folders are read and
+    checked (>= 2 images with a face each) before Inception is loaded. Sets too small for
     a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
     from metrics.fid import fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
 
     cfg = cfg or EvaluateConfig()
     check_output(json_out)
-    folders = {}
+    read = {}
     for key, folder in (("real", real_dir), ("fake", fake_dir)):
         images, skipped = read_folder(folder)
         _warn_skipped(skipped)
         if len(images) < 2:
             raise FolderError(f"{folder}: FID/KID needs at least 2 images, found {len(images)}")
-        folders[key] = images
+        read[key] = images
+    face_check = load_face_check()
+    folders, faceless = {}, {}
+    for (key, images), folder in zip(read.items(), (real_dir, fake_dir)):
+        folders[key], faceless[key] = faces_only(images, face_check, f"faces {key}")
+        _warn_failed("fid", len(faceless[key]), len(images), f"images in {folder} have no face: left out of FID/KID")
+        if len(folders[key]) < 2:
+            raise FolderError(
+                f"{folder}: FID/KID needs at least 2 images with a face, found {len(folders[key])} "
+                f"({len(faceless[key])} without a face)"
+            )
     for note in fid_kid_caveats(len(folders["real"]), len(folders["fake"]), cfg.kid_subset_size):
         print(f"fid: warning: {note}", file=sys.stderr)
     with warnings.catch_warnings():
@@ -154,6 +204,7 @@ def cmd_fid(
         # Sorted names, as torch-fidelity orders a folder (KID's subset draws depend on row order).
         feats[key] = np.stack([rows[n] for n in sorted(rows)])
     result = fid_kid_from_features(feats["real"], feats["fake"], cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
+    result.update(n_real_no_face=len(faceless["real"]), n_fake_no_face=len(faceless["fake"]))
     if json_out:
         check_output(json_out)
         write_json(json_out, result)
@@ -161,16 +212,28 @@ def cmd_fid(
 
 
 def cmd_age(folder: str, csv_out: str | None) -> list[tuple[str, float]]:
-    """Estimated age per readable image, sorted by name (NaN, an empty CSV cell, when the estimator failed)."""
+    """Estimated age per readable image, sorted by name (NaN, an empty CSV cell, when no face is found in it
+    or the estimator failed; both counted on stderr)."""
     from metrics.age import estimate_ages, load_age_networks
 
     check_output(csv_out)
     images, skipped = read_folder(folder)
     _warn_skipped(skipped)
+    face_check = load_face_check()
     nets = load_age_networks()
-    ages = per_image(images, lambda x: estimate_ages(x, nets).numpy(), "age")
-    rows = [(n, float(ages[n])) for n in sorted(ages)]
-    _warn_failed("age", sum(np.isnan(a) for _, a in rows), len(rows), "images got no age (too small to read)")
+
+    def found_and_age(x: torch.Tensor) -> np.ndarray:
+        # (N, 2): face found (0/1), estimated age. The estimator runs on the same batches as without the
+        # check, so a face that is found keeps its exact age.
+        return np.stack([np.asarray(face_check(x), np.float64), estimate_ages(x, nets).numpy()], axis=1)
+
+    found_ages = per_image(images, found_and_age, "age")
+    names = sorted(found_ages)
+    faceless = [n for n in names if not found_ages[n][0]]
+    rows = [(n, float(found_ages[n][1]) if found_ages[n][0] else float("nan")) for n in names]
+    _warn_failed("age", len(faceless), len(rows), "images have no face (YuNet, 50% black border): no age given")
+    unread = sum(np.isnan(a) for _, a in rows) - len(faceless)
+    _warn_failed("age", unread, len(rows), "faces got no age (too small for the age estimator)")
     _write_csv(csv_out, ["file", "age"], [(n, "" if np.isnan(a) else f"{a:.4f}") for n, a in rows])
     return rows
 
@@ -181,7 +244,8 @@ JUDGE_COLUMNS = {"sface": "similarity", "dlib": "distance"}
 
 def load_cli_judge(judge: str, cfg: EvaluateConfig | None = None) -> tuple[Judge, Callable[[torch.Tensor], np.ndarray]]:
     """The judge `judge` ("sface" or "dlib") as the pipeline builds it (`agebench.scoring`), and its per-batch
-    descriptor function (N, 3, H, W) uint8 -> (N, D) float64, NaN rows where no face was read."""
+    descriptor function (N, 3, H, W) uint8 -> (N, D) float64, NaN rows where no face was found (the pipeline's
+    face check) or read."""
     from agebench.scoring import second_opinion, sface_parts
 
     if judge == "sface":
@@ -194,8 +258,12 @@ def load_cli_judge(judge: str, cfg: EvaluateConfig | None = None) -> tuple[Judge
     if judge == "dlib":
         _, j = second_opinion(dataclasses.replace(cfg or EvaluateConfig(), id_backend="dlib"))
 
+        face_check = load_face_check()
+
         def dlib_fn(x: torch.Tensor) -> np.ndarray:
-            return j.features(x, np.zeros((len(x), 16)))
+            # dlib finds its own landmarks; the pipeline's face check still decides whether there is a face.
+            found = np.asarray(face_check(x), bool)
+            return np.where(found[:, None], j.features(x, np.zeros((len(x), 16))), np.nan)
 
         return j, dlib_fn
     raise FolderError(f"unknown judge {judge!r}; use one of: {', '.join(JUDGE_COLUMNS)}")

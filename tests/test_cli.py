@@ -34,7 +34,7 @@ DIST_TOL = 1e-5
 AGE_COLUMNS = ["file", "age"]
 VERIFY_COLUMNS = ["file", "distance", "same"]  # --judge dlib
 SFACE_COLUMNS = ["file", "similarity", "same"]  # --judge sface (the default)
-FID_KEYS = ["fid", "kid_mean", "kid_std", "n_real", "n_fake"]
+FID_KEYS = ["fid", "kid_mean", "kid_std", "n_real", "n_fake", "n_real_no_face", "n_fake_no_face"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,11 +376,11 @@ def test_age_bad_images_are_counted_failures(bad_folders, tmp_path: Path, capsys
     # non-images are skipped (named on stderr, not in the CSV)
     assert sorted(rows) == ["face.png", "grey.png", "landscape.png", "only_a.png", "tiny.png"]
     assert "skipped notes.txt" in err and "skipped broken.jpg" in err
-    # documented: the estimator does not judge face-ness, so grey and landscape get finite ages
-    for name in ("face.png", "grey.png", "landscape.png", "only_a.png"):
+    for name in ("face.png", "only_a.png"):
         assert 0.25 <= float(rows[name]) <= 80
-    assert rows["tiny.png"] == ""  # 1x1: the estimator failed
-    assert "1 of 5 images got no age" in err
+    # the pipeline's face check (YuNet) finds no face in grey, a gradient or 1x1: no age, counted
+    assert rows["grey.png"] == rows["landscape.png"] == rows["tiny.png"] == ""
+    assert "3 of 5 images have no face" in err
 
 
 @pytest.mark.real_data
@@ -394,11 +394,10 @@ def test_verify_bad_images_and_mismatched_names(bad_folders, tmp_path: Path, cap
     assert "only_a.png" in err and "only_b.png" in err and "not compared" in err
     assert "skipped notes.txt" in err and "skipped broken.jpg" in err
     assert float(rows["face.png"]["distance"]) < 0.6 and rows["face.png"]["same"] == "true"
-    for name in ("landscape.png", "grey.png"):  # a non-face is a finite descriptor far from a real face
-        assert float(rows[name]["distance"]) > 0.6 and rows[name]["same"] == "false"
-    for name in ("tiny.png", "broken.jpg"):  # no face could be read on one side
+    # no face found (the pipeline's face check) or read on one side: no distance, even where dlib would give one
+    for name in ("landscape.png", "grey.png", "tiny.png", "broken.jpg"):
         assert rows[name]["distance"] == "" and rows[name]["same"] == "false"
-    assert "2 of 5 pairs got no score" in err
+    assert "4 of 5 pairs got no score" in err
 
 
 @pytest.mark.real_data
@@ -436,13 +435,15 @@ def test_fid_of_mixed_sizes_and_odd_images_equals_each_image_alone(folders, bad_
     assert code == 0 and len(seen) == 1
     result = json.loads(stdout)
     assert list(result) == FID_KEYS
-    assert (result["n_real"], result["n_fake"]) == (4, 5)  # a 1x1 image is still an image for Inception
-    assert "skipped notes.txt" in err and "skipped broken.jpg" in err
+    # the landscape, the grey and the 1x1 image have no face: left out of FID/KID and counted
+    assert (result["n_real"], result["n_fake"], result["n_real_no_face"], result["n_fake_no_face"]) == (4, 2, 0, 3)
+    assert "skipped notes.txt" in err and "skipped broken.jpg" in err and "3 of 5 images in" in err
     assert all(math.isfinite(result[k]) for k in FID_KEYS[:3])
     model = load_inception()
 
     def alone(folder: Path) -> np.ndarray:
-        files = [p for p in sorted(folder.iterdir()) if p.suffix == ".png"]  # the readable images
+        no_face = ("grey.png", "landscape.png", "tiny.png")
+        files = [p for p in sorted(folder.iterdir()) if p.suffix == ".png" and p.name not in no_face]
         return np.concatenate(
             [inception_features(torch.from_numpy(_array(p)).permute(2, 0, 1)[None], model).numpy() for p in files]
         )
@@ -550,6 +551,7 @@ class _StubInception(nn.Module):
 def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
     """The fid plumbing with a stub extractor (Inception's numbers are checked above)."""
     import metrics.fid
+    from agebench import cli_score
     from metrics.fid import fid_from_features, kid_from_features
 
     rng = np.random.default_rng(0)
@@ -558,6 +560,7 @@ def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeyp
         sets[name] = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         _folder(tmp_path, name, {f"{i}.png": Image.fromarray(img) for i, img in enumerate(sets[name])})
     monkeypatch.setattr(metrics.fid, "load_inception", _StubInception)
+    monkeypatch.setattr(cli_score, "load_face_check", lambda: lambda x: np.ones(len(x), bool))  # noise: no faces
     out = tmp_path / "out" / "fid.json"
     code, stdout, err = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
     assert code == 0 and stdout == ""
@@ -583,3 +586,28 @@ def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeyp
     assert code == 2 and "cannot replace" in _one_error_line(err, "fid")
     monkeypatch.undo()
     assert out.read_text() == "old\n" and sorted(p.name for p in out.parent.iterdir()) == ["fid.json"]
+
+
+def test_age_gives_no_number_to_an_image_without_a_face(tmp_path: Path, capsys) -> None:
+    """Black, grey and noise images get an empty age and are counted (the estimator alone gave them 35.5, 1.0
+    and 75.5); a PNG whose header declares 144 megapixels is skipped by its header, never decoded."""
+    from tests.test_prepare import png_header_only
+
+    rng = np.random.default_rng(0)
+    folder = _folder(
+        tmp_path,
+        "faceless",
+        {
+            "black.png": Image.new("RGB", (200, 200)),
+            "grey.png": Image.new("RGB", (200, 200), (128, 128, 128)),
+            "noise.png": Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)),
+        },
+    )
+    (folder / "huge.png").write_bytes(png_header_only(12_000, 12_000))
+    out = tmp_path / "ages.csv"
+    code, _, err = _run(capsys, "age", folder, "--csv", out)
+    assert code == 0, err
+    rows = {r["file"]: r["age"] for r in _read_csv(out.read_text(), AGE_COLUMNS)}
+    assert rows == {"black.png": "", "grey.png": "", "noise.png": ""}
+    assert "3 of 3 images have no face" in err and "3 images, 3 without an age" in err
+    assert "skipped huge.png: 12000x12000 is over" in err and "not decoded" in err
