@@ -460,6 +460,8 @@ class CheckConfig:
     metrics: Mapping[str, MetricRule] = dataclasses.field(
         default_factory=lambda: {
             "joint": MetricRule("higher", 0.02),
+            "age_score": MetricRule("higher", 0.02),
+            "realism": MetricRule("higher", 0.02),
             "age_acc": MetricRule("higher", 0.02),
             "id_rate": MetricRule("higher", 0.02),
             "fid": MetricRule("lower", 2.0),
@@ -491,12 +493,15 @@ class ExternalEntry:
     """One `external:` entry: a method run elsewhere, scored from its folder of outputs (PROTOCOL.md s.6).
 
     `name` is the leaderboard row and `reports/metrics/<name>.json`; `folder` holds `<task>/<id>.png`
-    (relative to params.yaml); `source` is free text (paper, commit, weights) shown beside the row.
+    (relative to params.yaml); `source` is free text (paper, commit, weights) shown beside the row;
+    `uses_networks` (v3) names the scoring networks its method trained or translated with
+    (`SCORING_NETWORKS`), so the independence flags apply to it as to any method.
     """
 
     name: str
     folder: str
     source: str = ""
+    uses_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         import re
@@ -505,6 +510,16 @@ class ExternalEntry:
             raise ValueError(f"name {self.name!r}: use letters, digits, '_' and '-'")
         if not self.folder:
             raise ValueError(f"{self.name}: folder is empty; give the folder of <task>/<id>.png outputs")
+        unknown = [n for n in self.uses_networks if n not in SCORING_NETWORKS]
+        if unknown:
+            raise ValueError(
+                f"{self.name}: uses_networks: {unknown[0]!r} is not a scoring network; use any of "
+                f"{', '.join(SCORING_NETWORKS)}"
+            )
+
+
+#: Networks that score a method (PROTOCOL.md s.4 "Independence"), as a method or an external entry names them.
+SCORING_NETWORKS = ("age", "sface", "yunet", "dlib", "facenet", "inception")
 
 
 def external_section(raw: Mapping[str, Any], method_names: list[str]) -> tuple[ExternalEntry, ...]:

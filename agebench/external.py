@@ -530,6 +530,7 @@ def write_generate_layout(out: Path, outputs: FolderOutputs, params: Params) -> 
     meta: dict[str, Any] = {"method": None, "resolution": None, "eval_resolution": params.evaluate.resolution}
     meta["train"] = {}
     meta["uses_scoring_networks"] = []
+    meta["seed"] = None  # trained elsewhere: no training seed of this pipeline
     meta["tasks"] = {}
     groups = dict(params.tasks.items())
     for task_id, t in outputs.tasks.items():
@@ -591,6 +592,8 @@ def score_folder(
         }
     doc["kind"] = "external"
     doc["source"] = source
+    # v3: the networks the entry declares it trained or translated with; the independence flags apply to it.
+    doc["uses_scoring_networks"] = list(next((e.uses_networks for e in params.external if e.name == name), ()))
     sizes: Counter[str] = Counter()
     for s in summary.values():
         sizes.update(s["sizes"])

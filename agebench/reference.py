@@ -1,6 +1,11 @@
 """`reference` stage: the `real` reference row of PROTOCOL.md s.5, computed by the same code.
 
 - the age estimator's accuracy on real test faces of every group of every scheme (its ceiling);
+- per task (v3): the real age gap G (mean estimated age of the real target-group test faces minus
+  that of the source-group ones, faces found by YuNet), the age ceiling `age_score_real` over all
+  (source, target) pairs, the realism ceiling `realism_real` (improved precision of the real
+  target-group test faces against the group's train faces) and the face-free `per_face_real` record
+  they follow from;
 - per task, the FID/KID noise floor at the task's own sample size (v2): N real faces of the target
   group (N = the task's number of outputs, drawn with seed 0) against the rest of the group. FID is
   biased by N, so a floor measured at another N is not comparable with the methods' scores;
@@ -25,14 +30,15 @@ from agebench.config import Params
 from agebench.data import faces_nchw
 from metrics import stats
 from metrics.fid import fid_kid_from_features
+from metrics.precision import K_NEAREST, kynkaenniemi_inside
 from metrics.suite import Scorer
 
 AGE_GAP_BINS = ((0, 5), (6, 15), (16, 30), (31, 200))
 _FGNET_NAME = re.compile(r"^(\d{3})A(\d{2})[a-z]?\.jpe?g$", re.IGNORECASE)
 #: Seed of the floor's draw of N real target faces (PROTOCOL.md s.5).
 FLOOR_SEED = 0
-#: Different-person pairs of UTKFace test faces for the judges' false-accept rate, and their seed.
-FALSE_ACCEPT_PAIRS = 300
+#: Different-person pairs of UTKFace test faces for the judges' false-accept rate, and their seed (v3: 3,000).
+FALSE_ACCEPT_PAIRS = 3000
 FALSE_ACCEPT_SEED = 0
 
 
@@ -114,7 +120,9 @@ def real_floor(
     faces: np.ndarray,
     per_face: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Per task: the FID/KID floor at the task's N, the age ceiling and YuNet's detection rate.
+    """Per task: the FID/KID floor at the task's N (`n_floor`), the age ceilings (`age_acc_real`, and v3's
+    `gap` and `age_score_real` over `n` target faces found), the realism ceiling `realism_real`, YuNet's
+    detection rate and the face-free `per_face_real` record ({age_source, age_target, realistic_target}).
 
     `per_face`, when given, receives `<task>/rows` and `<task>/age_real` (estimated ages of the real
     test faces of the target group) for the report's age distributions.
@@ -138,18 +146,51 @@ def real_floor(
         if per_face is not None:
             per_face[f"{task_id}/rows"], per_face[f"{task_id}/age_real"] = test_rows, ages
         idx = stats.bootstrap_indices(len(test_rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
-        r = stats.mean_with_ci(stats.in_range(ages, tuple(schemes[t.scheme][t.target])).astype(np.float64), idx)
+        r = stats.rate_with_ci(stats.in_range(ages, tuple(schemes[t.scheme][t.target])).astype(np.float64), idx)
         res["age_acc"] = res["age_acc_real"] = r["value"]
-        res["ci95"] = {"age_acc": r["ci95"]}
+        res["ci95"] = {"age_acc": r["ci95"], "age_acc_real": r["ci95"]}
         det = detection_rate(scorer, faces_nchw(faces, test_rows))
         res["face_found_rate"] = det["face_found_rate"]
         res["ci95"]["face_found_rate"] = det["ci95"]
+        # The real gap and the age ceiling, on the test faces of both groups that YuNet finds (as evaluate).
+        source_rows = index.loc[(index[t.scheme] == t.source) & is_test, "row"].to_numpy()
+        age_source = found_ages(scorer, faces_nchw(faces, source_rows))
+        age_target = found_ages(scorer, faces_nchw(faces, test_rows))
+        ceiling = stats.real_age_ceiling(age_source, age_target, scorer.bootstrap_resamples, scorer.bootstrap_seed)
+        res["gap"], res["age_score_real"] = ceiling["gap"], ceiling["age_score_real"]
+        res["ci95"].update(ceiling["ci95"])
+        res["n"], res["n_source"], res["n_target_test"] = len(age_target), len(age_source), len(test_rows)
         # Features of the whole target group in the order `evaluate` uses: one cached set for both stages.
         all_rows = index.loc[in_target, "row"].to_numpy()
         f_all = scorer.inception_features(faces_nchw(faces, all_rows)) if len(all_rows) else np.zeros((0, 2048))
         res.update(same_n_floor(f_all, n_outputs, scorer))
+        # Realism ceiling: the real target-group test faces against the group's train faces (the manifold).
+        train = (index.loc[in_target, "split"] == "train").to_numpy()
+        test = (index.loc[in_target, "split"] == "test").to_numpy()
+        realistic = np.zeros(len(test_rows), bool)
+        if int(train.sum()) > K_NEAREST and len(test_rows):
+            realistic = kynkaenniemi_inside(f_all[test], f_all[train], K_NEAREST)
+            realistic &= scorer.faces_found(faces_nchw(faces, test_rows))
+        rr = stats.rate_with_ci(realistic.astype(np.float64), idx)
+        res["realism_real"] = rr["value"]
+        res["ci95"]["realism_real"] = rr["ci95"]
+        res["n_manifold"] = int(train.sum())
+        res["per_face_real"] = {
+            "age_source": [float(a) for a in age_source],
+            "age_target": [float(a) for a in age_target],
+            "realistic_target": [int(v) for v in realistic],
+        }
         out[task_id] = res
     return out
+
+
+def found_ages(scorer: Scorer, images: Any) -> np.ndarray:
+    """Estimated ages of the real faces in `images` ((N, 3, S, S) uint8) that YuNet finds and the estimator
+    reads, in order: the faces the real gap is measured on (PROTOCOL.md s.4 v3)."""
+    if not len(images):
+        return np.zeros(0)
+    ages, found = scorer.estimate_ages(images), scorer.faces_found(images)
+    return np.asarray(ages, np.float64)[found & np.isfinite(ages)]
 
 
 def different_person_pairs(index: Any, faces: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:
@@ -179,21 +220,27 @@ def different_person_pairs(index: Any, faces: np.ndarray, n_pairs: int, seed: in
 
 
 def false_accepts(scorer: Scorer, index: Any, faces: np.ndarray, n_pairs: int = FALSE_ACCEPT_PAIRS) -> dict[str, Any]:
-    """Every judge's false-accept rate on pairs of different UTKFace people (test split, seed 0).
+    """Every judge's false-accept rate on pairs of different UTKFace people (test split, seed 0; v3: 3,000
+    pairs, Wilson 95% intervals, since false accepts are rare events).
 
     Judges are the scorer's: SFace and the configured second opinion (`evaluate.id_backend`). A pair
     where either face cannot be read is not accepted, as in `id_rate`; `id_fail` counts them.
     """
     pairs = different_person_pairs(index, faces, n_pairs, FALSE_ACCEPT_SEED)
-    idx = stats.bootstrap_indices(len(pairs), scorer.bootstrap_resamples, scorer.bootstrap_seed)
     out: dict[str, Any] = {"pairs": len(pairs), "seed": FALSE_ACCEPT_SEED, "split": "test", "judges": {}}
-    a, b = faces_nchw(faces, pairs[:, 0]), faces_nchw(faces, pairs[:, 1])
+    # Each face once through the networks (3,000 pairs reuse ~2,400 test faces), then paired by position.
+    rows, pos = np.unique(pairs.ravel(), return_inverse=True)
+    pos = pos.reshape(-1, 2)
+    images = faces_nchw(faces, rows)
     for name in sorted(scorer.judges):
-        v = scorer.verify(a, b, name)
-        r = stats.mean_with_ci(v.same.astype(np.float64), idx)
+        desc = scorer.descriptors(images, name)
+        v = scorer.judge(name).verify(desc[pos[:, 0]], desc[pos[:, 1]])
+        accepted = int(v.same.sum())
         out["judges"][name] = {
-            "false_accept_rate": r["value"],
-            "ci95": r["ci95"],
+            "false_accept_rate": accepted / len(pairs) if len(pairs) else float("nan"),
+            "false_accepts": accepted,
+            "ci95": list(stats.wilson_interval(accepted, len(pairs))),
+            "interval": "wilson",
             "id_fail": int(v.failed.sum()),
             "threshold": scorer.judge(name).threshold,
             "rule": scorer.judge(name).kind,

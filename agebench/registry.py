@@ -135,6 +135,7 @@ METRICS: Registry[Any] = Registry(
         "joint_dlib": "metrics.suite:joint_dlib",
         "identity_facenet": "metrics.suite:identity_facenet",
         "joint_facenet": "metrics.suite:joint_facenet",
+        "realism": "metrics.suite:realism_metric",
         "fid": "metrics.suite:fid_metric",
         "cycle": "metrics.suite:cycle_metric",
     },

@@ -1,4 +1,4 @@
-"""The per-task scoring suite of PROTOCOL.md s.4 (protocol 2), assembled from peer metrics.
+"""The per-task scoring suite of PROTOCOL.md s.4 (protocol 3), assembled from peer metrics.
 
 `score_task` is a function of uint8 image tensors; the networks come in through a `Scorer`, which
 also carries an optional cache (`ArrayCache`: `get(key) -> array | None`, `put(key, array)`) so that
@@ -23,6 +23,7 @@ from torch import nn
 
 from metrics import stats
 from metrics.fid import ArrayCache, content_key
+from metrics.precision import K_NEAREST, kynkaenniemi_inside
 
 AgeFn = Callable[[torch.Tensor], np.ndarray]
 #: (N, 3, H, W) uint8 -> (N, 16) float64 packed face detections (`metrics.sface.Detections.pack`).
@@ -217,7 +218,10 @@ class TaskContext:
     Images are (N, 3, S, S) uint8 (S = evaluation size, 128): `inputs` (test faces of the source
     group), `fake` (row-aligned outputs), `cycle` (round trips or None), `real_target` (all real faces
     of the target group, train and test, for FID/KID), `real_target_test` (real test faces of the
-    target group, for the estimator's ceiling). `idx` holds the shared bootstrap resamples.
+    target group, for the estimator's ceiling and the real gap), `real_source_test` (real test faces of
+    the source group for the real gap; None: `inputs`, which are exactly those faces for a pipeline task).
+    `real_target_train` (M,) bool marks the rows of `real_target` that are train faces (the realism
+    manifold; None: every row). `idx` holds the shared bootstrap resamples.
     `present` (N,) bool marks the outputs that exist (an external row may lack some): the networks never
     see the rows of a missing output, which fail every per-face metric as a no-face output does.
     `cycle_present` (N,) bool marks the round trips that exist.
@@ -233,9 +237,13 @@ class TaskContext:
     idx: np.ndarray
     present: np.ndarray | None = None
     cycle_present: np.ndarray | None = None
+    real_source_test: torch.Tensor | None = None
+    real_target_train: np.ndarray | None = None
     #: Whether the caller gave a `present` mask (then `missing` and `fid_n` are reported).
     masked: bool = dataclasses.field(init=False, default=False)
     ci: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    #: Metrics whose `ci` entry is a Wilson interval (rates counted on few events), not a bootstrap one.
+    wilson: list[str] = dataclasses.field(default_factory=list)
     _values: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -246,6 +254,11 @@ class TaskContext:
         for name, mask in (("present", self.present), ("cycle_present", self.cycle_present)):
             if mask.shape != (n,):
                 raise ValueError(f"{name} mask has shape {mask.shape}; expected ({n},), one flag per input")
+        m = len(self.real_target)
+        train = np.ones(m, bool) if self.real_target_train is None else np.asarray(self.real_target_train, bool)
+        if train.shape != (m,):
+            raise ValueError(f"real_target_train mask has shape {train.shape}; expected ({m},), one per real face")
+        self.real_target_train = train
 
     def on_present(self, images: torch.Tensor, fn: Callable[[torch.Tensor], np.ndarray], fill: Any) -> np.ndarray:
         """`fn` over the rows of `images` whose output is present, `fill` on the others: (N, ...) array.
@@ -273,7 +286,10 @@ class TaskContext:
         """Per-face value `name`, computed once: "face_found" / "face_found_in" ((N,) bool, outputs / inputs),
         "age_in", "age_out" ((N,) float64, NaN: failed), "in_target" ((N,) bool, a found face whose age is in
         the target group), "verification:<judge>" (`Verification` of input vs output, failed where the
-        output has no face), "cycle" (the round trips)."""
+        output has no face), "cycle" (the round trips); protocol 3: "age_source_real" / "age_target_real"
+        ((Ns,), (Nt,) ages of the real test faces of each group that YuNet found), "gap" (float G),
+        "closure" ((N,) float64, NaN where the output has no face), "age_score" ((N,) in [0, 1]),
+        "features_out" ((N, 2048) Inception features, NaN rows for missing outputs), "realistic" ((N,) bool)."""
         if name not in self._values:
             kind, _, judge = name.partition(":")
             if kind == "verification" and judge:
@@ -310,6 +326,41 @@ class TaskContext:
         self.ci[name] = r["ci95"]
         return r["value"]
 
+    def rate(
+        self, name: str, outcomes: np.ndarray, valid: np.ndarray | None = None, index: np.ndarray | None = None
+    ) -> float:
+        """A 0/1 rate with its interval in `ci[name]`: Wilson when counted on few events (`stats.is_rare`),
+        else the bootstrap one; returns the value."""
+        r = stats.rate_with_ci(outcomes, self.idx if index is None else index, valid)
+        self.ci[name] = r["ci95"]
+        if r["interval"] == "wilson":
+            self.wilson.append(name)
+        return r["value"]
+
+
+def _found_ages(ages: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The estimated ages of the real faces that YuNet finds (and the estimator reads), in order."""
+    return ages[found & np.isfinite(ages)]
+
+
+def _source_ages(ctx: TaskContext) -> np.ndarray:
+    """Ages of the real source-group test faces found (the task's inputs when none are given: same faces)."""
+    if ctx.real_source_test is None:
+        return _found_ages(ctx.get("age_in"), ctx.get("face_found_in"))
+    images = ctx.real_source_test
+    return _found_ages(ctx.scorer.estimate_ages(images), ctx.scorer.faces_found(images))
+
+
+def _realistic(ctx: TaskContext) -> np.ndarray:
+    """Improved precision (k = 3) of each output against the real target-group train faces (the FID features);
+    a missing or no-face output is not realistic."""
+    train = ctx.real_target_train
+    if int(train.sum()) <= K_NEAREST or not ctx.present.any():
+        return np.zeros(len(ctx.inputs), bool)
+    real = ctx.scorer.inception_features(ctx.real_target)[train]
+    inside = kynkaenniemi_inside(ctx.get("features_out"), real, K_NEAREST)
+    return inside & ctx.get("face_found")
+
 
 _PER_FACE: dict[str, Callable[[TaskContext], Any]] = {
     "face_found": lambda c: c.on_present(c.fake, c.scorer.faces_found, False).astype(bool),
@@ -318,6 +369,16 @@ _PER_FACE: dict[str, Callable[[TaskContext], Any]] = {
     "age_out": lambda c: c.on_present(c.fake, c.scorer.estimate_ages, np.nan).astype(np.float64),
     "in_target": lambda c: stats.in_range(c.get("age_out"), c.target_bounds) & c.get("face_found"),
     "cycle": lambda c: c.cycle,
+    "age_real_target_test": lambda c: c.scorer.estimate_ages(c.real_target_test),
+    "age_source_real": _source_ages,
+    "age_target_real": lambda c: _found_ages(c.get("age_real_target_test"), c.scorer.faces_found(c.real_target_test)),
+    "gap": lambda c: stats.real_gap(c.get("age_source_real"), c.get("age_target_real")),
+    "closure": lambda c: stats.gap_closure(
+        c.get("age_in"), np.where(c.get("face_found"), c.get("age_out"), np.nan), c.get("gap")
+    ),
+    "age_score": lambda c: stats.age_scores(c.get("closure")),
+    "features_out": lambda c: c.on_present(c.fake, c.scorer.inception_features, np.nan).astype(np.float64),
+    "realistic": _realistic,
 }
 
 
@@ -347,7 +408,7 @@ class Metric:
 def _face(ctx: TaskContext) -> MetricResult:
     found = ctx.get("face_found")
     return MetricResult(
-        {"face_fail": int((~found).sum()), "face_found_in": ctx.mean("face_found_in", ctx.get("face_found_in") * 1.0)},
+        {"face_fail": int((~found).sum()), "face_found_in": ctx.rate("face_found_in", ctx.get("face_found_in") * 1.0)},
         per_face={"face_found": found.astype(np.float64)},
     )
 
@@ -356,22 +417,35 @@ def _age(ctx: TaskContext) -> MetricResult:
     age_in, age_out, found = ctx.get("age_in"), ctx.get("age_out"), ctx.get("face_found")
     in_target = ctx.get("in_target")
     out_ok = np.isfinite(age_out) & found
+    closure, score = ctx.get("closure"), ctx.get("age_score")
     values: dict[str, Any] = {
-        "age_acc": ctx.mean("age_acc", in_target.astype(np.float64)),
+        # Protocol 3: the age change against the real gap G (per output closure and age_score).
+        "age_score": ctx.mean("age_score", score),
+        "gap_closure": ctx.mean("gap_closure", closure, np.isfinite(closure)),
+        "gap": ctx.get("gap"),
+        "age_acc": ctx.rate("age_acc", in_target.astype(np.float64)),
         "age_mean": ctx.mean("age_mean", age_out, out_ok),
         "age_gain": ctx.mean("age_gain", age_out - age_in, out_ok & np.isfinite(age_in)),
         # Estimator failures on outputs that exist (a missing output is counted in `missing`).
         "age_fail": int((~np.isfinite(age_out) & ctx.present).sum()),
     }
-    age_real = ctx.scorer.estimate_ages(ctx.real_target_test)
+    age_real = ctx.get("age_real_target_test")
     real_idx = _resamples(len(age_real), ctx.scorer)
-    values["age_acc_real"] = ctx.mean(
+    values["age_acc_real"] = ctx.rate(
         "age_acc_real", stats.in_range(age_real, ctx.target_bounds).astype(np.float64), index=real_idx
     )
     values["age_acc_rel"] = values["age_acc"] / values["age_acc_real"] if values["age_acc_real"] else float("nan")
     return MetricResult(
-        values, per_face={"age_in": age_in, "age_out": age_out}, rates={"age_acc": in_target.astype(np.float64)}
+        values,
+        per_face={"age_in": age_in, "age_out": age_out, "closure": closure, "age_score": score},
+        rates={"age_acc": in_target.astype(np.float64)},
     )
+
+
+def _realism(ctx: TaskContext) -> MetricResult:
+    realistic = ctx.get("realistic").astype(np.float64)
+    values: dict[str, Any] = {"realism": ctx.rate("realism", realistic), "n_manifold": int(ctx.real_target_train.sum())}
+    return MetricResult(values, per_face={"realistic": realistic})
 
 
 def identity_metric(judge: str, suffix: str = "", per_face_key: str = "id_sim", mean_key: str = "id_sim") -> Metric:
@@ -382,27 +456,35 @@ def identity_metric(judge: str, suffix: str = "", per_face_key: str = "id_sim", 
         v = ctx.get(f"verification:{judge}")
         rate = f"id_rate{suffix}"
         values = {
-            rate: ctx.mean(rate, v.same.astype(np.float64)),
+            rate: ctx.rate(rate, v.same.astype(np.float64)),
             mean_key: ctx.mean(mean_key, v.score, ~v.failed),
             f"id_fail{suffix}": int(v.failed.sum()),
         }
         rates = {rate: v.same.astype(np.float64)} if not suffix else {}
-        return MetricResult(values, per_face={per_face_key: v.score}, rates=rates)
+        per_face = {per_face_key: v.score, f"verified{suffix}": v.same.astype(np.float64)}
+        return MetricResult(values, per_face=per_face, rates=rates)
 
     return Metric((f"verification:{judge}", "face_found"), compute, f"identity by {judge}")
 
 
 def joint_metric(judge: str, suffix: str = "") -> Metric:
-    """joint{suffix}: in the target age group and verified by `judge` as the input's person."""
+    """joint{suffix} (protocol 3): joint_i = verified_i (by `judge`) x age_score_i x realistic_i, mean over all
+    outputs. For the judge itself (no suffix) also `joint_decade`, version 2's joint (in the target age group
+    and verified), reported, not ranked."""
 
     def compute(ctx: TaskContext) -> MetricResult:
-        ok = (ctx.get("in_target") & ctx.get(f"verification:{judge}").same).astype(np.float64)
+        verified = ctx.get(f"verification:{judge}").same
+        joint = verified * ctx.get("age_score") * ctx.get("realistic")
         name = f"joint{suffix}"
-        # The judge's per-face outcomes (`joint`) go to the report's paired comparisons; second opinions' do not.
-        extra = {name: ok} if not suffix else {}
-        return MetricResult({name: ctx.mean(name, ok)}, per_face=extra, rates=extra)
+        values = {name: ctx.mean(name, joint)}
+        if suffix:  # a second opinion: its joint only, kept out of the paired comparisons and breakdowns
+            return MetricResult(values)
+        decade = (ctx.get("in_target") & verified).astype(np.float64)
+        values["joint_decade"] = ctx.rate("joint_decade", decade)
+        extra = {name: joint, "joint_decade": decade}
+        return MetricResult(values, per_face=extra, rates=extra)
 
-    return Metric(("in_target", f"verification:{judge}"), compute, f"joint with {judge}")
+    return Metric(("in_target", "age_score", "realistic", f"verification:{judge}"), compute, f"joint with {judge}")
 
 
 def _fid(ctx: TaskContext) -> MetricResult:
@@ -425,7 +507,12 @@ def _cycle(ctx: TaskContext) -> MetricResult:
 
 
 face_metric = Metric(("face_found", "face_found_in"), _face, "face_fail: outputs where YuNet finds no face")
-age_metric = Metric(("age_in", "age_out", "face_found", "in_target"), _age, "age_acc, age_mean, age_gain, ceiling")
+age_metric = Metric(
+    ("age_in", "age_out", "face_found", "in_target", "closure", "age_score"),
+    _age,
+    "age_score, gap_closure (against the real gap), age_acc, age_mean, age_gain, ceiling",
+)
+realism_metric = Metric(("realistic",), _realism, "realism: improved precision (k = 3) against real train faces")
 identity_sface = identity_metric("sface")
 joint_sface = joint_metric("sface")
 identity_dlib = identity_metric("dlib", "_dlib", per_face_key="id_dist", mean_key="id_dist_dlib")
@@ -456,6 +543,8 @@ def score_task(
     per_face: dict[str, np.ndarray] | None = None,
     present: np.ndarray | None = None,
     cycle_present: np.ndarray | None = None,
+    real_source_test: torch.Tensor | None = None,
+    real_target_train: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score one task (PROTOCOL.md s.4) with the given metrics (resolved by the caller from the registry).
 
@@ -464,7 +553,7 @@ def score_task(
         fake: (N, 3, S, S) uint8, the method's outputs, row-aligned with `inputs`.
         cycle: (N, 3, S, S) uint8 round trips, or None.
         real_target: (M, 3, S, S) uint8, all real faces of the target group (train and test), for FID/KID.
-        real_target_test: (K, 3, S, S) uint8, real test faces of the target group (estimator ceiling).
+        real_target_test: (K, 3, S, S) uint8, real test faces of the target group (estimator ceiling, real gap).
         target_bounds: inclusive age bounds of the target group.
         gender, race: (N,) labels of the inputs ("0"/"1"; "0".."4"/"unknown").
         metrics: `Metric`s (or name -> Metric, names used in error messages only).
@@ -476,8 +565,13 @@ def score_task(
             age_gain and id_sim, and left out of FID/KID. Given a mask, the result has `missing` and `fid_n`.
         cycle_present: (N,) bool, the round trips that exist (None: all of `cycle`); cycle_l1 is their mean,
             absent when there are none; given a mask (and round trips), the result has `cycle_missing`.
+        real_source_test: (Ks, 3, S, S) uint8, real test faces of the source group for the real gap G (None:
+            `inputs`, which a pipeline task's inputs are).
+        real_target_train: (M,) bool, the rows of `real_target` that are train faces: the realism manifold
+            (None: all of them).
     Returns:
-        {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "breakdown": {"gender": ..., "race": ...}}.
+        {"n", metric: value, ..., "ci95": {metric: [lo, hi]}, "ci_wilson": [metrics whose interval is Wilson's],
+        "breakdown": {"gender": ..., "race": ...}}.
     Raises:
         KeyError: a metric needs a per-face value (e.g. a judge) this scorer cannot serve.
     """
@@ -495,6 +589,8 @@ def score_task(
         _resamples(len(inputs), scorer),
         present,
         cycle_present,
+        real_source_test,
+        real_target_train,
     )
     for name, m in named.items():
         missing = [need for need in m.needs if not ctx.available(need)]
@@ -513,6 +609,8 @@ def score_task(
         if per_face is not None:
             per_face.update(res.per_face)
     out["ci95"] = ctx.ci
+    if ctx.wilson:
+        out["ci_wilson"] = sorted(set(ctx.wilson))
     if rates:
         out["breakdown"] = {
             "gender": stats.breakdown(rates, gender, GENDER_NAMES),

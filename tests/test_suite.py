@@ -11,7 +11,7 @@ from agebench.scoring import DiskCache
 from metrics import stats
 from metrics.suite import Judge, Metric, MetricResult, Scorer, images_key, score_task, verify_pairs
 
-DEFAULT = ("face", "age", "identity", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
+DEFAULT = ("face", "age", "identity", "realism", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
 
 
 class StandInInception(torch.nn.Module):
@@ -92,7 +92,9 @@ def test_identity_output_scores_as_no_change() -> None:
     assert out["id_rate"] == 1.0 and out["id_sim"] == pytest.approx(1.0) and out["id_fail"] == 0
     assert out["id_rate_dlib"] == 1.0 and out["id_dist_dlib"] == 0.0 and out["face_fail"] == 0
     assert out["cycle_l1"] == 0.0 and out["age_gain"] == 0.0
-    assert out["joint"] == out["age_acc"] == out["joint_dlib"]
+    assert out["joint_decade"] == out["age_acc"]
+    # Protocol 3: no change closes none of the real gap, so it scores 0 on age and on the headline.
+    assert out["gap_closure"] == 0.0 and out["age_score"] == 0.0 and out["joint"] == out["joint_dlib"] == 0.0
     for name, (lo, hi) in out["ci95"].items():
         assert lo <= out[name] + 1e-12 and out[name] <= hi + 1e-12, name
 
@@ -112,14 +114,14 @@ def test_joint_is_conjunction_and_breakdowns_add_up() -> None:
     dlib = verify_pairs(s.judges["dlib"].features(x, None), s.judges["dlib"].features(fake, None), 0.6, "distance")
     assert 0 < sface.same.mean() < 1 and (in_t & sface.same).mean() > 0  # the example tells joint from its parts
     assert out["age_acc"] == pytest.approx(in_t.mean())
-    assert out["joint"] == pytest.approx((in_t & sface.same).mean())
-    assert out["joint_dlib"] == pytest.approx((in_t & dlib.same).mean())
+    assert out["joint_decade"] == pytest.approx((in_t & sface.same).mean())
+    assert dlib.same.mean() > 0
     assert out["id_sim"] == pytest.approx(np.nanmean(sface.score))
     assert "cycle_l1" not in out
     for key in ("gender", "race"):
         parts = out["breakdown"][key]
         assert sum(p["n"] for p in parts.values()) == 40
-        for m in ("age_acc", "id_rate", "joint"):
+        for m in ("age_acc", "id_rate", "joint", "joint_decade"):
             assert sum(p[m] * p["n"] for p in parts.values()) / 40 == pytest.approx(out[m])
     assert set(out["breakdown"]["gender"]) == {"male", "female"}
 
@@ -137,13 +139,19 @@ def test_outputs_without_a_face_fail_every_per_face_metric() -> None:
     out = score(s, x, fake, None, faces(20, 1), faces(10, 2), (0, 200), g, r, per_face=per_face)
     assert out["face_fail"] == 4 and out["id_fail"] == 4 and out["id_fail_dlib"] == 4
     assert out["age_acc"] == pytest.approx(8 / 12)  # every real face is in 0-200; the flat ones fail
-    assert out["id_rate"] == out["id_rate_dlib"] == out["joint"] == out["joint_dlib"] == pytest.approx(8 / 12)
+    assert out["id_rate"] == out["id_rate_dlib"] == out["joint_decade"] == pytest.approx(8 / 12)
     assert out["age_mean"] == pytest.approx(s.ages(x[4:]).mean())  # flat ones left out
     assert out["age_gain"] == pytest.approx(0.0) and out["id_sim"] == pytest.approx(1.0)
     assert per_face["face_found"].tolist() == [0.0] * 4 + [1.0] * 8
     assert np.isnan(per_face["id_sim"][:4]).all() and np.isnan(per_face["id_dist"][:4]).all()
-    assert set(per_face) == {"face_found", "age_in", "age_out", "id_sim", "id_dist", "joint"}
-    assert per_face["joint"].tolist() == [0.0] * 4 + [1.0] * 8
+    assert set(per_face) == {
+        "face_found", "age_in", "age_out", "closure", "age_score", "id_sim", "verified", "id_dist", "verified_dlib",
+        "realistic", "joint", "joint_decade",
+    }  # fmt: skip
+    assert per_face["joint_decade"].tolist() == [0.0] * 4 + [1.0] * 8
+    # No face: no closure, age_score 0, not realistic, joint 0 (PROTOCOL.md s.4 v3).
+    assert np.isnan(per_face["closure"][:4]).all() and (per_face["age_score"][:4] == 0).all()
+    assert (per_face["realistic"][:4] == 0).all() and (per_face["joint"][:4] == 0).all()
 
 
 def test_values_invariant_to_face_order() -> None:
@@ -293,12 +301,13 @@ def test_missing_outputs_are_masked_and_fail_like_no_face_outputs() -> None:
     same = ("face_fail", "age_acc", "age_mean", "age_gain", "age_fail", "id_rate", "id_sim", "id_fail", "joint")
     for k in (*same, "id_rate_dlib", "id_dist_dlib", "id_fail_dlib", "joint_dlib", "breakdown"):
         assert out[k] == ref[k], k
-    assert out["joint"] == pytest.approx(8 / 12) and out["face_fail"] == 4
+    assert out["joint_decade"] == pytest.approx(8 / 12) and out["face_fail"] == 4
     assert out["missing"] == 4 and out["fid_n"] == 8 and "missing" not in ref and "fid_n" not in ref
     assert out["fid"] == make_scorer().fid_kid(real, x[4:])["fid"] != ref["fid"]
     assert sorted(seen) == [8, 10, 12]  # outputs: the 8 present rows only
     assert np.isnan(per_face["age_out"][:4]).all() and np.isfinite(per_face["age_out"][4:]).all()
-    assert per_face["joint"].tolist() == per_face["face_found"].tolist() == [0.0] * 4 + [1.0] * 8
+    assert per_face["joint_decade"].tolist() == per_face["face_found"].tolist() == [0.0] * 4 + [1.0] * 8
+    assert per_face["realistic"][:4].tolist() == [0.0] * 4 and per_face["age_score"][:4].tolist() == [0.0] * 4
     # Round trips have their own mask: cycle_l1 over the present ones; none present -> absent, never 0.
     cycle = x.clone()
     cycle[6:] = 255 - x[6:]
