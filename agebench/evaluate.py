@@ -29,7 +29,7 @@ from metrics.suite import Scorer, score_task
 
 REFERENCE_METHODS = ("identity",)
 #: Training-summary keys that describe the machine and the run, not the result.
-RUNTIME_KEYS = ("train_seconds", "hardware", "device", "processes")
+RUNTIME_KEYS = ("train_seconds", "hardware", "fingerprint", "device", "processes")
 
 
 def nchw(arr: np.ndarray) -> torch.Tensor:

@@ -40,6 +40,7 @@ from agebench.config import Params, ParamsError, build, section, to_dict
 from agebench.data import build_train_data
 from agebench.devices import select_device
 from agebench.registry import METHODS
+from agebench.fingerprint import machine_fingerprint
 from agebench.speed import configure_threads, prepare_for_speed
 from methods.base import Method, TrainData
 
@@ -356,6 +357,8 @@ def _finish(run: _Run, out: Path, seconds: float) -> dict[str, Any]:
         "steps": run.total,
         "train_seconds": round(seconds, 3),
         "hardware": hardware(),
+        # What decides whether another run can match this one bit for bit (agebench.check's gate).
+        "fingerprint": machine_fingerprint(),
         "processes": run.world.size,
         "device": str(run.device),
         "parameter_count": method.parameter_count(),

@@ -58,15 +58,15 @@ def baseline(tmp_path: Path, capsys) -> Path:
     code, out, _ = run(
         ["baseline", "update", "--baseline", str(tmp_path / "base.json"), "--metrics", str(tmp_path / "m")], capsys
     )
-    assert code == 0 and "metrics written" in out
+    assert code == 0 and "values written" in out
     return tmp_path / "base.json"
 
 
 def test_identical_metrics_pass(tmp_path: Path, baseline: Path, capsys) -> None:
     code, out, _ = run(["check", "--baseline", str(baseline), "--metrics", str(tmp_path / "m")], capsys)
     assert code == 0
-    assert "| metric | baseline | now | delta | allowed | verdict |" in out
-    assert "REGRESSED" not in out and "all 24 metrics within tolerance" in out
+    assert "| value | mode | baseline | now | delta | allowed | verdict |" in out
+    assert "REGRESSED" not in out and "all 24 values within tolerance" in out
 
 
 def test_worsened_beyond_tolerance_fails_and_is_named(tmp_path: Path, baseline: Path, capsys) -> None:
@@ -96,7 +96,7 @@ def test_improvement_passes_and_is_shown(tmp_path: Path, baseline: Path, capsys)
     write_metrics(tmp_path / "m", [metrics_doc("a", joint=0.5, fid=30.0), metrics_doc("b")])
     code, out, _ = run(["check", "--baseline", str(baseline), "--metrics", str(tmp_path / "m")], capsys)
     assert code == 0
-    assert "| a/aging/joint | 0.3 | 0.5 | 0.2 |" in out and "improved" in out
+    assert "| a/aging/joint | tolerance | 0.3 | 0.5 | 0.2 |" in out and "improved" in out
 
 
 def test_missing_metric_or_method_is_reported_not_ignored(tmp_path: Path, baseline: Path, capsys) -> None:
@@ -175,10 +175,10 @@ def test_malformed_metrics_exit_2_not_1(tmp_path: Path, baseline: Path, capsys, 
 
 def test_malformed_baseline_exits_2(tmp_path: Path, baseline: Path, capsys) -> None:
     doc = json.loads(baseline.read_text())
-    doc["metrics"]["a/aging/joint"]["value"] = "high"
+    doc["trained"]["a/aging/joint"]["value"] = "high"
     baseline.write_text(json.dumps(doc))
     code, _, err = run(["check", "--baseline", str(baseline), "--metrics", str(tmp_path / "m")], capsys)
-    assert code == 2 and "metrics.a/aging/joint.value: expected a number" in _one_line(err, "check")
+    assert code == 2 and "trained.a/aging/joint.value: expected a number" in _one_line(err, "check")
     baseline.write_bytes(b"\xff\xfe{}")
     code, _, err = run(["check", "--baseline", str(baseline), "--metrics", str(tmp_path / "m")], capsys)
     assert code == 2 and "not UTF-8" in _one_line(err, "check")
@@ -250,14 +250,3 @@ def test_exit_codes_are_documented(capsys) -> None:
         main(["check", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "0 all metrics within tolerance" in text and "1 a regression" in text and "2 bad input" in text
-
-
-def test_machine_key_is_the_cpu_vendor() -> None:
-    from agebench.check import machine_key
-
-    intel = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel name\t: Intel(R) Xeon(R) Processor\n"
-    assert machine_key(intel) == "GenuineIntel"
-    assert machine_key("processor : 0\nvendor_id : AuthenticAMD\n") == "AuthenticAMD"
-    assert machine_key("vendor_id : Odd/Vendor x\n") == "Odd_Vendor"  # a safe file-name part
-    assert machine_key("") not in ("", "GenuineIntel", "AuthenticAMD")  # no vendor line: the architecture
-    assert (Path(__file__).parents[1] / "baselines" / f"smoke-{machine_key('vendor_id : AuthenticAMD')}.json").is_file()

@@ -1,0 +1,198 @@
+"""The CI gate's modes (agebench.check): exact rows everywhere, bit-exact trained rows on the baseline's
+machine, statistical trained rows elsewhere, and a report that says which mode each row ran in and why."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import agebench
+from agebench import check, probes
+from agebench.cli import main
+from agebench.fingerprint import fingerprint_differences, machine_fingerprint
+from tests.conftest import REPO
+
+AMD = {"vendor": "AuthenticAMD", "model": "AMD EPYC", "isa": ["avx2", "avx512_bf16", "avx512f"], "torch": "2.14.1",
+       "onednn": "3.7.1", "threads": 2}  # fmt: skip
+INTEL = {**AMD, "vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Processor", "isa": ["amx_bf16", "avx512f"]}
+
+
+def task(joint: float, id_rate: float, fid: float, cycle: float, n: int = 50) -> dict:
+    return {
+        "n": n,
+        "joint": joint,
+        "id_rate": id_rate,
+        "fid": fid,
+        "kid_mean": fid / 1000,
+        "cycle_l1": cycle,
+        "ci95": {"joint": [joint - 0.01, joint + 0.01], "id_rate": [id_rate - 0.05, id_rate + 0.05]},
+    }
+
+
+def doc(name: str, kind: str, t: dict) -> dict:
+    return {
+        "method": name,
+        "kind": kind,
+        "protocol_version": agebench.PROTOCOL_VERSION,
+        "profile": "smoke",
+        "git_revision": "abc",
+        "tasks": {"aging": copy.deepcopy(t), "rejuvenation": copy.deepcopy(t)},
+    }
+
+
+def write_run(folder: Path, method: dict, fingerprint: dict | None, identity_fid: float = 100.137227067) -> Path:
+    metrics = folder / "reports" / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    docs = [doc("identity", "reference", task(0.0, 1.0, identity_fid, 0.0)), doc("cyclegan_keras", "method", method)]
+    for d in docs:
+        (metrics / f"{d['method']}.json").write_text(json.dumps(d))
+    runtime = folder / "reports" / "runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    (runtime / "cyclegan_keras.json").write_text(json.dumps({"fingerprint": fingerprint} if fingerprint else {}))
+    return metrics
+
+
+def write_probes(folder: Path, blank_fail: int = 50) -> Path:
+    out = folder / "probes"
+    out.mkdir(parents=True, exist_ok=True)
+    t = task(0.0, 0.0, 300.0, 0.0)
+    t["face_fail"] = blank_fail
+    (out / "probe_blank.json").write_text(json.dumps(doc("probe:blank", "probe", t)))
+    return out
+
+
+SEEDS = [task(0.02, 0.10, 380.0, 0.22), task(0.00, 0.05, 350.0, 0.25), task(0.04, 0.15, 400.0, 0.20)]
+
+
+@pytest.fixture
+def baseline(tmp_path: Path, capsys) -> Path:
+    """A format-3 baseline: seed 0 trained on the AMD machine, seeds 1 and 2 beside it, and one probe."""
+    runs = [write_run(tmp_path / f"seed{i}", t, AMD) for i, t in enumerate(SEEDS)]
+    code = main(
+        ["baseline", "update", "--baseline", str(tmp_path / "base.json"), "--metrics", str(runs[0]),
+         "--probes", str(write_probes(tmp_path / "seed0")), "--seed-runs", str(runs[1]), str(runs[2]),
+         "--params", str(REPO / "params.yaml")]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return tmp_path / "base.json"
+
+
+def gate(tmp_path: Path, baseline: Path, metrics: Path, capsys, probes_dir: Path | None = None) -> tuple[int, str]:
+    probes_dir = probes_dir or write_probes(tmp_path / "now")
+    args = ["check", "--baseline", str(baseline), "--metrics", str(metrics), "--probes", str(probes_dir)]
+    code = main([*args, "--params", str(REPO / "params.yaml")])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_baseline_records_fingerprint_seeds_and_sections(baseline: Path) -> None:
+    doc_ = json.loads(baseline.read_text())
+    assert doc_["format"] == check.BASELINE_FORMAT and doc_["fingerprint"] == AMD
+    assert doc_["trained"]["cyclegan_keras/aging/fid"]["seeds"] == [380.0, 350.0, 400.0]
+    assert doc_["exact"]["identity/tasks/aging/fid"] == 100.137227067
+    assert doc_["exact"]["probe:blank/tasks/aging/face_fail"] == 50
+    assert not any(k.startswith("cyclegan_keras") for k in doc_["exact"])  # trained rows are never exact rows
+
+
+def test_another_machine_within_seed_spread_passes_in_statistical_mode(tmp_path: Path, baseline: Path, capsys) -> None:
+    """The same code trained on an Intel machine: other numbers, inside what seeds do; the report says why."""
+    now = write_run(tmp_path / "intel", task(0.03, 0.12, 365.0, 0.23), INTEL)
+    code, out = gate(tmp_path, baseline, now, capsys)
+    assert code == 0, out
+    assert "| cyclegan_keras/aging/fid | statistical |" in out
+    assert "| identity/tasks/aging/fid | exact |" in out
+    assert "fingerprint differs" in out and "vendor: 'AuthenticAMD' != 'GenuineIntel'" in out
+
+
+def test_same_machine_compares_trained_rows_bit_for_bit(tmp_path: Path, baseline: Path, capsys) -> None:
+    same = write_run(tmp_path / "same", SEEDS[0], AMD)
+    code, out = gate(tmp_path, baseline, same, capsys)
+    assert code == 0 and "| cyclegan_keras/tasks/aging/fid | bit-exact |" in out, out
+    # A change far inside the seed spread is still caught on the baseline's own machine.
+    nudged = write_run(tmp_path / "nudged", {**SEEDS[0], "fid": 380.001}, AMD)
+    code, out = gate(tmp_path, baseline, nudged, capsys)
+    assert code == 1 and "| cyclegan_keras/tasks/aging/fid | bit-exact |" in out and "CHANGED" in out
+
+
+def test_planted_scoring_change_fails_on_every_machine(tmp_path: Path, baseline: Path, capsys) -> None:
+    """Scoring changed (identity's FID moved 1e-5 relative; the blank probe found a face): exact rows fail."""
+    for fp in (AMD, INTEL):
+        now = write_run(tmp_path / f"score{fp['vendor']}", SEEDS[0], fp, identity_fid=100.137227067 * (1 + 1e-5))
+        code, out = gate(tmp_path, baseline, now, capsys)
+        assert code == 1 and "| identity/tasks/aging/fid | exact |" in out and "CHANGED" in out, out
+    ok = write_run(tmp_path / "ok", SEEDS[0], INTEL)
+    code, out = gate(tmp_path, baseline, ok, capsys, write_probes(tmp_path / "p2", blank_fail=49))
+    assert code == 1 and "| probe:blank/tasks/aging/face_fail | exact |" in out
+
+
+@pytest.mark.parametrize(
+    ("case", "broken"),
+    [
+        # A generator that returns its input blurred: FID and identity "improve" far beyond any seed.
+        ("input blurred", task(0.0, 0.92, 140.0, 0.02)),
+        # Diverged: non-faces, no identity, a round trip that loses everything.
+        ("diverged", task(0.0, 0.0, 480.0, 0.55)),
+    ],
+)
+def test_planted_method_breakage_fails_in_statistical_mode(
+    tmp_path: Path, baseline: Path, capsys, case: str, broken: dict
+) -> None:
+    now = write_run(tmp_path / "broken", broken, INTEL)
+    code, out = gate(tmp_path, baseline, now, capsys)
+    assert code == 1, out
+    failing = [
+        line for line in out.splitlines() if "| statistical |" in line and ("REGRESSED" in line or "CHANGED" in line)
+    ]
+    assert any("cyclegan_keras/aging/" in line for line in failing), (case, out)
+
+
+def test_without_seed_runs_trained_rows_fall_back_to_tolerance(tmp_path: Path, capsys) -> None:
+    run0 = write_run(tmp_path / "s0", SEEDS[0], AMD)
+    base = tmp_path / "one.json"
+    assert main(["baseline", "update", "--baseline", str(base), "--metrics", str(run0),
+                 "--params", str(REPO / "params.yaml")]) == 0  # fmt: skip
+    capsys.readouterr()
+    worse = write_run(tmp_path / "w", {**SEEDS[0], "fid": 390.0}, INTEL)
+    code = main(["check", "--baseline", str(base), "--metrics", str(worse), "--params", str(REPO / "params.yaml")])
+    out = capsys.readouterr().out
+    assert code == 1 and "| cyclegan_keras/aging/fid | tolerance |" in out and "REGRESSED" in out
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_gate_that_compares_nothing_exits_2(tmp_path: Path, capsys, fmt: int) -> None:
+    run0 = write_run(tmp_path / "s0", SEEDS[0], AMD)
+    empty = {"format": fmt, "protocol_version": agebench.PROTOCOL_VERSION, "profile": "smoke"}
+    empty.update({"metrics": {}} if fmt == 2 else {"exact": {}, "trained": {}, "trained_exact": {}})
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    code = main(["check", "--baseline", str(tmp_path / "empty.json"), "--metrics", str(run0),
+                 "--params", str(REPO / "params.yaml")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "compare nothing" in err, err
+
+
+def test_fingerprint_fields_and_differences() -> None:
+    intel = "vendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: fpu avx2 avx512f amx_tile sse\n"
+    fp = machine_fingerprint(threads=1, cpuinfo=intel)
+    assert fp["vendor"] == "GenuineIntel" and fp["isa"] == ["amx_tile", "avx2", "avx512f"] and fp["threads"] == 1
+    assert fp["torch"] and fp["onednn"]  # torch's own build says which oneDNN it carries
+    assert fingerprint_differences(fp, dict(fp)) == []
+    assert fingerprint_differences(fp, {**fp, "threads": 2}) == ["threads: 1 != 2"]
+    assert fingerprint_differences(None, fp) == ["fingerprint: not recorded"]
+
+
+def test_probe_transforms() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert (probes.blank(x) == probes.BLANK_VALUE).all() and probes.blank(x).shape == x.shape
+    assert (probes.other_person(x)[0] == x[1]).all() and (probes.other_person(x)[2] == x[0]).all()
+    b = probes.brighten(x)
+    assert b.dtype == np.uint8 and (b >= x).all() and (b[x < 200] == x[x < 200] + probes.BRIGHTEN_BY).all()
+    blurred = probes.blur(x)
+    assert blurred.shape == x.shape and blurred.std() < x.std() / 2  # noise is smoothed away
+    for name in probes.PROBES:
+        assert check.EXACT_KINDS and probes.row_name(name).startswith("probe:")
