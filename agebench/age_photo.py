@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from agebench import photo as ph
 from agebench.common import OutputPathError, atomic_path, check_output_path, run_main
@@ -52,6 +52,10 @@ DETECT_SCORE = 0.6
 
 class PhotoError(ValueError):
     """A user-caused problem with the photo, the detector or the options (one clear line, exit 2)."""
+
+
+class NoFaceError(PhotoError):
+    """No face found in the photo: nothing to age, nothing written (one line, exit 2)."""
 
 
 @dataclasses.dataclass
@@ -220,6 +224,27 @@ def summary(results: list[FaceResult], name: str) -> str:
     return "\n".join(lines)
 
 
+def check_request(names: list[str], params: Params, models: Path, to: str, progression: bool) -> None:
+    """Refuse, before the photo is read or any network loads, what would fail later: a method name that is not
+    registered (the valid names listed), a method without `models/<method>/model.pt`, a `--to` that is not
+    old, young or a group of every method (its scheme's groups in params), a progression of a two-group method.
+    Raises UnknownNameError, FileNotFoundError or PhotoError (one line each)."""
+    from agebench.registry import METHODS
+
+    for name in names:
+        cls = METHODS.get(name)  # unknown: "unknown method ...; valid methods: ..."
+        model = models / name / "model.pt"
+        if not model.is_file():
+            raise FileNotFoundError(
+                f"{model} not found: {name} has not been trained here (dvc repro train@{name}), or give --models"
+            )
+        groups = list(params.groups.schemes()[cls.scheme])
+        if progression and len(groups) <= 2:
+            raise PhotoError(f"--progression needs a method with more than two groups; {name} has {', '.join(groups)}")
+        if not progression and to not in ("old", "young", *groups):
+            raise PhotoError(f"--to {to!r}: not old, young or one of {name}'s groups ({', '.join(groups)})")
+
+
 def trained_methods(params: Params, models: Path) -> tuple[list[str], list[str]]:
     """(methods of params.yaml with a final checkpoint, the others), `identity` left out."""
     names = [m for m in params.methods if m != "identity"]
@@ -279,18 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     from agebench.generate import load_trained
 
     params = load_params(args.params)
-    device = select_device(args.device)
-    rgb, original = load_photo(args.photo)
-    detections = ph.detect_faces(rgb, load_detector())
-    plans = ph.plan_faces(detections, rgb.shape[0], rgb.shape[1], args.min_face)
-    if not detections:
-        print(f"age-photo: no face found in {args.photo}; the output is the photo unchanged")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        if args.all_methods or args.progression or args.photo.suffix.lower() != args.out.suffix.lower():
-            save_like(to_original_mode(rgb, original), original, args.out)
-        else:
-            shutil.copyfile(args.photo, args.out)
-        return 0
     names = [args.method]
     if args.all_methods:
         names, missing = trained_methods(params, args.models)
@@ -298,23 +311,51 @@ def main(argv: list[str] | None = None) -> int:
             print(f"age-photo: not trained, left out: {', '.join(missing)} (dvc repro train@<method>)")
         if not names:
             raise PhotoError(f"no trained method under {args.models}/ (run dvc repro first)")
+    single = not (args.all_methods or args.progression)  # the others write a PNG figure whatever the suffix
+    if single and Image.registered_extensions().get(args.out.suffix.lower()) is None:
+        raise PhotoError(f"{args.out}: unknown image format {args.out.suffix!r} (use .png or .jpg)")
+    check_request(names, params, args.models, args.to, args.progression)
+    if not args.photo.is_file():
+        raise PhotoError(f"{args.photo}: photo not found")
+    device = select_device(args.device)
+    bar = tqdm(total=3 + len(names), desc="age-photo", unit="step", disable=None)
+    rgb, original = load_photo(args.photo)
+    bar.set_postfix_str("detecting faces")
+    detections = ph.detect_faces(rgb, load_detector())
+    bar.update()
+    plans = ph.plan_faces(detections, rgb.shape[0], rgb.shape[1], args.min_face)
+    if not detections:
+        bar.close()
+        raise NoFaceError(
+            f"{args.photo}: no face found (YuNet, score >= {DETECT_SCORE}); nothing written. Use a photo in which "
+            "a face is visible, upright and at least about 40 px between the eyes"
+        )
     from metrics.age import load_age_networks
 
+    bar.set_postfix_str("loading the age estimator")
+
     age_nets = load_age_networks()
+    bar.update()
     if args.progression:
+        bar.close()
         return progression(args, params, names[0], rgb, plans, age_nets, device)
     small = args.all_methods  # the figure is a few inches wide: keep downscaled panels, not full-size copies
     panels = [("input", ph.for_detection(rgb, PANEL_MAX_SIDE)[0] if small else rgb)]
     for name in names:
+        bar.set_postfix_str(f"loading and running {name}")
         method = load_trained(name, params, args.models / name, device)
         aged, results = age_faces(rgb, plans, method, params, args.to, age_nets, args.feather)
-        print(summary(results, f"age-photo {name} --to {args.to}"))
+        bar.update()
+        tqdm.write(summary(results, f"age-photo {name} --to {args.to}"))
         panels.append((f"{name} ({args.to})", ph.for_detection(aged, PANEL_MAX_SIDE)[0] if small else aged))
+    bar.set_postfix_str("writing")
     if args.all_methods:
         with atomic_path(args.out) as tmp:
             tmp.write_bytes(comparison_png(panels))
     else:
         save_like(to_original_mode(panels[1][1], original), original, args.out)
+    bar.update()
+    bar.close()
     print(f"age-photo: wrote {args.out}")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -41,6 +42,35 @@ def maps_png(maps: dict[str, np.ndarray], face: np.ndarray, title: str) -> bytes
     return figure_png(fig)
 
 
+def hooked_methods() -> list[str]:
+    """Registered methods whose class has `feature_maps` hooks (imports each method's module)."""
+    from agebench.registry import METHODS
+
+    return [name for name in METHODS.names() if hasattr(METHODS.get(name), "feature_maps")]
+
+
+def check_request(method: str, params: Any, models: Path, to: str, face: Path) -> str | None:
+    """What is wrong with the request before any network loads (None: nothing): an unknown method or one
+    without hooks (both name the methods that have them), a missing model or face file, a `--to` that is not
+    one of the method's groups (its scheme's groups in params)."""
+    from agebench.registry import METHODS
+
+    hooked = hooked_methods()
+    if method not in METHODS:
+        return f"unknown method {method!r}; methods with feature_maps hooks: {', '.join(hooked) or 'none'}"
+    if method not in hooked:
+        return f"{method} has no feature_maps hooks; methods with hooks: {', '.join(hooked) or 'none'}"
+    model = models / method / "model.pt"
+    if not model.is_file():
+        return f"{model} not found: train {method} first (dvc repro train@{method}), or give --models"
+    if not face.is_file():
+        return f"{face}: not found"
+    groups = list(params.groups.schemes()[METHODS.get(method).scheme])
+    if to not in groups:
+        return f"--to {to!r}: not one of {method}'s groups ({', '.join(groups)})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="agebench feature-maps",
@@ -49,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example:\n  agebench feature-maps face.jpg --method cyclegan_agevec --to 60s --out maps/",
     )
     parser.add_argument("face", type=Path, help="a face crop (any size; resized to the method's resolution)")
-    parser.add_argument("--method", default="cyclegan_agevec", help="a trained method with feature_maps hooks")
+    parser.add_argument(
+        "--method", default="cyclegan_agevec", help="a trained method with feature_maps hooks (today: cyclegan_agevec)"
+    )
     parser.add_argument("--to", required=True, help="target group of the method (e.g. 60s)")
     parser.add_argument("--out", type=Path, required=True, help="folder for feature_maps.npz and .png")
     parser.add_argument("--params", default="params.yaml", help="the params.yaml the model was trained with")
@@ -64,14 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     from methods.base import uint8_to_float
 
     params = load_params(args.params)
+    problem = check_request(args.method, params, args.models, args.to, args.face)
+    if problem:
+        print(f"agebench feature-maps: error: {problem}", file=sys.stderr)
+        return 2
     device = select_device(args.device)
     method = load_trained(args.method, params, args.models / args.method, device)
-    if not hasattr(method, "feature_maps"):
-        print(f"agebench feature-maps: error: {args.method} has no feature_maps hooks", file=sys.stderr)
-        return 2
-    if not args.face.is_file():
-        print(f"agebench feature-maps: error: {args.face}: not found", file=sys.stderr)
-        return 2
     with Image.open(args.face) as img:
         face = ph.resize(np.asarray(ImageOps.exif_transpose(img).convert("RGB")), method.resolution)
     x = uint8_to_float(torch.from_numpy(np.array(face)).permute(2, 0, 1)[None].to(device))

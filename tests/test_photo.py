@@ -220,15 +220,66 @@ def test_exif_orientation_is_applied_and_the_output_is_upright(
     assert np.array_equal(b[~inside], upright[~inside])
 
 
-def test_no_face_leaves_the_photo_unchanged_and_says_so(
+def test_no_face_is_an_error_and_writes_nothing(
     models_dir: Path, fake_faces: list, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     src = tmp_path / "in.png"
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(src)
     out = tmp_path / "out.png"
-    assert run_cli([str(src), "--method", "cyclegan_keras", "--out", str(out)], models_dir) == 0
-    assert out.read_bytes() == src.read_bytes()
-    assert "no face found" in capsys.readouterr().out
+    assert run_cli([str(src), "--method", "cyclegan_keras", "--out", str(out)], models_dir) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("agebench age-photo: error: ") and "no face found" in err[0]
+
+
+def test_a_faceless_photo_is_an_error_with_the_real_detector(models_dir: Path, tmp_path: Path, capsys) -> None:
+    """Black, grey and noise photos through the real YuNet: exit 2, one line, nothing written."""
+    rng = np.random.default_rng(0)
+    for name, arr in (
+        ("black", np.zeros((300, 400, 3), np.uint8)),
+        ("grey", np.full((300, 400, 3), 128, np.uint8)),
+        ("noise", rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)),
+    ):
+        src, out = tmp_path / f"{name}.png", tmp_path / f"{name}_old.png"
+        Image.fromarray(arr).save(src)
+        assert run_cli([str(src), "--method", "cyclegan_keras", "--out", str(out)], models_dir) == 2, name
+        assert "no face found" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.fixture()
+def nothing_loads(monkeypatch: pytest.MonkeyPatch):
+    """Fail loudly if the photo is read, a face detected or a network loaded: the checks must come first."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("expensive work started before the arguments were checked")
+
+    for target in ("load_photo", "load_detector"):
+        monkeypatch.setattr(f"agebench.age_photo.{target}", forbidden)
+    monkeypatch.setattr("agebench.generate.load_trained", forbidden)
+    monkeypatch.setattr("metrics.age.load_age_networks", forbidden)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "doesnotexist"], "unknown method 'doesnotexist'; valid methods: age_cgan, cyclegan_agevec"),
+        (["--method", "age_cgan"], "model.pt not found"),
+        (["--method", "cyclegan_keras", "--to", "90s"], "--to '90s': not old, young or one of cyclegan_keras's"),
+        (["--method", "cyclegan_keras", "--progression"], "--progression needs a method with more than two groups"),
+        (["--method", "cyclegan_keras", "--out-suffix", ".xyz"], "unknown image format '.xyz'"),
+    ],
+)
+def test_bad_arguments_fail_before_any_detection_or_network(
+    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, nothing_loads, argv: list[str], message: str
+) -> None:
+    src = tmp_path / "in.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src)
+    suffix = argv[argv.index("--out-suffix") + 1] if "--out-suffix" in argv else ".png"
+    argv = [a for a in argv if a not in ("--out-suffix", suffix)]
+    assert run_cli([str(src), *argv, "--out", str(tmp_path / f"o{suffix}")], models_dir) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert "train the method first" not in err[0]
 
 
 def test_bad_target_and_missing_photo_are_clear_errors(
@@ -303,3 +354,18 @@ def test_feature_maps_are_dumped_for_a_face(models_dir: Path, tmp_path: Path) ->
         assert z["out"].shape == (3, 64, 64) and z["down2"].shape[1:] == (16, 16)
     assert Image.open(out / "feature_maps.png").size[0] > 0
     assert main([*args[:5], "90s", *args[6:]]) == 2  # an unknown decade is a clear error
+
+
+@pytest.mark.parametrize("method", ["cyclegan_keras", "doesnotexist"])
+def test_feature_maps_names_the_methods_that_have_hooks(
+    models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, method: str
+) -> None:
+    from agebench.cli import main
+
+    face = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(face)
+    args = ["feature-maps", str(face), "--method", method, "--to", "60s", "--out", str(tmp_path / "maps")]
+    args += ["--models", str(models_dir), "--params", str(models_dir / "params.yaml"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hooks: cyclegan_agevec" in err[0], err
