@@ -1,15 +1,9 @@
-"""Ranking maths of the leaderboard (PROTOCOL.md s.4 "training seeds", s.6 v3): pure numpy, no torch.
+"""Ranking maths of the leaderboard (PROTOCOL.md s.6 v3): pure numpy, no torch.
 
-A method's per-face outcomes over its S training seeds form an (S, N) array `J` (row k = seed k's
-`per_face.joint`, faces in the task's input order). Its value is `J.mean()` (mean over seeds of the
-per-seed means). Uncertainty comes from a paired two-level bootstrap:
-
-- per resample b, each method's seeds are resampled with replacement (`seed_draws`: (B, S) positions);
-- then the test faces, with ONE face resample `face_idx[b]` shared by every method of the task
-  (`metrics.stats.bootstrap_indices`, v2's), so a difference between two methods stays paired.
-
-`resampled_means` gives the B values of one method; a difference's interval is the percentile interval of
-the difference of two methods' resampled values. With S == 1 this is exactly v2's paired face bootstrap.
+A method's per-face outcomes over its S training seeds form an (S, N) array; its bootstrap replicates come
+from `metrics.stats.two_level_bootstrap` (each method's seeds resampled with replacement, then ONE face
+resample shared by every method, so differences stay paired). `difference` turns two methods' replicates
+into the paired interval of their difference; with S == 1 it is v2's paired face bootstrap.
 
 Rank groups (v3): rows sorted best first; the first row leads group 1; each next row joins the current
 group when the interval of (leader - row) contains 0, else it leads a new group whose rank is its 1-based
@@ -26,50 +20,6 @@ import numpy as np
 CI_PERCENTILES = (2.5, 97.5)
 
 
-def face_draws(n: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n) int64 face indices drawn with replacement: numpy PCG64 seeded with `seed`.
-
-    The same draws as `metrics.stats.bootstrap_indices` (kept here so ranking needs no torch import).
-    """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    return rng.integers(0, n, size=(resamples, n), dtype=np.int64)
-
-
-def seed_draws(n_seeds: int, resamples: int, seed: int) -> np.ndarray:
-    """(resamples, n_seeds) int64 seed positions drawn with replacement; all zeros when n_seeds == 1.
-
-    Drawn from PCG64([seed, n_seeds]): a method's draws depend only on its number of seeds, never on file
-    order or on which other methods are ranked beside it.
-    """
-    if n_seeds < 1:
-        raise ValueError(f"seed_draws: need at least one seed, got {n_seeds}")
-    if n_seeds == 1:
-        return np.zeros((resamples, 1), np.int64)
-    rng = np.random.Generator(np.random.PCG64([seed, n_seeds]))
-    return rng.integers(0, n_seeds, size=(resamples, n_seeds), dtype=np.int64)
-
-
-def resampled_means(values: np.ndarray, face_idx: np.ndarray, seed_idx: np.ndarray) -> np.ndarray:
-    """(B,) two-level bootstrap values of one method: mean over drawn seeds of the face-resampled means.
-
-    Args:
-        values: (S, N) float per-face outcomes, one row per training seed (e.g. `joint` in [0, 1]).
-        face_idx: (B, N) int face indices, shared by every method of the task.
-        seed_idx: (B, S) int seed positions of this method (`seed_draws`).
-    """
-    values = np.asarray(values, np.float64)
-    if values.ndim != 2 or face_idx.ndim != 2 or values.shape[1] != face_idx.shape[1]:
-        raise ValueError(f"resampled_means: values (S, N), face_idx (B, N) disagree: {values.shape}, {face_idx.shape}")
-    if seed_idx.shape != (face_idx.shape[0], values.shape[0]):
-        raise ValueError(f"resampled_means: seed_idx must be (B, S) = {(face_idx.shape[0], values.shape[0])}")
-    b, n = face_idx.shape
-    # Face counts per resample turn the face resample into one matrix product: (S, N) @ (N, B) -> (S, B).
-    flat = (np.arange(b, dtype=np.int64)[:, None] * n + face_idx).ravel()
-    counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-    per_seed = values @ counts.T / n
-    return per_seed[seed_idx, np.arange(b)[:, None]].mean(axis=1)
-
-
 def percentile_interval(boots: np.ndarray) -> tuple[float, float]:
     """95% percentile interval of bootstrap values (NaN, NaN when there are none)."""
     boots = np.asarray(boots, np.float64)
@@ -84,7 +34,8 @@ def difference(a: np.ndarray, b: np.ndarray, boots_a: np.ndarray, boots_b: np.nd
 
     Args:
         a, b: (S_a, N), (S_b, N) per-face outcomes of two methods on the same faces.
-        boots_a, boots_b: (B,) their `resampled_means` over the SAME face resamples.
+        boots_a, boots_b: (B,) their bootstrap replicates over the SAME face resamples
+            (`metrics.stats.two_level_bootstrap(...).replicates`).
     Returns:
         {"value": float, "ci95": [lo, hi]}.
     """

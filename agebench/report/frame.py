@@ -160,9 +160,10 @@ def leaderboard_frame(
 
     Per task: `<task>.order` (1-based position in that task's ranking, NaN for reference rows) and
     `<task>.rank` ("k" or "=k"). Protocol 2: `<task>.joint_diff_above` (+ _lo/_hi: paired interval of
-    joint(row above) - joint(row)). Protocol 3: `<task>.leader`, `<task>.diff_leader` (+ _lo/_hi: joint(leader)
-    - joint(row)), `<task>.vs_identity` (+ _lo/_hi: joint(row) - joint(identity)) and
-    `<task>.not_above_no_change` (True/False). Rows are sorted as the `aging` table (ranked kinds first),
+    joint(row above) - joint(row)). Protocol 3: `<task>.leader` (the row's group leader), `<task>.diff_leader`
+    (+ _lo/_hi: joint(L) - joint(row) where L is the leader the row was compared with: its group's, or for a
+    new group's leader the leader of the group above), `<task>.vs_identity` (+ _lo/_hi: joint(row) - joint(identity))
+    and `<task>.not_above_no_change` (True/False). Rows are sorted as the `aging` table (ranked kinds first),
     reference rows last. `frame.attrs`: "protocol"; "paired"[task][(a, b)] = {"value", "ci95"} for the
     matrix; protocol 3 also "rankings"[task] (`TaskRanking`).
     """
@@ -186,7 +187,7 @@ def leaderboard_frame(
     df["_ref"] = (~ranked).astype(int)
     df["_order"] = pd.to_numeric(df["aging.order"]).fillna(math.inf)
     df = df.sort_values(["_ref", "_order", "method"], kind="stable").drop(columns=["_ref", "_order"])
-    df = df.reset_index(drop=True)
+    df = df.reset_index(drop=True).copy()  # one block per dtype: columns were added one at a time
     df.attrs.update(attrs)
     return df
 

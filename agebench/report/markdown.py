@@ -282,8 +282,10 @@ def reconstruction_parts(doc: Mapping[str, Any]) -> list[Part]:
     modes = [m for m, v in rec.items() if isinstance(v, dict)]
     judges = sorted({j for m in modes for j, v in rec[m].items() if isinstance(v, dict)})
     found = {k for m in modes for j in judges for k in rec[m].get(j, {})}
+    # Protocol 3 stores Wilson bounds as flat `<key>_lo` / `<key>_hi` beside the rate: shown as its interval.
+    bounds = {k for k in found if (k.endswith("_lo") or k.endswith("_hi")) and k[:-3] in found}
     plain = {"id_rate", "score", "id_fail", "ci95"}
-    keys = [k for k in ("id_rate", "score", "id_fail") if k in found] + sorted(found - plain)
+    keys = [k for k in ("id_rate", "score", "id_fail") if k in found] + sorted(found - plain - bounds)
     nets = flagged_nets(doc)
     header = ["mode", *[f"{k} ({j})" for j in judges for k in keys]]
     rows = []
@@ -291,8 +293,12 @@ def reconstruction_parts(doc: Mapping[str, Any]) -> list[Part]:
         cells = [(m, "")]
         for j in judges:
             for k in keys:
-                v = rec[m].get(j, {}).get(k)
-                text = _int(v) if k.endswith("_fail") else _rate(v, rec[m].get(j, {}).get("ci95", {}).get(k))
+                entry = rec[m].get(j, {})
+                v = entry.get(k)
+                ci = entry.get("ci95", {}).get(k)
+                if f"{k}_lo" in entry and f"{k}_hi" in entry:
+                    ci = (entry[f"{k}_lo"], entry[f"{k}_hi"])
+                text = _int(v) if k.endswith("_fail") else _rate(v, ci)
                 cells.append((text + DAGGER if text != "–" and _NETWORK_ALIASES.get(j, j) in nets else text, ""))
         rows.append(cells)
     caption = f"{doc['method']}: reconstruction of the inputs by latent mode (n = {_int(rec.get('n'))})"

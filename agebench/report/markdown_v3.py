@@ -32,7 +32,7 @@ NOT_ABOVE = "not above no change"
 #: Header of a protocol-3 task table: (column key, title). Keys starting with "_" are not metrics.
 TABLE_COLUMNS = (
     ("_rank", "rank"), ("_method", "method"), ("_seeds", "seeds"), ("joint", "joint"),
-    ("_leader", "Δ joint, leader − row"), ("_no_change", "Δ joint vs identity"), ("age_score", "age_score"),
+    ("_leader", "Δ joint vs leader"), ("_no_change", "Δ joint vs identity"), ("age_score", "age_score"),
     ("gap_closure", "gap_closure"), ("id_rate", "id_rate"), ("id_sim", "id_sim"), ("realism", "realism"),
     ("fid", "fid"), ("kid_mean", "kid ×1000"), ("cycle_l1", "cycle_l1"), ("face_fail", "face_fail"),
     ("joint_decade", "joint_decade (not ranked)"), ("age_acc", "age_acc (not ranked)"), ("_n", "n"),
@@ -46,12 +46,13 @@ INTRO = (
     "Each task is ranked by its own `joint` (per face: verified by SFace × age_score × realistic; ties: lower "
     "`fid`). Rank groups: the first row leads group 1; each next row joins the current group when the paired 95% "
     'interval of (leader − row) contains 0, else it leads a new group whose rank is its position; "=k": a '
-    "shared rank (PROTOCOL.md s.6). Brackets: 95% intervals, two-level bootstrap over training seeds and test "
-    "faces (each method's seeds resampled, one face resample shared by every method, so differences are paired; "
-    'Wilson intervals for rare events). "seeds a–b": lowest and highest value over the training seeds. '
-    f'"{NOT_ABOVE}": the paired interval of joint(row) − joint(identity) does not lie above 0. `kid`: KID mean '
-    '± std, ×1000. `face_fail`: outputs where YuNet found no face. "not ranked": reported, never ranked on. '
-    '"–": not computed.'
+    'shared rank (PROTOCOL.md s.6). "Δ joint vs leader": joint(leader) − joint(row) for the leader the row was '
+    "compared with (for a row that leads a new group: the leader of the group above). Brackets: 95% intervals, "
+    "two-level bootstrap over training seeds and test faces (each method's seeds resampled, one face resample "
+    'shared by every method, so differences are paired; Wilson intervals for rare events). "seeds a–b": lowest '
+    f'and highest value over the training seeds. "{NOT_ABOVE}": the paired interval of joint(row) − '
+    "joint(identity) does not lie above 0. `kid`: KID mean ± std, ×1000. `face_fail`: outputs where YuNet found "
+    'no face. "not ranked": reported, never ranked on. "–": not computed.'
 )
 
 
@@ -215,8 +216,8 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
     if notes:
         lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
     real = next((d for d in docs if d.get("method") == "real"), None)
-    if real is not None:
-        lines += parts_markdown("Real faces (the `real` row)", real_row_parts(real))
+    if real is not None and (parts := real_row_parts(real)):
+        lines += parts_markdown("Real faces (the `real` row)", parts)
     for d in docs:
         if d.get("reconstruction"):
             lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))

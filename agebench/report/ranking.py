@@ -1,8 +1,9 @@
 """Protocol 3 ranking of one task from the metrics documents' per-face records alone (PROTOCOL.md s.6, v3).
 
 Each ranked row's per-face `joint` over its training seeds (`seeds[k].tasks[task].per_face.joint`, an
-(S, N) array) gives its value (the mean) and, through `metrics.ranking`'s paired two-level bootstrap,
-the interval of its difference with every other row: the rank groups against each group's leader, the
+(S, N) array) gives its value (the mean) and, through the paired two-level bootstrap
+(`metrics.stats.two_level_bootstrap`, the same replicates as the row's own interval), the interval of its
+difference with every other row: the rank groups against each group's leader, the
 pairwise matrix, and the "not above no change" mark against the `identity` row.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from agebench.report.docs import RANKED_KINDS, ReportInputError
-from metrics import ranking
+from metrics import ranking, stats
 
 #: The reference row that does nothing (PROTOCOL.md s.5): a method must lie above it to have done something.
 NO_CHANGE = "identity"
@@ -77,10 +78,16 @@ class TaskRanking:
         """The leader of `name`'s rank group."""
         return self.order[self.ranks[self.order.index(name)] - 1]
 
+    def compared_with(self, name: str) -> str | None:
+        """The leader `name` was compared with: its own group's, or for a new group's leader the leader of the
+        group above (the comparison that started the new group); None for the first row."""
+        pos = self.order.index(name)
+        return None if pos == 0 else self.leader(self.order[pos - 1])
+
     def vs_leader(self, name: str) -> Difference | None:
-        """value(leader) - value(row), None for a leader."""
-        lead = self.leader(name)
-        return None if lead == name else self.pairs.get((lead, name))
+        """value(compared_with) - value(row), the interval that decided the row's group; None for the first row."""
+        other = self.compared_with(name)
+        return None if other is None else self.pairs.get((other, name))
 
     def vs_no_change(self, name: str) -> Difference | None:
         """value(row) - value(identity), None without an identity row or records."""
@@ -152,12 +159,11 @@ def rank_task(docs: Sequence[Mapping[str, Any]], task: str, resamples: int, seed
     order = sorted(ranked, key=lambda d: _sort_key(d, task, values.get(str(d["method"]), summary[str(d["method"])])))
     names = [str(d["method"]) for d in order]
 
-    boots: dict[str, np.ndarray] = {}
-    face_idx: dict[int, np.ndarray] = {}
-    for m, (_, v) in records.items():
-        n = v.shape[1]
-        idx = face_idx.setdefault(n, ranking.face_draws(n, resamples, seed))
-        boots[m] = ranking.resampled_means(v, idx, ranking.seed_draws(v.shape[0], resamples, seed))
+    # Each row's replicates: its own seed draws (stream from its name), the faces drawn as every other row's.
+    boots = {
+        m: stats.two_level_bootstrap(v, resamples, seed, stats.seed_stream(m)).replicates
+        for m, (_, v) in records.items()
+    }
     pairs: dict[tuple[str, str], Difference] = {}
     members = [m for m in [*names, NO_CHANGE] if m in records]
     for i, a in enumerate(members):
