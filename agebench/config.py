@@ -162,7 +162,17 @@ def section_errors(cls: type, data: Any, where: str, keys: Any = None, whole: bo
 # Range rules by field name, for every section (shared ones and each method's `config_cls`), so a
 # method gets them without code of its own. 0 is allowed where the field documents 0 as "off"/"no cap".
 _ZERO_OK = frozenset(
-    {"max_steps", "sample_every", "n_epochs", "n_epochs_decay", "epochs_per_size", "workers", "retries", "threads"}
+    {
+        "max_steps",
+        "sample_every",
+        "n_epochs",
+        "n_epochs_decay",
+        "epochs_per_size",
+        "workers",
+        "retries",
+        "threads",
+        "budget_core_minutes",
+    }
 )
 _AT_LEAST_ONE_SUFFIXES = (
     "batch_size",
@@ -396,6 +406,10 @@ class TrainConfig:
     deterministic: bool = True
     #: Train the full profile even without a GPU (the pre-flight otherwise stops with the estimated hours).
     allow_cpu_full: bool = False
+    #: Declared training budget of each method per seed, in core-minutes (CPU time of all threads) on a
+    #: CPU; the pre-flight (agebench.preflight_speed) times a few real steps of each method and stops
+    #: when the estimate is over 2x this. 0: none declared, not checked (GPU profiles, smoke).
+    budget_core_minutes: float = 0.0
     #: Speed switches applied from outside every method (agebench.speed; none changes a method):
     #: NHWC layout of all networks, bfloat16 autocast around each train step, torch.compile in place.
     channels_last: bool = False

@@ -410,6 +410,11 @@ def run_checks(
     device_problems, device_notes = check_device(params, located)
     report.problems += device_problems
     report.notes += device_notes
+    from agebench.preflight_speed import check_training_speed  # times real steps only under a declared budget
+
+    speed = check_training_speed(params, located)
+    report.problems += [Problem(what, fix) for what, fix in speed.problems]
+    report.notes += speed.notes
     return report
 
 

@@ -27,6 +27,7 @@ top operators of the "before" step per method (where the time goes).
 
 Usage: .venv/bin/python benchmarks/train_speed.py [--sizes 128 256] [--batch 16] [--steps 30]
        .venv/bin/python benchmarks/train_speed.py --device cpu [--profile cpu] [--rounds 3] [--steps 4]
+       .venv/bin/python benchmarks/train_speed.py --device cpu --variants t1 t1_bf16 --loss-steps 0  # fp32 vs bf16
 """
 
 from __future__ import annotations
@@ -208,20 +209,24 @@ class Variant:
     #: True: the profile's own switches (train: threads/bf16/channels_last/compile and the method's
     #: amp_bf16/channels_last/compile); False: the method's own switches off, this variant's on.
     profile: bool = False
+    #: Short name for `--variants`.
+    key: str = ""
 
 
 #: "before" is today's training: float32, NCHW, eager, torch's default threads (one per core);
 #: "after" is the profile as configured. The others switch one thing at a time on top of one thread.
 CPU_VARIANTS = (
-    Variant("before (fp32, NCHW, default threads)"),
-    Variant("after (the profile's switches)", profile=True),
-    Variant("default threads + bf16", bf16=True),
-    Variant("threads 1", threads=1),
-    Variant("threads 1 + channels_last", threads=1, channels_last=True),
-    Variant("threads 1 + bf16", threads=1, bf16=True),
-    Variant("threads 1 + bf16 + channels_last", threads=1, channels_last=True, bf16=True),
+    Variant("before (fp32, NCHW, default threads)", key="before"),
+    Variant("after (the profile's switches)", profile=True, key="after"),
+    Variant("default threads + bf16", bf16=True, key="bf16"),
+    Variant("threads 1", threads=1, key="t1"),
+    Variant("threads 1 + channels_last", threads=1, channels_last=True, key="t1_cl"),
+    Variant("threads 1 + bf16", threads=1, bf16=True, key="t1_bf16"),
+    Variant("threads 1 + bf16 + channels_last", threads=1, channels_last=True, bf16=True, key="t1_bf16_cl"),
 )
-COMPILE_VARIANT = Variant("threads 1 + bf16 + channels_last + compile", 1, channels_last=True, bf16=True, compile=True)
+COMPILE_VARIANT = Variant(
+    "threads 1 + bf16 + channels_last + compile", 1, channels_last=True, bf16=True, compile=True, key="compile"
+)
 
 
 def profile_params(params_path: Path, profile: str) -> dict:
@@ -346,6 +351,9 @@ def cpu_main(args: argparse.Namespace) -> None:
     raw = profile_params(params_path, args.profile)
     names = [m for m in args.methods or raw.get("methods", []) if m != "identity"]
     variants = [*CPU_VARIANTS, *([COMPILE_VARIANT] if args.compile else [])]
+    if args.variants:  # the first one chosen is the base of the "x base" column
+        by_key = {v.key: v for v in (*CPU_VARIANTS, COMPILE_VARIANT)}
+        variants = [by_key[k] for k in args.variants]
     load = os.getloadavg()
     print(f"device: CPU ({os.cpu_count()} cores, {platform.machine()}); torch {torch.__version__}; "
           f"default threads {torch.get_num_threads()}; profile {args.profile}; load average at start "
@@ -364,12 +372,13 @@ def cpu_main(args: argparse.Namespace) -> None:
         base = runners[0].images / runners[0].seconds
         print(f"\n### {name} ({runners[0].method.resolution} px, {runners[0].method.parameter_count():,} "
               f"parameters; load now {os.getloadavg()[0]:.2f})\n")  # fmt: skip
-        print("| variant | images/s | x before | images per CPU-s | sample_batch share | max rel. loss diff vs fp32 |")
+        print(f"| variant | images/s | x {variants[0].key} | images per CPU-s | sample_batch share "
+              f"| max rel. loss diff vs fp32 |")  # fmt: skip
         print("|---|---:|---:|---:|---:|---:|")
         for r in runners:
             ips = r.images / r.seconds
             diff = "–"
-            if r.variant.profile or r.variant.bf16 or r.variant.channels_last:
+            if args.loss_steps and (r.variant.profile or r.variant.bf16 or r.variant.channels_last):
                 rel = max_relative_loss_difference(name, raw, args.vgg_weights, r.variant, args.loss_steps, args.faces)
                 diff = f"{rel:.2e}"
             per_cpu_s, share = r.images / r.cpu_seconds, r.sample_seconds / r.seconds
@@ -393,7 +402,10 @@ def main() -> None:
     cpu.add_argument("--profile", default="cpu", help="params profile whose method settings are timed")
     cpu.add_argument("--methods", nargs="+", default=None, help="default: the profile's trained methods")
     cpu.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the variants")
-    cpu.add_argument("--loss-steps", type=int, default=2, help="steps compared with fp32 per variant")
+    cpu.add_argument("--loss-steps", type=int, default=2, help="steps compared with fp32 per variant (0: skip)")
+    cpu.add_argument("--variants", nargs="+", default=None, choices=[v.key for v in (*CPU_VARIANTS, COMPILE_VARIANT)],
+                     help="time only these variants (default: all but compile); e.g. t1 t1_bf16 for fp32 vs bf16 "
+                     "on one thread")  # fmt: skip
     cpu.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to compile)")
     cpu.add_argument("--profile-step", action="store_true", help="print torch.profiler's top operators")
     cpu.add_argument("--top", type=int, default=12, help="operators shown by --profile-step")
