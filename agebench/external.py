@@ -464,6 +464,39 @@ class FolderOutputs:
     problems: Problems
 
 
+def check_layout(folder: Path, params: Params, prepared: Path | None = None) -> None:
+    """Refuse, in a second and before any network loads, a folder that cannot be scored: missing, empty,
+    without a `<task>/` folder of any task, or (with `prepared`) without one file named by an input id.
+    Raises ExternalError naming the expected layout."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExternalError(f"{folder}: output folder not found; expected {folder}/<task>/<id>.png")
+    entries = [p for p in folder.iterdir() if p.name not in IGNORED_NAMES]
+    if not entries:
+        raise ExternalError(f"{folder}: output folder is empty; expected {folder}/<task>/<id>.png")
+    tasks = [t for t, _ in params.tasks.items()]
+    present = [t for t in tasks if (folder / t).is_dir()]
+    if not present:
+        found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
+        more = f", ... ({len(found) - 5} more)" if len(found) > 5 else ""
+        raise ExternalError(
+            f"{folder}: no task folder ({', '.join(t + '/' for t in tasks)}); expected {folder}/<task>/<id>.png, "
+            f"found {', '.join(found[:5])}{more}"
+        )
+    if prepared is None:
+        return
+    from agebench.data import load_index
+
+    per_task = task_inputs(params, load_index(prepared))
+    stems = {(t, p.name.rsplit(".", 1)[0]) for t in present for p in (folder / t).iterdir()}
+    if not any((t, i) in stems for t, sub in per_task.items() for i in sub["id"]):
+        t, sub = next((t, per_task[t]) for t in present)
+        example = f"{folder}/{t}/{sub['id'].iloc[0]}.png" if len(sub) else f"{folder}/{t}/<id>.png"
+        raise ExternalError(
+            f"{folder}: no output matches an input id (expected e.g. {example}; ids are in the exported manifest.csv)"
+        )
+
+
 def read_folder(
     folder: Path, params: Params, prepared: Path, manifest: Path | None = None
 ) -> tuple[FolderOutputs, dict[str, pd.DataFrame]]:
@@ -473,10 +506,7 @@ def read_folder(
     no file matches any input id (wrong names; the message shows an expected name).
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ExternalError(f"{folder}: output folder not found; expected {folder}/<task>/<id>.png")
-    if not any(p for p in folder.iterdir() if p.name not in IGNORED_NAMES):
-        raise ExternalError(f"{folder}: output folder is empty; expected {folder}/<task>/<id>.png")
+    check_layout(folder, params)
     from agebench.data import load_faces, load_index
 
     index = load_index(prepared)
@@ -681,16 +711,32 @@ def run_cli(command: str, args: Any) -> int:
         name = check_name(args.name)
         if name in reserved_names():
             raise ExternalError(f"--name {name!r} is a built-in row; choose another name for an external row")
+        # Everything that can be wrong with the arguments is found now, in seconds, not after the scoring.
+        from agebench.common import check_output_path
+
+        for out in (args.json_out, args.scores):
+            if out:
+                check_output_path(out, "file", inputs=[args.folder])
+        check_layout(Path(args.folder), params, Path(args.data))
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        from tqdm import tqdm
+
         from agebench.scoring import scorer_for_params  # imported here: `--help` must not load torch
 
+        # The fixed costs (networks, the real faces' features) are phases of their own.
+        phases = tqdm(total=2, desc="score-outputs", unit="phase", disable=None)
+        phases.set_postfix_str("loading the scoring networks")
         scorer = scorer_for_params(params, args.params, args.cache)
+        phases.update()
+        phases.set_postfix_str("reading and scoring the outputs")
         per_face: dict[str, np.ndarray] = {}
         manifest_path = Path(args.manifest) if args.manifest else None
         doc = score_folder(
             Path(args.folder), name, args.source, params, Path(args.data), scorer, per_face, None, manifest_path
         )
+        phases.update()
+        phases.close()
         if args.json_out:
             write_json(args.json_out, doc)
         if args.scores:

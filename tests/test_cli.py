@@ -24,6 +24,7 @@ from torch import nn
 
 from agebench.cli import main
 from metrics.backbones import resolve
+from tests.test_external import exported, world  # noqa: F401 - fixtures of the score-outputs tests
 
 N_FID = 25  # faces per FID folder
 N_PAIRS = 12  # verify pairs in the parity folders
@@ -611,3 +612,57 @@ def test_age_gives_no_number_to_an_image_without_a_face(tmp_path: Path, capsys) 
     assert rows == {"black.png": "", "grey.png": "", "noise.png": ""}
     assert "3 of 3 images have no face" in err and "3 images, 3 without an age" in err
     assert "skipped huge.png: 12000x12000 is over" in err and "not decoded" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. score-outputs refuses a wrong layout or output path before any network loads
+
+
+@pytest.mark.parametrize("kind", ["flat", "wrong_task_names", "wrong_ids", "json_is_a_folder", "json_under_a_file"])
+def test_score_outputs_refuses_bad_layout_and_paths_before_scoring(
+    kind: str,
+    world: dict,  # noqa: F811 - the fixture imported from test_external
+    exported: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys,
+    monkeypatch,
+) -> None:
+    import time
+
+    from agebench import scoring
+    from tests.test_external import score_cli, toy_method
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the scoring networks were loaded before the arguments were checked")
+
+    monkeypatch.setattr(scoring, "scorer_for_params", forbidden)
+    folder, json_out = tmp_path / "out", tmp_path / "m.json"
+    if kind == "flat":  # the outputs without their <task>/ folders
+        folder.mkdir()
+        for png in sorted((exported / "200" / "aging").iterdir())[:3]:
+            Image.open(png).save(folder / png.name)
+    elif kind == "wrong_task_names":
+        for task in ("aged", "young"):
+            (folder / task).mkdir(parents=True)
+            Image.new("RGB", (64, 64)).save(folder / task / "x.png")
+    elif kind == "wrong_ids":
+        for task in ("aging", "rejuvenation"):
+            (folder / task).mkdir(parents=True)
+            Image.new("RGB", (64, 64)).save(folder / task / "face_0001.png")
+    else:
+        toy_method(exported, folder, cycle=False)
+        json_out = tmp_path if kind == "json_is_a_folder" else tmp_path / "a_file" / "m.json"
+        (tmp_path / "a_file").write_text("x")
+    started = time.monotonic()
+    code, _, err = score_cli(world, folder, capsys, "--json", str(json_out))
+    assert time.monotonic() - started < 30  # seconds, not a scoring run
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("agebench score-outputs: error: "), err
+    expected = {
+        "flat": "no task folder (aging/, rejuvenation/)",
+        "wrong_task_names": "found aged/, young/",
+        "wrong_ids": "no output matches an input id",
+        "json_is_a_folder": "is a folder",
+        "json_under_a_file": "is a file, not a folder",
+    }[kind]
+    assert expected in lines[0], lines[0]
