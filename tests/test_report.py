@@ -1,4 +1,5 @@
-"""The report stage: leaderboard order, the self-contained HTML page, and how it renders in Chromium."""
+"""The report stage: leaderboard order (protocol 2 as published), the self-contained HTML page (protocol 3
+docs, as the pipeline writes them now), and how it renders in Chromium."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from PIL import Image
 
 from agebench import PROTOCOL_VERSION, report_html
 from agebench.config import load_params
-from agebench.report import leaderboard_frame, leaderboard_markdown, render_leaderboard, write_html_report
+from agebench.report import leaderboard_frame, leaderboard_markdown, render_leaderboard
+from agebench.report.page import SAMPLE_FACES, build_report_page
 from metrics import stats
 from tests.conftest import REPO
+from tests.test_leaderboard import per_face, real_v3, v3_doc
 
-K = 6  # agebench.report.SAMPLE_FACES
+K = SAMPLE_FACES
+#: The published CPU track is protocol 2 and must keep rendering as it was published.
+V2 = 2
 TASKS = ("aging", "rejuvenation")
 COLOURS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (30, 230, 230), (230, 30, 230)]
 
@@ -71,7 +76,7 @@ def metrics_doc(method: str, joint: float, kind: str = "method", rejuvenation: f
         "method": method,
         "kind": kind,
         "profile": "smoke",
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": V2,
         "git_revision": "abc123",
         "resolution": 128,
         "train": {"parameter_count": 1000, "steps": 10},
@@ -85,7 +90,7 @@ def real_doc() -> dict:
         "method": "real",
         "kind": "reference",
         "profile": "smoke",
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": V2,
         "tasks": {
             t: {
                 "n": 40,
@@ -247,7 +252,7 @@ def test_report_refuses_other_protocols_and_mixed_profiles(tmp_path: Path, probl
     import stages.report
 
     params = load_params(REPO / "params.yaml")
-    docs = [metrics_doc(m, 0.1 * (i + 1)) for i, m in enumerate(params.methods)] + [real_doc()]
+    docs = pipeline_docs(params, 20)
     if problem == "protocol":
         docs[1]["protocol_version"] = PROTOCOL_VERSION - 1
     elif problem == "profile":
@@ -287,6 +292,11 @@ def pipeline_files(tmp_path: Path) -> dict:
     data = tmp_path / "data" / "prepared"
     data.mkdir(parents=True)
     np.save(data / "faces_128.npy", faces)
+    # Input file names: per-face records list the 20 inputs of each task as 0000_face.jpg ... 0019_face.jpg.
+    index = "row,file,split,race,pair,cgan6,decades\n" + "".join(
+        f"{r},{r % 20:04d}_face.jpg,test,0,,,\n" for r in range(40)
+    )
+    (data / "index.csv").write_text(index)
     outputs, scores, live = tmp_path / "outputs", tmp_path / "data" / "scores", tmp_path / "dvclive"
     scores.mkdir(parents=True)
     present = ("identity", "cyclegan_agevec")
@@ -318,15 +328,36 @@ def pipeline_files(tmp_path: Path) -> dict:
         groups=np.array(groups),
         images=np.stack([np.stack([face(COLOURS[j % 6]) for j in range(len(groups))]) for _ in range(3)]),
     )
-    docs = [metrics_doc(m, 0.1 * (i + 1)) for i, m in enumerate(params.methods)] + [real_doc()]
+    docs = pipeline_docs(params, 20)
     paths = {"scores": scores, "outputs": outputs, "data": data, "live": live}
     return {"params": params, "docs": docs, "paths": paths, "out": tmp_path / "reports", "present": present}
 
 
+def pipeline_docs(params, n: int) -> list[dict]:
+    """Protocol-3 metrics documents of every configured method (identity as the reference it is) and `real`.
+
+    cyclegan_agevec's output of the first aging face has no face (face check): joint 0, no age, no id_sim.
+    """
+    docs = []
+    for i, m in enumerate(params.methods):
+        joint = np.linspace(0.0, 0.2 * (i + 1), n)
+        doc = v3_doc(m, [joint], "reference" if m == "identity" else "method")
+        if m == "cyclegan_agevec":
+            found = np.ones(n, int)
+            found[0] = 0
+            rec = per_face(joint, found)
+            doc["seeds"][0]["tasks"]["aging"]["per_face"] = doc["tasks"]["aging"]["per_face"] = rec
+        docs.append(doc)
+    real = real_v3()
+    real.update({k: v for k, v in real_doc().items() if k in ("face_detection", "false_accept", "fgnet")})
+    return [*docs, real]
+
+
 def build_page(files: dict) -> str:
     board = leaderboard_frame(files["docs"])
-    path = write_html_report(files["params"], files["docs"], board, files["paths"], files["out"])
-    return path.read_text(encoding="utf-8")
+    page = build_report_page(files["params"], files["docs"], board, files["paths"])
+    files["page"] = page
+    return page.html.decode("utf-8")
 
 
 def test_html_page_is_self_contained_and_complete(pipeline_files: dict) -> None:
@@ -347,37 +378,39 @@ def test_html_page_is_self_contained_and_complete(pipeline_files: dict) -> None:
     assert page.count('<td class="sep">') + page.count("<td>+") + page.count("<td>-") >= len(TASKS) * n * (n - 1)
     assert '<section id="real-faces">' in page and "False-accept rate on 300 pairs" in page
     assert "Floor at the same N (real faces)" in page
-    # Methods without outputs are named, not silently dropped; a failed descriptor shows as "d –".
+    # Methods without outputs are named, not silently dropped; captions come from the per-face records: an
+    # output the face check rejected says "no face" (exactly one: cyclegan_agevec's first aging face).
     assert "sample grid aging: cyclegan_keras (no " in page
-    assert "d –" in page and "d 0.30" in page
+    assert page.count('<div class="cap">no face</div>') == 1
+    assert "sim 0.50" in page and "age 25" in page  # outputs' identity score, inputs' estimated age
     # Every embedded image decodes.
     for uri in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
         Image.open(io.BytesIO(base64.b64decode(uri))).verify()
-    strip = pipeline_files["out"] / "figures" / "progression" / "cyclegan_agevec.png"
-    assert strip.is_file()
+    assert set(pipeline_files["page"].strips) == {"cyclegan_agevec"}
+    # The generated sentences under each matrix.
+    assert "Rank groups on aging: " in page and "is above no change (identity) on aging: +" in page
 
 
 def test_face_free_charts_are_written_as_the_page_shows_them(pipeline_files: dict) -> None:
     """figures/charts/ (published with results) holds exactly the page's charts, byte for byte, and none of
     the page's face images (sample grids, progression strips)."""
     page = build_page(pipeline_files)
-    charts = pipeline_files["out"] / "figures" / "charts"
+    charts = pipeline_files["page"].charts
     expected = {f"{kind}_{task}.png" for kind in ("tradeoff", "age_distribution", "breakdown") for task in TASKS}
-    assert {p.name for p in charts.iterdir()} == expected | {"training_curves.png"}
+    assert set(charts) == expected | {"training_curves.png"}
     embedded = {base64.b64decode(u) for u in re.findall(r'src="data:image/png;base64,([^"]+)"', page)}
     faces = {
         base64.b64decode(u) for u in re.findall(r'<img class="face"[^>]*src="data:image/png;base64,([^"]+)"', page)
     }
-    strip = (pipeline_files["out"] / "figures" / "progression" / "cyclegan_agevec.png").read_bytes()
+    strip = pipeline_files["page"].strips["cyclegan_agevec"]
     assert faces and strip in embedded
-    for p in charts.iterdir():
-        assert p.read_bytes() in embedded, p.name
-        assert p.read_bytes() not in faces | {strip}, p.name
+    for name, png in charts.items():
+        assert png in embedded, name
+        assert png not in faces | {strip}, name
 
 
 def test_html_page_bytes_are_reproducible(pipeline_files: dict) -> None:
     first = build_page(pipeline_files)
-    shutil.rmtree(pipeline_files["out"])
     assert build_page(pipeline_files) == first
 
 
@@ -411,8 +444,8 @@ def chromium_driver(tmp_path: Path):
 def test_report_renders_in_headless_chromium(pipeline_files: dict, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    build_page(pipeline_files)
-    page = pipeline_files["out"] / "index.html"
+    page = tmp_path / "index.html"
+    page.write_text(build_page(pipeline_files), encoding="utf-8")
     drv = chromium_driver(tmp_path)
     try:
         drv.get(page.resolve().as_uri())
@@ -461,9 +494,23 @@ def test_stage_writes_exactly_what_render_leaderboard_gives(pipeline_files: dict
             "--live", str(paths["live"]), "--out", str(tmp_path / "reports")]  # fmt: skip
     assert stages.report.main(argv) == 0
     md, csv = render_leaderboard(metrics)  # runtime found beside the metrics folder
-    assert (tmp_path / "reports" / "leaderboard.md").read_text(encoding="utf-8") == md
-    assert (tmp_path / "reports" / "leaderboard.csv").read_text(encoding="utf-8") == csv
-    assert "| identity | method | 128 | 1,000 | 12 | 2 CPU cores |" in md
+    out = tmp_path / "reports"
+    assert (out / "leaderboard.md").read_text(encoding="utf-8") == md
+    assert (out / "leaderboard.csv").read_text(encoding="utf-8") == csv
+    assert "| identity | reference | 1 | 128 | 1,000 | 12 | 2 CPU cores |" in md
+    # `agebench leaderboard` on the stage's metrics gives its leaderboard.md byte for byte.
+    from agebench.cli import main
+
+    assert main(["leaderboard", str(metrics), "--out", str(tmp_path / "rebuilt.md")]) == 0
+    assert (tmp_path / "rebuilt.md").read_bytes() == (out / "leaderboard.md").read_bytes()
+    # The page, its face-free charts and the progression strip are written as the page builder gives them.
+    page = build_page(pipeline_files)
+    assert (out / "index.html").read_text(encoding="utf-8") == page
+    charts = pipeline_files["page"].charts
+    assert {p.name: p.read_bytes() for p in (out / "figures" / "charts").iterdir()} == dict(charts)
+    assert (out / "figures" / "progression" / "cyclegan_agevec.png").read_bytes() == pipeline_files["page"].strips[
+        "cyclegan_agevec"
+    ]
 
 
 def test_joint_rebuilt_from_per_face_scores_matches_the_joint_rule() -> None:

@@ -55,16 +55,20 @@ class ReportPage:
     strips: Mapping[str, bytes]
 
 
-def per_face_captions(doc: Mapping[str, Any] | None, task: str, files: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """A protocol-3 row's per-face face_found (0/1), age_out and id_sim for the input files `files`, or None.
+def per_face_captions(
+    doc: Mapping[str, Any] | None, task: str, files: Sequence[str], seed: int | None = None
+) -> dict[str, np.ndarray] | None:
+    """A protocol-3 row's per-face face_found (0/1), age_in, age_out and id_sim for the input files `files`.
 
-    Read from the first seed's record (`seeds[0]`, the seed whose outputs `outputs/` holds) when the document
-    has seeds, else from the task's `per_face`, matched by input file name. NaN where no value exists.
+    Read from the record of the training seed whose images `outputs/` holds (`seed`, the run's `train.seed`;
+    the first seed when none matches, e.g. identity's null seed), matched by input file name. NaN where no value
+    exists; None when the document has no usable record.
     """
     if doc is None:
         return None
     seeds = doc.get("seeds") or [{"tasks": doc.get("tasks", {})}]
-    rec = seeds[0].get("tasks", {}).get(task, {}).get("per_face")
+    entry = next((e for e in seeds if e.get("seed") is not None and e.get("seed") == seed), seeds[0])
+    rec = entry.get("tasks", {}).get(task, {}).get("per_face")
     if not rec or "file" not in rec or "face_found" not in rec:
         return None
     where = {f: i for i, f in enumerate(rec["file"])}
@@ -76,7 +80,7 @@ def per_face_captions(doc: Mapping[str, Any] | None, task: str, files: Sequence[
         vals = rec.get(key) or [None] * len(rec["file"])
         return np.array([np.nan if vals[i] is None else float(vals[i]) for i in pick], np.float64)
 
-    return {"face_found": column("face_found"), "age_out": column("age_out"), "id_sim": column("id_sim")}
+    return {k: column(k) for k in ("face_found", "age_in", "age_out", "id_sim")}
 
 
 def sample_grid(
@@ -86,13 +90,14 @@ def sample_grid(
     scores: Mapping[str, Mapping[str, np.ndarray]],
     faces: np.ndarray | None,
     docs: Mapping[str, Mapping[str, Any]] | None = None,
-    files: np.ndarray | None = None,
+    files: pd.Series | None = None,
+    seed: int | None = None,
 ) -> tuple[str, list[str]]:
     """HTML grid of the same test faces for every method of `names` that has outputs for `task`.
 
     Captions come from each method's metrics document (`docs`, per-face records, protocol 3; `files`: input
-    file name per prepared row) or else its `data/scores/<method>.npz` (`scores`). Returns the grid and the
-    list of what was missing.
+    file name per prepared row; `seed`: the run's training seed) or else its `data/scores/<method>.npz`
+    (`scores`). Returns the grid and the list of what was missing.
     """
     missing: list[str] = []
     outs: dict[str, np.ndarray] = {}
@@ -118,9 +123,10 @@ def sample_grid(
     label = "d"
     picked_files = None if files is None else [str(files[r]) for r in rows[pick]]
     for name in outs:
-        caps = per_face_captions((docs or {}).get(name), task, picked_files) if picked_files else None
+        caps = per_face_captions((docs or {}).get(name), task, picked_files, seed) if picked_files else None
         if caps is not None:
             ages[name], dists[name], found[name], label = caps["age_out"], caps["id_sim"], caps["face_found"], "sim"
+            input_ages = caps["age_in"] if input_ages is None else input_ages
             continue
         sc = scores.get(name)
         if sc is None or f"{task}/rows" not in sc or not np.array_equal(sc[f"{task}/rows"], rows):
@@ -232,7 +238,7 @@ def build_report_page(
 
     grids = []
     for task, t in params.tasks.items():
-        grid, missing = sample_grid(task, names, paths["outputs"], scores, faces, by_name, files)
+        grid, missing = sample_grid(task, names, paths["outputs"], scores, faces, by_name, files, params.train.seed)
         grids.append(f"<h3>{task}: {t.source} → {t.target}</h3>" + (grid or "<p>no outputs to show</p>"))
         notes += [f"sample grid {task}: {m}" for m in missing]
     if faces is None:
