@@ -42,6 +42,9 @@ from agebench.config import Params
 if TYPE_CHECKING:  # pandas and the data module load on first use: `agebench --help` stays fast
     import pandas as pd
 
+#: Where `export-inputs` writes by default: a folder the repository's .gitignore lists (`/external/`), since
+#: the inputs are UTKFace faces, which must never be committed; outputs made from them belong beside it.
+DEFAULT_EXPORT = "external/inputs"
 #: Original UTKFace size; exported besides the evaluation size.
 ORIGINAL_SIZE = 200
 #: Below this side an output cannot hold a face: counted as a failure (a 1x1 image would be a flat colour).
@@ -669,9 +672,29 @@ def reserved_names() -> set[str]:
     return set(METHODS.names()) | {"real"}
 
 
+def git_would_commit(path: Path) -> bool:
+    """True when `path` lies in a git working tree and is not ignored there (False outside git or without git)."""
+    import subprocess
+
+    try:
+        inside = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True, timeout=10
+        )
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return False
+        ignored = subprocess.run(["git", "-C", str(path), "check-ignore", "-q", "."], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return ignored.returncode == 1  # 0: ignored, 1: not ignored, 128: an error
+
+
 def add_cli_arguments(export: Any, score: Any) -> None:
     """Arguments of `agebench export-inputs` and `agebench score-outputs` (argparse subparsers)."""
-    export.add_argument("--out", required=True, help="folder to write (replaced if it is an earlier export)")
+    export.add_argument(
+        "--out",
+        default=DEFAULT_EXPORT,
+        help="folder to write (replaced if it is an earlier export); the default is git-ignored: it holds faces",
+    )
     export.add_argument("--task", action="append", default=None, help="a task to export (repeatable; default all)")
     export.add_argument("--params", default="params.yaml", help="the params file (data, groups, tasks, evaluate)")
     export.add_argument("--data", default="data/prepared", help="the prepare stage's output")
@@ -706,7 +729,14 @@ def run_cli(command: str, args: Any) -> int:
         if command == "export-inputs":
             manifest = export_inputs(params, Path(args.data), Path(args.source), Path(args.out), args.task)
             counts = ", ".join(f"{k} ({v['n']})" for k, v in manifest["tasks"].items())
-            print(f"agebench export-inputs: {counts} -> {args.out} (data digest {manifest['data_digest'][:12]})")
+            where = Path(args.out).resolve()
+            print(f"agebench export-inputs: {counts} -> {where} (data digest {manifest['data_digest'][:12]})")
+            if git_would_commit(where):
+                print(
+                    f"agebench export-inputs: warning: {where} is inside a git repository and not ignored; these are "
+                    "UTKFace faces (non-commercial research only): never commit them (add the folder to .gitignore)",
+                    file=sys.stderr,
+                )
             return 0
         name = check_name(args.name)
         if name in reserved_names():

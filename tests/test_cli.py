@@ -666,3 +666,57 @@ def test_score_outputs_refuses_bad_layout_and_paths_before_scoring(
         "json_under_a_file": "is a file, not a folder",
     }[kind]
     assert expected in lines[0], lines[0]
+
+
+def test_the_readme_export_command_writes_nowhere_git_would_commit(
+    world: dict,  # noqa: F811 - the fixture imported from test_external
+    tmp_path: Path,
+    capsys,
+    monkeypatch,
+) -> None:
+    """The README's `agebench export-inputs` line, run in a fresh clone's place (a git repository with the
+    project's .gitignore): every face it writes, and the outputs folder the README tells a method to fill,
+    are ignored by git; the command says where it wrote."""
+    import shlex
+    import subprocess
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith("agebench export-inputs"))
+    argv = shlex.split(line.split("#", 1)[0])[1:]
+    outputs = next(x for x in readme.splitlines() if x.startswith("agebench score-outputs")).split()[2]
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    subprocess.run(["git", "init", "-q", str(clone)], check=True)
+    (clone / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    monkeypatch.chdir(clone)
+    args = [*argv, "--params", str(world["params"]), "--data", str(world["prepared"]), "--source", str(world["utk"])]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert status == ["?? .gitignore"], status  # faces were written, none is visible to git
+    written = [p for p in clone.rglob("*.png")]
+    assert written and str(written[0].parents[2].resolve()) in out and "warning" not in err
+    probe = clone / outputs / "aging" / "x.png"
+    probe.parent.mkdir(parents=True)
+    probe.write_bytes(b"")
+    assert subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=clone).returncode == 0
+
+
+def test_export_to_a_folder_git_would_commit_warns(
+    world: dict,  # noqa: F811 - the fixture imported from test_external
+    tmp_path: Path,
+    capsys,
+    monkeypatch,
+) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    monkeypatch.chdir(tmp_path)
+    args = ["export-inputs", "--out", "faces_here", "--params", str(world["params"])]
+    assert main([*args, "--data", str(world["prepared"]), "--source", str(world["utk"])]) == 0
+    err = capsys.readouterr().err
+    assert "not ignored" in err and "never commit them" in err
