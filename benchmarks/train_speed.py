@@ -242,6 +242,22 @@ def profile_params(params_path: Path, profile: str) -> dict:
     return raw
 
 
+def schedule_train_data(raw: dict, scheme: str, resolutions: tuple[int, ...], faces: int) -> TrainData:
+    """Synthetic faces with UTKFace's train-split group sizes (agebench.preflight_speed), so that a
+    method's schedule, and so which stage a step index falls in (Age-cGAN's cGAN vs encoder steps), is
+    the real one; `faces` random faces spread evenly over the groups when the groups are not the default."""
+    from agebench.config import GroupsConfig, section
+    from agebench.preflight_speed import synthetic_data, train_group_labels
+
+    groups = section(raw, "groups", GroupsConfig)
+    names = tuple(groups.schemes()[scheme])
+    try:
+        labels = train_group_labels(groups, scheme, None, 1.0)
+    except LookupError:
+        return random_train_data(names, scheme, resolutions, faces)
+    return synthetic_data({scheme: labels}, {scheme: names}, resolutions)
+
+
 def random_train_data(names: tuple[str, ...], scheme: str, resolutions: tuple[int, ...], faces: int) -> TrainData:
     """`faces` random uint8 faces per resolution, spread evenly over the scheme's groups."""
     gen = torch.Generator().manual_seed(0)
@@ -286,7 +302,7 @@ class MethodRunner:
 
     def __init__(self, name: str, raw: dict, vgg_weights: str, variant: Variant, faces: int) -> None:
         self.method, names, self.variant = build_cpu_method(name, raw, vgg_weights, variant)
-        self.data = random_train_data(names, self.method.scheme, self.method.train_resolutions(), faces)
+        self.data = schedule_train_data(raw, self.method.scheme, self.method.train_resolutions(), faces)
         self.total = self.method.num_steps(self.data)
         self.gen = torch.Generator().manual_seed(0)
         self.step_no = 0
