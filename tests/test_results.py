@@ -1,20 +1,20 @@
 """The published CPU-track results are what the committed code renders from them (issue 13).
 
 `results/cpu/` is written by `agebench publish` from a finished `dvc repro` of the cpu profile; these
-tests hold it, the README's copy of its leaderboard and the quality baseline to it, so none can be
-edited by hand or drift apart.
+tests hold it, the README's copy of its leaderboard, the README's sentences about ranks and the quality
+baseline to it, so none can be edited by hand or drift apart. It stays at protocol 2 until it is
+republished; the leaderboard renders each protocol as it was published.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from agebench.check import collect_versioned
 from agebench.config import CheckConfig, read_params, section
 from agebench.publish import learns_table
-from agebench.report import render_leaderboard
+from agebench.report import ranks_markdown, render_leaderboard
 from tests.conftest import REPO
 
 RESULTS = REPO / "results" / "cpu"
@@ -41,6 +41,19 @@ def test_readme_shows_the_published_tables_verbatim() -> None:
         m = re.search(rf"<!-- results/cpu/{name} -->\n(.*?)<!-- end results/cpu/{name} -->", readme, re.S)
         assert m, f"README lacks the results/cpu/{name} block"
         assert m.group(1) == (RESULTS / name).read_text(encoding="utf-8"), name
+
+
+def test_readme_rank_sentences_are_generated_from_the_committed_metrics() -> None:
+    """Every sentence of the README about ranks and differences is `ranks_markdown`'s, so none can say something the
+    intervals do not (protocol 2 said "the three CycleGANs share rank 1: no pair differs", which was false)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- results/cpu/ranks -->\n(.*?)<!-- end results/cpu/ranks -->", readme, re.S)
+    assert m, "README lacks the generated results/cpu/ranks block"
+    assert m.group(1) == ranks_markdown(RESULTS / "metrics", RESULTS / "runtime")
+    # No hand-written claim about ranks is left outside the generated block.
+    outside = readme.replace(m.group(0), "")
+    results = outside[outside.index("## Results") : outside.index("## What is produced where")]
+    assert not re.search(r"share rank|not significant|do(es)? not differ|is above", results)
 
 
 def test_results_hold_only_face_free_files_of_one_run() -> None:

@@ -34,8 +34,8 @@ def pair_sentence(d: Difference | None, a: str, b: str, task: str) -> str:
 
 
 def no_change_sentence(d: Difference, a: str, task: str) -> str:
-    """Whether row a lies above doing nothing (`identity`) on `task`."""
-    verdict = "is above" if d.ci95[0] > 0 else "is not above"
+    """Whether row a lies above doing nothing (`identity`) on `task` ("is below" when the interval lies below 0)."""
+    verdict = "is above" if d.ci95[0] > 0 else "is below" if d.ci95[1] < 0 else "is not above"
     return f"{a} {verdict} no change ({NO_CHANGE}) on {task}: {interval_text(d)}."
 
 
