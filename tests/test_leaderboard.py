@@ -288,3 +288,28 @@ def test_committed_protocol2_results_rebuild_byte_for_byte(tmp_path: Path) -> No
         main(["leaderboard", str(results / "metrics"), "--runtime", str(results / "runtime"), "--out", str(out)]) == 0
     )
     assert out.read_bytes() == (results / "leaderboard.md").read_bytes()
+
+
+def test_ranking_reads_merge_seeds_output_and_agrees_with_its_intervals() -> None:
+    """Files merged over seeds by `agebench merge-seeds` rank as they are; the ranking's replicates are the ones
+    behind the merged file's own `joint` interval (same seed stream per method, same face draws)."""
+    from agebench.seeds import merge_seed_docs
+
+    a, b, c = chain()
+    runs = []
+    for k, x in enumerate((a, b, c)):
+        d = v3_doc("m", [x])
+        d["seeds"][0]["seed"] = k
+        runs.append(d)
+    merged = merge_seed_docs(runs)
+    assert [s["seed"] for s in merged["seeds"]] == [0, 1, 2]
+    r = rank_task([merged, v3_doc("other", [c])], "aging", 1000, 0)
+    assert r.seeds["m"] == 3 and r.values["m"] == pytest.approx(merged["tasks"]["aging"]["joint"], abs=1e-12)
+    boot = stats.two_level_bootstrap(np.stack([a, b, c]), 1000, 0, stats.seed_stream("m"))
+    assert tuple(merged["tasks"]["aging"]["ci95"]["joint"]) == pytest.approx(boot.ci95)
+    md = leaderboard_markdown(leaderboard_frame([merged, v3_doc("other", [c])]))
+    lo, hi = (
+        merged["tasks"]["aging"]["seed_spread"]["joint"]["min"],
+        merged["tasks"]["aging"]["seed_spread"]["joint"]["max"],
+    )
+    assert f"seeds {lo:.3f}–{hi:.3f}" in md
