@@ -172,6 +172,7 @@ def cmd_fid(
     checked (>= 2 images with a face each) before Inception is loaded. Sets too small for
     a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
+    from agebench.scoring import on_runtime
     from metrics.fid import fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
 
     cfg = cfg or EvaluateConfig()
@@ -198,6 +199,7 @@ def cmd_fid(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
         model = load_inception()
+    model = on_runtime(model)  # a CPU inference runtime when one loads (same features to float32 rounding)
     feats = {}
     for key, images in folders.items():
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")

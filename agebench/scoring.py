@@ -46,6 +46,58 @@ def cache_namespace(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def scoring_threads() -> int:
+    """CPU threads the scoring networks use: `$AGEBENCH_THREADS`, else `$OMP_NUM_THREADS`, else every core this
+    process may run on (`os.sched_getaffinity`), so scoring uses the whole machine it was given."""
+    for name in ("AGEBENCH_THREADS", "OMP_NUM_THREADS"):
+        text = os.environ.get(name, "").strip()
+        if text:
+            if not text.isdigit() or int(text) < 1:
+                raise ValueError(f"${name}={text!r}: expected a whole number of threads >= 1 (or unset it)")
+            return int(text)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def inception_network(device: str = "cpu", runtime: str = "auto") -> Any:
+    """TF-Inception for scoring (`metrics.fid.load_inception`): on the CPU through a converted runtime
+    (`metrics.inception_runtime.accelerate`, the conversion kept in `default_cache_dir()/networks`), on CUDA
+    the torch module. Called as `model(x)` like the torch module, with the same features to float32 rounding."""
+    import warnings
+
+    from metrics.fid import load_inception
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
+        model = load_inception()
+    return on_runtime(model, device, runtime)
+
+
+def on_runtime(model: Any, device: str = "cpu", runtime: str = "auto") -> Any:
+    """`metrics.fid.accelerate` with scoring's threads (`scoring_threads`) and converted-network folder
+    (`default_cache_dir()/networks`); a module that is not TF-Inception (a test stub) comes back as it was."""
+    from metrics.fid import accelerate
+
+    return accelerate(model, device, runtime, threads=scoring_threads(), cache_dir=default_cache_dir() / "networks")
+
+
+def age_namespace() -> str:
+    """Cache namespace of the ONNX age estimator: both network files and its preprocessing (chip size, padding,
+    normalisation, runtime: `metrics.age.preprocessing_key`)."""
+    from metrics.age import preprocessing_key
+    from metrics.backbones import BACKBONES
+
+    return cache_namespace(BACKBONES["age_onnx"].sha256, BACKBONES["age_landmarks5"].sha256, preprocessing_key())
+
+
+def inception_namespace(model: Any) -> str:
+    """Cache namespace of an Inception extractor: the weights file, the resize and scaling, and the runtime
+    that runs it (`metrics.fid.extractor_namespace`)."""
+    from metrics.backbones import BACKBONES
+    from metrics.fid import extractor_namespace
+
+    return cache_namespace(BACKBONES["tf_inception"].sha256, extractor_namespace(model))
+
+
 def backbone_keys(cfg: EvaluateConfig) -> list[str]:
     """Backbones whose provenance goes into a metrics file for this configuration."""
     keys = ["tf_inception", "yunet", "sface"]
@@ -79,7 +131,8 @@ def sface_parts() -> tuple[DetectFn, Judge, str]:
         f"nms={sface.YUNET_NMS}",
         f"top_k={sface.YUNET_TOP_K}",
     )
-    judge = Judge(features, "cosine", sface.SFACE_THRESHOLD, cache_namespace(BACKBONES["sface"].sha256, yunet))
+    sface_ns = cache_namespace(BACKBONES["sface"].sha256, yunet, f"size={sface.SFACE_SIZE}")
+    judge = Judge(features, "cosine", sface.SFACE_THRESHOLD, sface_ns)
     return detect, judge, yunet
 
 
@@ -99,7 +152,14 @@ def second_opinion(cfg: EvaluateConfig, device: str = "cpu", base_dir: str | Pat
             desc[np.asarray(failed, bool)] = np.nan
             return desc
 
-        ns = cache_namespace(BACKBONES["dlib_face_resnet"].sha256, BACKBONES["dlib_landmarks5"].sha256)
+        from metrics import dlib_resnet, identity
+
+        ns = cache_namespace(
+            BACKBONES["dlib_face_resnet"].sha256,
+            BACKBONES["dlib_landmarks5"].sha256,
+            f"chip={dlib_resnet.CHIP_SIZE}|pad={identity.CHIP_PADDING}|min_side={identity.MIN_IMAGE_SIZE}",
+            f"min_eyes={identity.MIN_EYE_DISTANCE}|device={str(device).split(':')[0]}",
+        )
         return "dlib", Judge(dlib_features, "distance", cfg.id_threshold, ns)
     from metrics.optional import facenet_descriptor_fn
 
@@ -128,8 +188,7 @@ def build_scorer(
     """
     import torch
 
-    from metrics.backbones import BACKBONES, sha256_file
-    from metrics.fid import load_inception
+    from metrics.backbones import sha256_file
 
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
@@ -138,12 +197,12 @@ def build_scorer(
     if cfg.age_backend == "onnx":
         from metrics.age import estimate_ages, load_age_networks
 
-        age_nets = load_age_networks()
+        age_nets = load_age_networks(threads=scoring_threads())
 
         def ages(x):
             return estimate_ages(x, age_nets, batch_size=256).numpy()
 
-        age_ns = cache_namespace(BACKBONES["age_onnx"].sha256, BACKBONES["age_landmarks5"].sha256)
+        age_ns = age_namespace()
     else:
         from metrics.optional import deepface_age_fn, deepface_age_weights_path
 
@@ -151,13 +210,15 @@ def build_scorer(
         age_ns = sha256_file(deepface_age_weights_path())
     detect, sface_judge, detect_ns = sface_parts()
     second_name, second = second_opinion(cfg, device, base_dir)
-    # Cache keys include the network file's digest, so results of different weights never mix.
-    namespaces = {"age": age_ns, "detect": detect_ns, "inception": cache_namespace(BACKBONES["tf_inception"].sha256)}
+    inception = inception_network(device)
+    # Cache keys include the network file's digest and its preprocessing (and for Inception the runtime), so
+    # results of different weights, chips, resizes or runtimes never mix.
+    namespaces = {"age": age_ns, "detect": detect_ns, "inception": inception_namespace(inception)}
     return Scorer(
         ages=ages,
         detect=detect,
         judges={"sface": sface_judge, second_name: second},
-        inception=load_inception().to(device),
+        inception=inception,
         batch_size=cfg.batch_size,
         kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size,

@@ -33,6 +33,7 @@ from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from metrics.backbones import resolve
+from metrics.inception_runtime import RuntimeInception, accelerate, extractor_namespace  # noqa: F401 (public)
 
 KEY_FID = "fid"
 KEY_KID_MEAN = "kid_mean"

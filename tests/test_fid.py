@@ -6,6 +6,7 @@ bicubic, as the benchmark feeds them); their features are extracted once per mod
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from torch_fidelity import calculate_metrics
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+from metrics import inception_runtime
 from metrics.backbones import resolve
 from metrics.fid import (
     EXTRACTOR_NAME,
@@ -30,15 +32,19 @@ from metrics.fid import (
     KEY_N_FAKE,
     KEY_N_REAL,
     MemoryFeatureCache,
+    accelerate,
     cached_features,
     content_key,
+    extractor_namespace,
     fid_from_features,
     fid_kid,
+    fid_kid_from_features,
     inception_features,
     inception_state_dict,
     kid_from_features,
     load_inception,
 )
+from metrics.inception_runtime import InceptionBody, export_key, pick_runtime, preprocess, weights_digest
 
 N_PER_GROUP = 120
 EVAL_SIZE = 128
@@ -46,6 +52,10 @@ EVAL_SIZE = 128
 GOLDEN_FID = 93.81089216
 GOLDEN_KID_MEAN = 0.04645187344
 PARITY_RTOL = 1e-4  # PROTOCOL.md section 4
+# A runtime's features against torch's (max abs, features of scale ~5): float32 rounding of folded batch norm
+# and reordered sums gives ~1e-5; a wrong layer, layout or precision (bf16) gives 1e-2 and more.
+RUNTIME_FEATURE_ATOL = 1e-4
+CPU_RUNTIMES = [r for r in ("openvino", "onnxruntime") if importlib.util.find_spec(r) is not None]
 
 
 def _age(name: str) -> int | None:
@@ -84,6 +94,13 @@ class _TensorDataset(Dataset):
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     return load_inception()
+
+
+@pytest.fixture(scope="module")
+def runtimes(model: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, nn.Module]:
+    """The extractor on each installed CPU runtime, converted once into a temporary cache folder."""
+    folder = tmp_path_factory.mktemp("networks")
+    return {r: accelerate(model, runtime=r, cache_dir=folder) for r in CPU_RUNTIMES}
 
 
 @pytest.fixture(scope="module")
@@ -159,22 +176,42 @@ def test_golden_values_and_cache_use(utk_result) -> None:
     assert result[KEY_KID_STD] < 1e-9
 
 
-@pytest.mark.slow
-@pytest.mark.real_data
-def test_matches_torch_fidelity_calculate_metrics(utk_images, utk_result, tmp_path: Path) -> None:
-    """End to end: torch-fidelity extracts its own features with the mapped weights (~25 s on 2 idle cores)."""
-    weights = tmp_path / "inception_from_fid_helper.pth"
+@pytest.fixture(scope="module")
+def torch_fidelity_result(utk_images, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """torch-fidelity's `calculate_metrics` on the real subset, extracting its own features with the mapped
+    weights (~25 s on 2 idle cores)."""
+    weights = tmp_path_factory.mktemp("weights") / "inception_from_fid_helper.pth"
     torch.save(inception_state_dict(), weights)
-    ref = calculate_metrics(
+    return calculate_metrics(
         input1=_TensorDataset(utk_images[0]), input2=_TensorDataset(utk_images[1]), cuda=False,
         fid=True, kid=True, kid_subsets=100, kid_subset_size=N_PER_GROUP, rng_seed=0,
         feature_extractor=EXTRACTOR_NAME, feature_extractor_weights_path=str(weights),
         cache=False, verbose=False, save_cpu_ram=True,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_matches_torch_fidelity_calculate_metrics(utk_result, torch_fidelity_result) -> None:
+    """End to end, torch path: FID/KID against torch-fidelity's own run on the same images."""
+    ref = torch_fidelity_result
     result, _ = utk_result
     assert result[KEY_FID] == pytest.approx(ref[KEY_METRIC_FID], rel=PARITY_RTOL)
     assert result[KEY_KID_MEAN] == pytest.approx(ref[KEY_METRIC_KID_MEAN], rel=PARITY_RTOL)
     assert abs(result[KEY_KID_STD] - ref[KEY_METRIC_KID_STD]) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_runtime_matches_torch_fidelity_calculate_metrics(utk_images, runtimes, torch_fidelity_result, runtime) -> None:
+    """End to end, CPU runtime path (what scoring uses on the CPU): the protocol's parity bounds, FID within
+    1e-4 relative and KID within 1e-4 absolute of torch-fidelity (~40 s per runtime on 2 idle cores)."""
+    feats = [inception_features(images, runtimes[runtime], batch_size=32) for images in utk_images]
+    result = fid_kid_from_features(*feats, kid_subsets=100, kid_subset_size=N_PER_GROUP, seed=0)
+    ref = torch_fidelity_result
+    assert result[KEY_FID] == pytest.approx(ref[KEY_METRIC_FID], rel=PARITY_RTOL)
+    assert abs(result[KEY_KID_MEAN] - ref[KEY_METRIC_KID_MEAN]) < 1e-4
 
 
 # --- maths on synthetic features ---------------------------------------------------------------
@@ -348,3 +385,112 @@ def test_tiny_images_are_resized_not_rejected(model: nn.Module) -> None:
     feats = inception_features(pixels, model)  # (2, 3, 1, 1)
     assert feats.shape == (2, FEATURE_DIM) and torch.isfinite(feats).all()
     assert not torch.equal(feats[0], feats[1])
+
+
+# --- the CPU runtime (metrics/inception_runtime.py) ------------------------------------------------
+
+
+def _synthetic_images() -> torch.Tensor:
+    """(8, 3, 128, 128) uint8: 4 noise images and 4 smooth ones (gradients and blobs, closer to photos)."""
+    gen = torch.Generator().manual_seed(11)
+    noise = torch.randint(0, 256, (4, 3, 128, 128), dtype=torch.uint8, generator=gen)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 128), torch.linspace(0, 1, 128), indexing="ij")
+    smooth = []
+    for k in range(4):
+        phase = torch.rand(3, 1, 1, generator=gen) * 6.28
+        wave = torch.sin(6.28 * (k + 1) * (xx * (k % 2) + yy) + phase) * 0.5 + 0.5
+        smooth.append((wave * 255).round().to(torch.uint8))
+    return torch.cat([noise, torch.stack(smooth)])
+
+
+def test_resize_in_torch_then_layers_equals_torch_fidelity_bit_for_bit(model: nn.Module) -> None:
+    """The split the runtimes rely on: `preprocess` then `InceptionBody` is exactly the extractor's forward
+    (the TF1 resize is never converted, so it cannot change)."""
+    images = torch.cat([_synthetic_images()[:2], torch.randint(0, 256, (2, 3, 128, 128), dtype=torch.uint8)])
+    odd = torch.randint(0, 256, (2, 3, 37, 53), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    body = InceptionBody(model)
+    with torch.inference_mode():
+        for x in (images, odd):
+            assert torch.equal(body(preprocess(x)), model(x)[0])
+
+
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_runtime_features_match_torch_on_synthetic_images(model: nn.Module, runtimes, runtime: str) -> None:
+    images = _synthetic_images()
+    fast = runtimes[runtime]
+    assert fast.runtime == runtime  # converted and loaded, not fallen back to torch
+    reference = inception_features(images, model, batch_size=8)
+    ours = inception_features(images, fast, batch_size=3)  # batch size of the runtime is free (dynamic axis)
+    assert ours.shape == (8, FEATURE_DIM) and ours.dtype == torch.float64
+    assert (ours - reference).abs().max().item() < RUNTIME_FEATURE_ATOL
+    assert reference.abs().max().item() > 1  # features of the usual scale, so the bound means something
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_runtime_features_match_torch_on_real_faces(utk_images, utk_features, runtimes, runtime: str) -> None:
+    ours = inception_features(utk_images[1][:24], runtimes[runtime], batch_size=16)
+    reference = utk_features[1][:24]
+    assert (ours - reference).abs().max().item() < RUNTIME_FEATURE_ATOL
+    assert reference.abs().max().item() > 1
+
+
+def test_runtime_choice_and_cuda_stays_torch() -> None:
+    assert pick_runtime("cuda") == "torch" and pick_runtime("cuda:1") == "torch"
+    assert pick_runtime("cpu") == (CPU_RUNTIMES[0] if CPU_RUNTIMES else "torch")
+    stub = _PixelFeatures()
+    assert accelerate(stub) is stub  # only the known network is converted; anything else passes through
+
+
+@pytest.mark.skipif(not CPU_RUNTIMES, reason="no CPU runtime installed")
+def test_conversion_is_cached_under_a_content_key(model: nn.Module, tmp_path: Path, monkeypatch) -> None:
+    runtime = CPU_RUNTIMES[-1]
+    exports = []
+    real_export = inception_runtime.export_onnx
+    monkeypatch.setattr(inception_runtime, "export_onnx", lambda m, p: (exports.append(p), real_export(m, p)))
+    first = accelerate(model, runtime=runtime, cache_dir=tmp_path)
+    second = accelerate(model, runtime=runtime, cache_dir=tmp_path)
+    assert len(exports) == 1 and first.runtime == second.runtime == runtime  # the second load read the file
+    digest = weights_digest(model)
+    assert [p.name for p in tmp_path.iterdir()] == [f"inception-{export_key(digest, runtime)}.onnx"]
+    # The key follows the weights, the runtime and the preprocessing.
+    other = load_inception()
+    with torch.no_grad():
+        other.Mixed_7c.branch_pool.conv.weight[0, 0, 0, 0] += 1e-3
+    assert weights_digest(other) != digest
+    keys = {export_key(digest, r) for r in CPU_RUNTIMES}
+    assert len(keys) == len(CPU_RUNTIMES)
+    monkeypatch.setattr(inception_runtime, "INPUT_SIZE", 300)
+    assert export_key(digest, runtime) not in keys
+
+
+def test_failed_runtime_falls_back_to_torch_with_one_line(model: nn.Module, tmp_path: Path, monkeypatch, capsys):
+    def broken(path: Path, threads: int):
+        raise RuntimeError("cannot load this network\nsecond line of detail")
+
+    monkeypatch.setitem(inception_runtime._RUNNERS, "onnxruntime", broken)
+    monkeypatch.setattr(inception_runtime, "export_onnx", lambda m, p: p.write_bytes(b"not onnx"))
+    fast = accelerate(model, runtime="onnxruntime", cache_dir=tmp_path)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert fast.runtime == "torch" and len(err) == 1
+    assert "onnxruntime" in err[0] and "cannot load this network" in err[0] and "torch" in err[0]
+    images = _synthetic_images()[:2]
+    assert torch.equal(inception_features(images, fast), inception_features(images, model))
+    with pytest.raises(ValueError, match="unknown Inception runtime"):
+        accelerate(model, runtime="tensorrt")
+
+
+def test_feature_cache_namespace_follows_runtime_and_resize(model: nn.Module, runtimes, monkeypatch) -> None:
+    """Features of different runtimes or resizes never share a cache entry (tiny float differences would
+    otherwise mix silently)."""
+    spaces = {extractor_namespace(m) for m in (model, *runtimes.values())}
+    assert len(spaces) == 1 + len(runtimes)
+    images = _synthetic_images()[:2]
+    cache = MemoryFeatureCache()
+    stub = _PixelFeatures()
+    cached_features(images, stub, cache, namespace=extractor_namespace(model))
+    monkeypatch.setattr(inception_runtime, "INPUT_SIZE", 300)
+    resized = extractor_namespace(model)
+    assert resized not in spaces
+    cached_features(images, stub, cache, namespace=resized)
+    assert stub.calls == 2 and len(cache) == 2  # a miss: extracted again under the new namespace
