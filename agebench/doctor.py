@@ -2,11 +2,13 @@
 long work, check everything the configured methods and metrics will need and print each problem with
 its fix.
 
-Checked: params.yaml itself; the data source (a local folder or archive exists, a URL answers or was
-already downloaded); every pretrained scoring file (`metrics.backbones`, sha256-verified); the VGG-16
-weights when `cyclegan_perceptual` is listed (configured file, torch hub cache, or its download URL
-answers); the FaceNet weights when that identity backend is chosen; free disk for the prepared arrays;
-the devices named in `train.device` / `evaluate.device`; and the full profile on a machine without a
+Checked: params.yaml itself, first and before any data is read (every section under every profile, each
+method's section with its own typed config: `config.params_problems`, one line per bad key); the data
+source (a local folder or archive exists, a URL answers or was already downloaded); every pretrained
+scoring file (`metrics.backbones`, sha256-verified); the VGG-16 weights when `cyclegan_perceptual` is
+listed (a configured file loaded as training loads it and checked by tensor names and shapes, the torch
+hub file by the sha256 prefix in its name, or its download URL answers); the FaceNet weights when that
+identity backend is chosen; free disk for the prepared arrays; the devices named in `train.device` / `evaluate.device`; and the full profile on a machine without a
 GPU, which stops with the estimated hours for this machine and the reduced-profile commands unless
 `train.allow_cpu_full: true`.
 
