@@ -239,3 +239,33 @@ def test_wrong_input_types_raise(nets) -> None:
         A.estimate_ages(torch.zeros(1, 64, 64, 3, dtype=torch.uint8), nets)
     with pytest.raises(ValueError, match="chips"):
         A.chip_probs(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), nets.session)
+
+
+@pytest.mark.parametrize(("setting", "value"), [("CHIP_SIZE", 96), ("CHIP_PADDING", 0.25)])
+def test_cache_misses_when_the_preprocessing_changes(monkeypatch, setting: str, value: float) -> None:
+    """The scoring cache's age namespace follows the chip size and padding: a change there must never be
+    answered with ages cached under the old chips (the cache outlives a checkout)."""
+    from agebench.scoring import age_namespace
+    from metrics.fid import MemoryFeatureCache
+    from metrics.suite import Scorer
+
+    calls = []
+
+    def ages(x: torch.Tensor) -> np.ndarray:
+        calls.append(len(x))
+        return np.full(len(x), 30.0)
+
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cache = MemoryFeatureCache()
+
+    def scorer() -> Scorer:
+        return Scorer(ages, None, {}, None, cache=cache, namespaces={"age": age_namespace()})
+
+    scorer().estimate_ages(images)
+    scorer().estimate_ages(images)
+    assert calls == [3]  # the second scorer (same preprocessing) read the cache
+    before = age_namespace()
+    monkeypatch.setattr(A, setting, value)
+    assert age_namespace() != before
+    scorer().estimate_ages(images)
+    assert calls == [3, 3] and len(cache) == 2  # a miss: computed again under the new namespace
