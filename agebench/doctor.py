@@ -8,9 +8,9 @@ source (a local folder or archive exists, a URL answers or was already downloade
 scoring file (`metrics.backbones`, sha256-verified); the VGG-16 weights when `cyclegan_perceptual` is
 listed (a configured file loaded as training loads it and checked by tensor names and shapes, the torch
 hub file by the sha256 prefix in its name, or its download URL answers); the FaceNet weights when that
-identity backend is chosen; free disk for the prepared arrays; the devices named in `train.device` / `evaluate.device`; and the full profile on a machine without a
-GPU, which stops with the estimated hours for this machine and the reduced-profile commands unless
-`train.allow_cpu_full: true`.
+identity backend is chosen; free disk for the prepared arrays; the devices named in `train.device` /
+`evaluate.device`; and the full profile on a machine without a GPU, which stops with the estimated hours
+for this machine and the reduced-profile commands unless `train.allow_cpu_full: true`.
 
 Exit status: 0 when nothing is wrong, 2 (after the list of problems) otherwise.
 """
