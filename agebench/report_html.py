@@ -295,8 +295,8 @@ def matrix_html(task: str, names: Sequence[str], paired: Mapping[tuple[str, str]
 
 
 def is_missing(v: Any) -> bool:
-    """None or NaN (a metric that was not computed)."""
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None, NaN or pandas' NA (a metric that was not computed)."""
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def value_and_interval(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:

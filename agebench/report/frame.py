@@ -187,6 +187,9 @@ def leaderboard_frame(
     df["_ref"] = (~ranked).astype(int)
     df["_order"] = pd.to_numeric(df["aging.order"]).fillna(math.inf)
     df = df.sort_values(["_ref", "_order", "method"], kind="stable").drop(columns=["_ref", "_order"])
+    if protocol >= 3:  # counts stay integers in the csv even where some rows have none
+        counts = ["seeds", *(f"{t}.{c}" for t in TASKS for c in ("n", "n_floor", "n_rest", "order"))]
+        df[counts] = df[counts].apply(lambda col: pd.to_numeric(col).round().astype("Int64"))
     df = df.reset_index(drop=True).copy()  # one block per dtype: columns were added one at a time
     df.attrs.update(attrs)
     return df
