@@ -38,11 +38,15 @@ def _cell(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
     else:
         value, ci = report_html.value_and_interval(row, task, col)
     nets = str(row.get("uses_scoring_networks") or "").split(",")
-    protocol = row.get("protocol_version")
-    protocol = 2 if report_html.is_missing(protocol) else int(protocol)
-    if value != "–" and col in flagged_metrics(nets, protocol):
+    if value != "–" and col in flagged_metrics(nets, _protocol(row)):
         value += DAGGER
     return value, ci
+
+
+def _protocol(row: Mapping[str, Any]) -> int:
+    """The protocol a frame row was scored under (2 when it does not say: the flags as published)."""
+    v = row.get("protocol_version")
+    return 2 if report_html.is_missing(v) else int(v)
 
 
 def _method_label(row: Mapping[str, Any]) -> str:
@@ -116,7 +120,7 @@ def flag_notes(df: pd.DataFrame) -> list[str]:
     for _, r in df.iterrows():
         nets = [n for n in str(r.get("uses_scoring_networks") or "").split(",") if n]
         if nets:
-            cols = sorted(flagged_metrics(nets))
+            cols = sorted(flagged_metrics(nets, _protocol(r)))
             notes.append(
                 f"{DAGGER} {r['method']} trains or translates with {', '.join(nets)}: its "
                 f"{', '.join(cols) if cols else 'metrics from these networks'} are not independent "
