@@ -278,8 +278,9 @@ def test_leaderboard_command_refuses_mixed_protocols_in_one_line(tmp_path: Path,
     assert len(err.splitlines()) == 1 and "protocol version" in err and not (tmp_path / "lb.md").exists()
 
 
-def test_committed_protocol2_results_rebuild_byte_for_byte(tmp_path: Path) -> None:
-    """`agebench leaderboard` on the published track gives its leaderboard.md (protocol 2 renders as published)."""
+def test_committed_results_rebuild_byte_for_byte(tmp_path: Path) -> None:
+    """`agebench leaderboard` on the published track gives its leaderboard.md byte for byte (each protocol renders
+    as it was published: results/cpu is protocol 2 until it is republished)."""
     from agebench.cli import main
 
     results = REPO / "results" / "cpu"
