@@ -301,7 +301,7 @@ class MethodRunner:
     """One method instance under one variant, stepping through its own batch stream."""
 
     def __init__(self, name: str, raw: dict, vgg_weights: str, variant: Variant, faces: int) -> None:
-        self.method, names, self.variant = build_cpu_method(name, raw, vgg_weights, variant)
+        self.method, _, self.variant = build_cpu_method(name, raw, vgg_weights, variant)
         self.data = schedule_train_data(raw, self.method.scheme, self.method.train_resolutions(), faces)
         self.total = self.method.num_steps(self.data)
         self.gen = torch.Generator().manual_seed(0)
