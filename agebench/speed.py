@@ -11,10 +11,12 @@ how the arithmetic runs differs. Each one is a `train:` key (agebench.config.Tra
 - `bf16`: every `train_step` runs under `torch.autocast(<device>, torch.bfloat16)`: convolutions and
   matrix products in bfloat16 (avx512_bf16 / AMX on recent x86), everything autocast keeps in
   float32 (losses, reductions, normalisation statistics) in float32; weights, gradients and
-  optimiser states stay float32. Keep it only where the losses match float32 (tests/test_speed.py,
-  benchmarks/train_speed.py --device cpu report the difference): the CycleGANs' first-step losses
-  stay within 1% of float32, age_cgan's do not (its discriminator's fake loss moved 70%), so the cpu
-  profile switches bf16 per method (the CycleGANs' own `amp_bf16`, the same autocast) instead.
+  optimiser states stay float32. The CycleGANs' first-step losses stay within 1% of float32 (tests/
+  test_speed.py; benchmarks/train_speed.py --device cpu reports the difference), age_cgan's do not
+  (its discriminator's fake loss moved 70%). Its speed depends on the CPU: 1.1-2.1x faster than
+  float32 on an Intel Xeon and an AMD EPYC Zen 4, 15-40x slower on another AMD EPYC without AMX, so
+  the cpu profile trains in float32 everywhere (README "Precision"; the pre-flight,
+  agebench.preflight_speed, stops a bf16 setting that is too slow on the machine at hand).
 - `compile`: `nn.Module.compile()` in place on every network (TorchInductor; on CPU it needs a C++
   compiler and compiles for minutes on 2 cores before the first step). Not yet measured on CPU.
 
