@@ -314,3 +314,20 @@ def test_ranking_reads_merge_seeds_output_and_agrees_with_its_intervals() -> Non
         merged["tasks"]["aging"]["seed_spread"]["joint"]["max"],
     )
     assert f"seeds {lo:.3f}–{hi:.3f}" in md
+
+
+def test_real_row_must_be_what_its_per_face_record_gives() -> None:
+    from agebench.report import ReportInputError
+
+    rng = np.random.default_rng(0)
+    src, tgt = rng.normal(28, 6, 300), rng.normal(48, 8, 120)
+    real = real_v3()
+    for t in real["tasks"].values():
+        gap = float(tgt.mean() - src.mean())
+        t["per_face_real"] = {"age_source": src.tolist(), "age_target": tgt.tolist(), "realistic_target": [1, 0] * 60}
+        t.update(gap=gap, age_score_real=stats.all_pairs_age_score(src, tgt, gap), realism_real=0.5)
+    a, b, _ = chain()
+    leaderboard_frame([v3_doc("a", [a]), v3_doc("b", [b]), real])  # consistent: accepted
+    real["tasks"]["rejuvenation"]["age_score_real"] += 0.01
+    with pytest.raises(ReportInputError, match="rejuvenation age_score_real"):
+        leaderboard_frame([v3_doc("a", [a]), v3_doc("b", [b]), real])

@@ -24,7 +24,7 @@ import pandas as pd
 
 from agebench import report_html
 from agebench.report.docs import RANKED_KINDS, TASKS, protocol_of, scoring_networks
-from agebench.report.ranking import NO_CHANGE, Difference, TaskRanking, rank_task
+from agebench.report.ranking import NO_CHANGE, Difference, TaskRanking, check_real_row, rank_task
 from metrics import stats
 from metrics.sface import SFACE_THRESHOLD
 
@@ -177,6 +177,9 @@ def leaderboard_frame(
     resamples, seed = _bootstrap_settings(docs)
     ranked = df["kind"].isin(RANKED_KINDS)
     if protocol >= 3:
+        for d in docs:
+            if d.get("method") == "real":
+                check_real_row(d)
         for task in TASKS:
             attrs["rankings"][task] = r = rank_task(docs, task, resamples, seed)
             attrs["paired"][task] = {k: {"value": d.value, "ci95": list(d.ci95)} for k, d in r.pairs.items()}

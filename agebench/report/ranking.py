@@ -189,3 +189,35 @@ def rank_task(docs: Sequence[Mapping[str, Any]], task: str, resamples: int, seed
         pairs=pairs,
         unpaired=tuple(m for m in names if m not in records),
     )
+
+
+def check_real_row(doc: Mapping[str, Any]) -> None:
+    """The `real` row's gap and ceilings are what its per-face record gives (PROTOCOL.md s.4 v3):
+    gap = mean(age_target) - mean(age_source), realism_real = mean(realistic_target), and age_score_real the
+    all-pairs mean (`metrics.stats.all_pairs_age_score`). A task without `per_face_real` is not checked.
+
+    Raises:
+        ReportInputError: a value that differs from its recomputation (an edited file or other code).
+    """
+    for task, t in doc.get("tasks", {}).items():
+        rec = t.get("per_face_real")
+        if not rec:
+            continue
+        src = np.asarray(rec.get("age_source", []), np.float64)
+        tgt = np.asarray(rec.get("age_target", []), np.float64)
+        real = np.asarray(rec.get("realistic_target", []), np.float64)
+        gap = stats.real_gap(src, tgt)
+        recomputed = {
+            "gap": gap,
+            "age_score_real": stats.all_pairs_age_score(src, tgt, gap),
+            "realism_real": float(real.mean()) if real.size else float("nan"),
+        }
+        for key, want in recomputed.items():
+            have = t.get(key)
+            if have is None or not math.isfinite(want):
+                continue
+            if abs(float(have) - want) > JOINT_TOLERANCE * max(1.0, abs(want)):
+                raise ReportInputError(
+                    f"real: {task} {key} {have} is not what its per_face_real gives ({want}); the file was edited "
+                    "or written by other code: re-run `dvc repro reference`"
+                )
