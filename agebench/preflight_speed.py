@@ -13,9 +13,10 @@ A chain of pure steps, each testable on its own:
 or (what, fix)). `check_training_speed` wires them for a params file (the one call in
 `agebench.doctor`); its `measure` argument lets tests inject a rate.
 
-Core-minutes are CPU time (all threads of this process), not wall time: on a machine shared with
-other jobs the wall rate drops with the load, the CPU time per step hardly does, and the budget is
-about the work a training needs. The check runs only where a budget is declared (> 0) and training
+Core-minutes are CPU time (all threads of this process), not wall time: the budget is about the work
+a training needs, and on a machine shared with other jobs the wall rate drops with the load much
+more than the CPU time per step does (that rose ~10% at load 4 and up to 2x at load 6 on 2 vCPUs,
+through shared caches and cores, so a stop on a busy machine says so). The check runs only where a budget is declared (> 0) and training
 runs on the CPU: the smoke profile declares none, so the smoke and CI paths pay nothing for it.
 """
 
@@ -39,7 +40,7 @@ OVER_BUDGET_FACTOR = 2.0
 #: method with stages of different cost (Age-cGAN's cGAN and encoder steps) is sampled in each.
 TIMED_STEPS = 3
 #: Timing stops once this many CPU-seconds are spent on a method (at least one step is always timed),
-#: so a pathologically slow setting costs the pre-flight a minute at most, not the whole step count.
+#: so a pathologically slow setting costs the pre-flight two of its steps, not the whole step count.
 MAX_SECONDS_PER_METHOD = 12.0
 
 #: Training faces per group of UTKFace's train split (PROTOCOL.md s.1 sha1 split, by file name) for the
@@ -135,10 +136,11 @@ def verdict(estimate: SpeedEstimate, has_amx: bool) -> tuple[str, str] | None:
         f"{estimate.total_steps:,} steps at the measured {r.text()}"
     )
     if r.bf16:
-        why = "this CPU has no AMX" if not has_amx else "bf16 does not pay on this CPU"
+        like = ", as this one has none" if not has_amx else ""
         fix = (
-            f"set {r.method}.amp_bf16: false and train.bf16: false in params.yaml ({why}; bf16 autocast was "
-            f"measured 15-40x slower than fp32 on such a CPU), or lower {r.method}'s step count"
+            f"set {r.method}.amp_bf16: false and train.bf16: false in params.yaml (float32, the same on every "
+            f"machine; bf16 autocast ran 15-40x slower than float32 on a CPU without AMX{like}), or lower "
+            f"{r.method}'s step count"
         )
     else:
         fix = (

@@ -61,7 +61,9 @@ def test_verdict_names_method_rate_and_fix() -> None:
     assert "max_steps" in fix and "amp_bf16" not in fix
     what, fix = verdict(SpeedEstimate(rate("cyclegan_keras", 0.02, bf16=True), 1300, 15.0), has_amx=False)
     assert "bf16 autocast" in what
-    assert "set cyclegan_keras.amp_bf16: false" in fix and "no AMX" in fix
+    assert "set cyclegan_keras.amp_bf16: false" in fix and "without AMX, as this one has none" in fix
+    _, fix = verdict(SpeedEstimate(rate("cyclegan_keras", 0.02, bf16=True), 1300, 15.0), has_amx=True)
+    assert "set cyclegan_keras.amp_bf16: false" in fix and "as this one has none" not in fix
     busy = rate("cyclegan_keras", 0.02, load=50.0)
     assert "busy (load 50.0" in verdict(SpeedEstimate(busy, 1300, 15.0), has_amx=False)[1]
 
