@@ -16,8 +16,9 @@ or (what, fix)). `check_training_speed` wires them for a params file (the one ca
 Core-minutes are CPU time (all threads of this process), not wall time: the budget is about the work
 a training needs, and on a machine shared with other jobs the wall rate drops with the load much
 more than the CPU time per step does (that rose ~10% at load 4 and up to 2x at load 6 on 2 vCPUs,
-through shared caches and cores, so a stop on a busy machine says so). The check runs only where a budget is declared (> 0) and training
-runs on the CPU: the smoke profile declares none, so the smoke and CI paths pay nothing for it.
+through shared caches and cores, so a stop on a busy machine says so). The check runs only where a
+budget is declared (> 0) and training runs on the CPU: the smoke profile declares none, so the smoke
+and CI paths pay nothing for it.
 """
 
 from __future__ import annotations
