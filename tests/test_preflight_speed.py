@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agebench import doctor, preflight_speed
-from agebench.config import GroupsConfig, build, load_params
+from agebench.config import GroupsConfig, ParamsError, TrainConfig, build, load_params
 from agebench.preflight_speed import (
     OVER_BUDGET_FACTOR,
     UTKFACE_TRAIN_GROUP_SIZES,
@@ -132,6 +132,14 @@ def test_group_labels_from_names_match_the_stored_table(utkface_dir: Path) -> No
         counts = {g: int((from_names == i).sum()) for i, g in enumerate(names)}
         assert counts == sizes
         assert sorted(from_table.tolist()) == sorted(x for x in from_names.tolist() if x >= 0)
+
+
+def test_the_budget_is_typed_and_not_negative() -> None:
+    assert build(TrainConfig, {"budget_core_minutes": 15}, "t").budget_core_minutes == 15.0
+    with pytest.raises(ParamsError, match=r"t\.budget_core_minutes: must be >= 0"):
+        build(TrainConfig, {"budget_core_minutes": -1}, "t")
+    with pytest.raises(ParamsError, match="expected a number"):
+        build(TrainConfig, {"budget_core_minutes": "15"}, "t")
 
 
 def test_changed_groups_without_data_are_not_guessed() -> None:
