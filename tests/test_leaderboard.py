@@ -16,6 +16,7 @@ from agebench.report import leaderboard_frame, leaderboard_markdown, render_lead
 from agebench.report.ranking import rank_task
 from metrics import stats
 from tests.conftest import REPO
+from tests.test_protocol3 import run_eval, tiny_run  # noqa: F401 (tiny_run: a pytest fixture used by name)
 
 TASKS = ("aging", "rejuvenation")
 N = 400
@@ -331,3 +332,45 @@ def test_real_row_must_be_what_its_per_face_record_gives() -> None:
     real["tasks"]["rejuvenation"]["age_score_real"] += 0.01
     with pytest.raises(ReportInputError, match="rejuvenation age_score_real"):
         leaderboard_frame([v3_doc("a", [a]), v3_doc("b", [b]), real])
+
+
+def test_leaderboard_of_files_the_scoring_code_wrote(tiny_run, tmp_path: Path) -> None:  # noqa: F811
+    """End to end on metrics files written by `evaluate_method` and `real_floor` themselves (stand-in networks):
+    the leaderboard accepts them (joint = mean of the per-face records, the real row = its per_face_real),
+    ranks from their records, and `agebench leaderboard` gives the same bytes."""
+    from agebench.cli import main
+    from agebench.evaluate import evaluate_method
+    from agebench.reference import real_floor
+    from tests.test_suite import make_scorer
+
+    params = tiny_run["params"]
+
+    def as_read(doc: dict) -> dict:
+        return json.loads(json.dumps(doc, default=float))
+
+    docs = [
+        run_eval(tiny_run, tiny_run["outputs"], 0),
+        as_read(evaluate_method("cyclegan_perceptual", params, tiny_run["prepared"], tiny_run["root"] / "outputs_b",
+                                make_scorer())),
+        as_read(evaluate_method("identity", params, tiny_run["prepared"], tiny_run["outputs"], make_scorer())),
+    ]  # fmt: skip
+    real_tasks = real_floor(make_scorer(), params, tiny_run["index"], tiny_run["faces"])
+    first = docs[0]
+    docs.append(as_read({"method": "real", "kind": "reference", "profile": first["profile"],
+                         "protocol_version": first["protocol_version"], "tasks": real_tasks}))  # fmt: skip
+    metrics = tmp_path / "metrics"
+    write_docs(metrics, docs)
+    md, _ = render_leaderboard(metrics)
+    out = tmp_path / "lb.md"
+    assert main(["leaderboard", str(metrics), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == md
+    df = leaderboard_frame(docs)
+    for task, _ in params.tasks.items():
+        r = df.attrs["rankings"][task]
+        assert set(r.order) == {"cyclegan_keras", "cyclegan_perceptual"} and r.unpaired == ()
+        for d in docs[:3]:
+            assert r.values[d["method"]] == pytest.approx(d["tasks"][task]["joint"], abs=1e-12)
+        assert set(r.matrix_rows) == {"cyclegan_keras", "cyclegan_perceptual", "identity"}
+        real_line = next(line for line in md.splitlines() if line.startswith(f"| {task} | "))
+        cells = [x.strip() for x in real_line.strip("|").split("|")]
+        assert cells[-2:] == [str(real_tasks[task]["n"]), str(real_tasks[task]["n_floor"])]
