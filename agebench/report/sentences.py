@@ -13,8 +13,8 @@ from agebench.report.ranking import NO_CHANGE, Difference, TaskRanking
 
 
 def signed(v: float, digits: int = 3) -> str:
-    """A difference with its sign: +0.028, -0.006."""
-    return f"{v:+.{digits}f}"
+    """A difference with its sign: +0.028, -0.006; one that rounds to zero is +0.000, never -0.000."""
+    return f"{round(v, digits) + 0.0:+.{digits}f}"
 
 
 def interval_text(d: Difference) -> str:
