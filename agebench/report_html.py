@@ -284,14 +284,19 @@ def matrix_html(task: str, names: Sequence[str], paired: Mapping[tuple[str, str]
                 continue
             lo, hi = p["ci95"]
             sep = not (is_missing(lo) or is_missing(hi)) and (lo > 0 or hi < 0)
-            ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:+.3f}, {hi:+.3f}]"
+            ci = "" if is_missing(lo) or is_missing(hi) else f"[{_signed(lo)}, {_signed(hi)}]"
             cls = ' class="sep"' if sep else ""
-            cells.append(f'<td{cls}>{p["value"]:+.3f} <span class="ci">{ci}</span></td>')
+            cells.append(f'<td{cls}>{_signed(p["value"])} <span class="ci">{ci}</span></td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f'<table class="board matrix"><caption>{html.escape(task)}: joint(row) − joint(column)</caption>'
         f"<tr><th></th>{head}</tr>" + "".join(body) + "</table>"
     )
+
+
+def _signed(v: float) -> str:
+    """+0.028 / -0.006; a value that rounds to zero is +0.000, never -0.000."""
+    return f"{round(v, 3) + 0.0:+.3f}"
 
 
 def is_missing(v: Any) -> bool:
