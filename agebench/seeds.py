@@ -32,6 +32,8 @@ _BINARY = ("face_found", "verified", "realistic")
 PER_FACE_METRICS = {"joint": "joint", "age_score": "age_score", "realism": "realistic", "id_rate": "verified"}
 #: Task keys that are not a seed's scores (labels, structures) and are never averaged over seeds.
 _NOT_SCORES = ("scheme", "source", "target", "ci95", "ci_wilson", "breakdown", "per_face", "seed_spread")
+#: Counts that describe the task's inputs, not a seed's result: no spread; merged only when the seeds agree.
+_COUNTS = ("n", "missing", "fid_n", "cycle_missing", "n_real_target", "n_manifold")
 #: Rates whose interval is Wilson's when counted on few events (pooled over seeds).
 _RATES = ("age_acc", "id_rate", "realism", "joint_decade", "id_rate_dlib", "face_found_in")
 
@@ -86,7 +88,7 @@ def seed_entry(seed: int | None, tasks: Mapping[str, Mapping[str, Any]]) -> dict
 
 def spread(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """`seed_spread` of one task: {metric: {"min", "max", "sd"}} over the seeds' scores (sd 0 for one seed)."""
-    keys = [k for k in _scores(per_seed[0]) if all(k in t for t in per_seed)] if per_seed else []
+    keys = [k for k in _scores(per_seed[0]) if k not in _COUNTS and all(k in t for t in per_seed)] if per_seed else []
     return {k: stats.seed_spread([t[k] for t in per_seed]) for k in keys}
 
 
@@ -135,7 +137,7 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
             raise SeedMergeError(f"{name}: the seeds' per-face records list different input files; rerun one revision")
     keys = [k for k in _scores(per_seed[0]) if all(k in t for t in per_seed)]
     out: dict[str, Any] = {k: float(np.mean([np.nan if t[k] is None else t[k] for t in per_seed])) for k in keys}
-    for k in ("n", "face_fail", "id_fail", "age_fail", "missing"):
+    for k in (*_COUNTS, "face_fail", "id_fail", "age_fail"):
         if k in out and all(per_seed[0].get(k) == t.get(k) for t in per_seed):
             out[k] = per_seed[0][k]  # identical counts stay integers
     merged = _mean_per_face(records)

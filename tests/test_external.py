@@ -381,7 +381,7 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
         stub_scorer(),
     )  # fmt: skip
     f = full["tasks"]["aging"]
-    assert f["age_acc"] == f["id_rate"] == f["joint"] == 1.0 and f["face_fail"] == 0
+    assert f["age_acc"] == f["id_rate"] == f["joint_decade"] == 1.0 and f["face_fail"] == 0
     folder = toy_method(exported, tmp_path / "part", size=128, transform=old_red)
     gone = sorted((folder / "aging").iterdir())[:2]
     for p in gone:
@@ -394,13 +394,14 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
     n = a["n"]
     assert a["missing"] == 2 and a["fid_n"] == n - 2 and a["face_fail"] == 2
     # Failures for every per-face metric, over all n faces; left out of the means.
-    assert a["age_acc"] == a["id_rate"] == a["joint"] == (n - 2) / n
+    assert a["age_acc"] == a["id_rate"] == a["joint_decade"] == (n - 2) / n
     assert a["age_mean"] == 55.0
     index = load_index(world["prepared"])
     ids = external.task_inputs(params, index)["aging"]["id"].tolist()
     gone_pos = sorted(ids.index(p.stem) for p in gone)
     assert np.flatnonzero(np.isnan(per_face["aging/age_out"])).tolist() == gone_pos
-    assert a["joint_faces"] == "".join("0" if i in gone_pos else "1" for i in range(n))  # row-aligned, paired
+    assert np.flatnonzero(per_face["aging/joint_decade"] == 0).tolist() == gone_pos  # row-aligned, paired
+    assert all(per_face["aging/joint"][gone_pos] == 0) and a["joint"] == np.mean(a["per_face"]["joint"])
     # FID/KID on the outputs that exist, never on placeholders.
     outputs, _ = external.read_folder(folder, params, world["prepared"])
     t = outputs.tasks["aging"]
@@ -419,11 +420,12 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
 
 
 def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, exported: Path, tmp_path: Path) -> None:
-    """`joint_faces` is the SFace joint per face (found, in the target group, verified), row-aligned with `rows`;
-    `uses_scoring_networks` comes from tasks.json (top level, else the training summary), [] by default."""
+    """`joint_decade` is version 2's SFace joint per face (found, in the target group, verified), row-aligned with
+    `rows`; the task's `per_face.joint` record averages to its `joint`; `uses_scoring_networks` comes from
+    tasks.json (top level, else the training summary), [] by default."""
     from agebench.common import read_json, write_json
     from agebench.evaluate import evaluate_method
-    from metrics.stats import in_range, pack_outcomes, unpack_outcomes
+    from metrics.stats import in_range, pack_outcomes
 
     params = load_params(world["params"])
     folder = toy_method(exported, tmp_path / "toy", size=128, transform=old_red)
@@ -442,10 +444,11 @@ def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, expor
             & in_range(per_face[f"{task}/age_out"], bounds)
             & (np.nan_to_num(per_face[f"{task}/id_sim"], nan=-1.0) >= 0.363)
         )
-        assert len(res["joint_faces"]) == len(per_face[f"{task}/rows"]) == res["n"]
-        assert res["joint_faces"] == pack_outcomes(ok) == pack_outcomes(per_face[f"{task}/joint"]), task
-        assert unpack_outcomes(res["joint_faces"]).mean() == pytest.approx(res["joint"], abs=1e-12)
-    assert doc["tasks"]["aging"]["joint_faces"] == "1" + "00" + "1" * (doc["tasks"]["aging"]["n"] - 3)
+        assert len(res["per_face"]["joint"]) == len(per_face[f"{task}/rows"]) == res["n"]
+        assert pack_outcomes(ok) == pack_outcomes(per_face[f"{task}/joint_decade"]), task
+        assert np.mean(res["per_face"]["joint"]) == pytest.approx(res["joint"], abs=1e-12)
+    decade = pack_outcomes(per_face["aging/joint_decade"])
+    assert decade == "1" + "00" + "1" * (doc["tasks"]["aging"]["n"] - 3)
     assert doc["uses_scoring_networks"] == []
     meta = read_json(layout / "tasks.json")
     del meta["uses_scoring_networks"]
