@@ -156,14 +156,16 @@ def test_dvc_repro_end_to_end_and_noop_rerun(tmp_path: Path) -> None:
     csv_rows = (repo / "reports/leaderboard.csv").read_text().splitlines()
     assert len(csv_rows) == 4  # header + 2 methods + real
     m = json.loads((repo / "reports/metrics/cyclegan_keras.json").read_text())
-    assert m["protocol_version"] == 2 and m["profile"] == "smoke" and "git_revision" in m
+    assert m["protocol_version"] == 3 and m["profile"] == "smoke" and "git_revision" in m
     assert m["params"]["method"]["max_steps"] == 3  # the resolved (profile-merged) values
     aging = m["tasks"]["aging"]
     n_young_test = data["groups"]["pair"]["young"]["test"]
     assert aging["n"] == n_young_test > 0 and 0.0 <= aging["cycle_l1"] <= 1.0 and "ci95" in aging
-    for key in ("age_acc", "id_rate", "joint", "fid", "kid_mean", "face_fail", "id_rate_dlib", "joint_faces"):
+    for key in ("age_acc", "id_rate", "joint", "age_score", "gap_closure", "gap", "realism", "joint_decade", "fid",
+                "kid_mean", "face_fail", "id_rate_dlib", "per_face", "seed_spread"):  # fmt: skip
         assert key in aging
-    assert len(aging["joint_faces"]) == aging["n"] and m["uses_scoring_networks"] == []
+    assert len(aging["per_face"]["joint"]) == aging["n"] and m["uses_scoring_networks"] == []
+    assert aging["joint"] == np.mean(aging["per_face"]["joint"]) and [s["seed"] for s in m["seeds"]] == [0]
     ident = json.loads((repo / "reports/metrics/identity.json").read_text())["tasks"]["aging"]
     assert ident["cycle_l1"] == 0.0 and ident["id_rate"] == 1.0 - ident["id_fail"] / ident["n"]
     assert (repo / "outputs/cyclegan_keras/aging.npz").is_file()

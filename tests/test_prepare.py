@@ -218,7 +218,7 @@ def test_planted_duplicates_share_a_side(tmp_path: Path) -> None:
     side, groups, moved = independent_v2_split(folder, names)
     assert report["duplicate_groups"] == groups == 4
     assert report["moved_files"] == moved and moved >= 3
-    assert report["protocol_version"] == 2
+    assert report["protocol_version"] == 3
     import pandas as pd
 
     index = pd.read_csv(tmp_path / "p" / "index.csv", keep_default_na=False)

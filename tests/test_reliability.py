@@ -316,4 +316,4 @@ def test_prepare_stage_removes_a_killed_runs_temporary_folder(tmp_path: Path) ->
     assert prepare_main(argv) == 0
     assert sorted(p.name for p in data.iterdir()) == ["prepared"]
     report = json.loads((tmp_path / "data.json").read_text())
-    assert report["images_kept"] == 3 and report["protocol_version"] == 2
+    assert report["images_kept"] == 3 and report["protocol_version"] == 3
