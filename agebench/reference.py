@@ -52,7 +52,7 @@ def estimator_ceilings(scorer: Scorer, params: Params, index: Any, faces: np.nda
             rows = test.loc[test[scheme] == g, "row"].to_numpy()
             ages = scorer.estimate_ages(faces_nchw(faces, rows))
             idx = stats.bootstrap_indices(len(rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
-            r = stats.mean_with_ci(stats.in_range(ages, tuple(bounds)).astype(np.float64), idx)
+            r = stats.rate_with_ci(stats.in_range(ages, tuple(bounds)).astype(np.float64), idx)
             out[scheme][g] = {
                 "age_acc": r["value"],
                 "ci95": r["ci95"],
@@ -109,7 +109,7 @@ def detection_rate(scorer: Scorer, images: Any) -> dict[str, Any]:
     """
     found = scorer.faces_found(images)
     idx = stats.bootstrap_indices(len(found), scorer.bootstrap_resamples, scorer.bootstrap_seed)
-    r = stats.mean_with_ci(found.astype(np.float64), idx)
+    r = stats.rate_with_ci(found.astype(np.float64), idx)  # Wilson when YuNet misses fewer than 10 faces
     return {"face_found_rate": r["value"], "ci95": r["ci95"], "n": len(found), "not_found": int((~found).sum())}
 
 

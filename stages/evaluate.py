@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.runtime:
         write_json(args.runtime, {**runtime, "evaluate_seconds": round(time.perf_counter() - t0, 3)})
     a = doc["tasks"].get("aging", {})
+    nan = float("nan")
     print(
-        f"evaluate {args.method}: aging joint {a.get('joint', float('nan')):.3f} "
-        f"age_acc {a.get('age_acc', float('nan')):.3f} id_rate {a.get('id_rate', float('nan')):.3f} "
-        f"fid {a.get('fid', float('nan')):.2f}"
+        f"evaluate {args.method}: aging joint {a.get('joint', nan):.3f} age_score {a.get('age_score', nan):.3f} "
+        f"id_rate {a.get('id_rate', nan):.3f} realism {a.get('realism', nan):.3f} fid {a.get('fid', nan):.2f}"
     )
     return 0
 
