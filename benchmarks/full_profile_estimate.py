@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from agebench.config import load_params
-from agebench.prepare import group_of, list_files, parse_label, split_of
+from agebench.data.prepare import group_of, list_files, parse_label, split_of
+from agebench.params.load import load_params
 from methods.base import TrainData
 
 
@@ -41,8 +41,8 @@ def schedule_only(name: str, params):
     untrained one of the same shape (never run here)."""
     from torchvision.models import vgg16
 
-    from agebench.config import section
-    from agebench.registry import METHODS
+    from agebench.infra.registry import METHODS
+    from agebench.params.reading import section
 
     cls = METHODS.get(name)
     aux = {"vgg16": vgg16().features} if "vgg16" in cls.aux_networks else {}

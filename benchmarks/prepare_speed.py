@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agebench.config import DataConfig, GroupsConfig
-from agebench.prepare import prepare
+from agebench.data.prepare import prepare
+from agebench.params.sections import DataConfig, GroupsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

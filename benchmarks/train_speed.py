@@ -18,7 +18,7 @@ by area elsewhere). Images are random uint8 tensors: throughput does not depend 
 
 CPU mode (`--device cpu`): every trained method of a profile (default `cpu`), built from
 params.yaml exactly as the train stage builds it, runs its real `sample_batch` + `train_step` on
-random uint8 faces under several switch sets of `agebench.speed` ("before" = today's settings:
+random uint8 faces under several switch sets of `agebench.infra.speed` ("before" = today's settings:
 float32, NCHW, torch's default threads). The variants run side by side, round-robin, so machine
 load shared with other processes hits them alike; printed per method: images/s of each variant,
 its ratio to "before", and the max relative loss difference to float32 over the first steps from
@@ -194,12 +194,12 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device) -> lis
     return rows
 
 
-# ---- CPU mode: every method's real train step under agebench.speed's switches -------------------
+# ---- CPU mode: every method's real train step under agebench.infra.speed's switches -------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One set of agebench.speed switches (a `train:` section's threads / channels_last / bf16 / compile)."""
+    """One set of agebench.infra.speed switches (a `train:` section's threads / channels_last / bf16 / compile)."""
 
     label: str
     threads: int = 0
@@ -231,7 +231,7 @@ COMPILE_VARIANT = Variant(
 
 def profile_params(params_path: Path, profile: str) -> dict:
     """params.yaml's raw mapping with `profile` selected (the file's own `profile:` line is ignored)."""
-    from agebench.config import read_params
+    from agebench.params.reading import read_params
 
     text = params_path.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
@@ -243,11 +243,12 @@ def profile_params(params_path: Path, profile: str) -> dict:
 
 
 def schedule_train_data(raw: dict, scheme: str, resolutions: tuple[int, ...], faces: int) -> TrainData:
-    """Synthetic faces with UTKFace's train-split group sizes (agebench.preflight_speed), so that a
+    """Synthetic faces with UTKFace's train-split group sizes (agebench.infra.preflight_speed), so that a
     method's schedule, and so which stage a step index falls in (Age-cGAN's cGAN vs encoder steps), is
     the real one; `faces` random faces spread evenly over the groups when the groups are not the default."""
-    from agebench.config import GroupsConfig, section
-    from agebench.preflight_speed import synthetic_data, train_group_labels
+    from agebench.infra.preflight_speed import synthetic_data, train_group_labels
+    from agebench.params.reading import section
+    from agebench.params.sections import GroupsConfig
 
     groups = section(raw, "groups", GroupsConfig)
     names = tuple(groups.schemes()[scheme])
@@ -269,10 +270,11 @@ def random_train_data(names: tuple[str, ...], scheme: str, resolutions: tuple[in
 
 def build_cpu_method(name: str, raw: dict, vgg_weights: str, variant: Variant, seed: int = 0):
     """The registered method `name` from the profile's section, seeded, with `variant`'s switches."""
-    from agebench.aux_networks import load_aux
-    from agebench.config import GroupsConfig, TrainConfig, section
-    from agebench.registry import METHODS
-    from agebench.speed import prepare_for_speed
+    from agebench.infra.aux_networks import load_aux
+    from agebench.infra.registry import METHODS
+    from agebench.infra.speed import prepare_for_speed
+    from agebench.params.reading import section
+    from agebench.params.sections import GroupsConfig, TrainConfig
 
     cls = METHODS.get(name)
     config = section(raw, name, cls.config_cls)
@@ -317,7 +319,7 @@ class MethodRunner:
 
     def run(self, steps: int, timed: bool = True) -> list[dict[str, float]]:
         """`steps` loop iterations (sample_batch + train_step) under the variant's threads and autocast."""
-        from agebench.speed import num_threads
+        from agebench.infra.speed import num_threads
 
         out = []
         with num_threads(self.variant.threads):

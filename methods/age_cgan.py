@@ -1,4 +1,4 @@
-"""`age_cgan`: Age-cGAN with identity-preserving latent optimisation (METHODS.md section 3).
+"""`age_cgan`: Age-cGAN with identity-preserving latent optimisation (docs/METHODS.md section 3).
 
 Antipov, Baccouche, Dugelay 2017, "Face aging with conditional generative adversarial networks"
 (arXiv:1702.01983), as given by the Keras walk-through the project was created from. Networks, losses,
@@ -58,7 +58,7 @@ _G_CONV_BN_MOMENTUM = 0.2
 class AgeCganConfig:
     """`age_cgan:` hyper-parameters; defaults are the source's (walk-through / paper) unless noted."""
 
-    #: Faces per cGAN step. Deviation (engineering, METHODS.md preamble): the walk-through uses 2.
+    #: Faces per cGAN step. Deviation (engineering, docs/METHODS.md preamble): the walk-through uses 2.
     batch_size: int = 64
     #: Passes over the labelled training faces in stage 1 (paper: about 100).
     cgan_epochs: int = 100

@@ -1,8 +1,8 @@
-"""Building blocks shared by the CycleGAN-family methods (METHODS.md sections 1, 2 and 4).
+"""Building blocks shared by the CycleGAN-family methods (docs/METHODS.md sections 1, 2 and 4).
 
 Networks follow junyanz/pytorch-CycleGAN-and-pix2pix (`models/networks.py`), which follows Johnson
 et al. 2016 for the generator and pix2pix for the 70x70 PatchGAN; the Keras-GAN discriminator
-(eriklindernoren/Keras-GAN, `cyclegan/cyclegan.py`) is the 4-layer variant of METHODS.md s.1.
+(eriklindernoren/Keras-GAN, `cyclegan/cyclegan.py`) is the 4-layer variant of docs/METHODS.md s.1.
 Also here: the history pool of generated images, the least-squares GAN loss, weight
 initialisation, the linear learning-rate decay and the batch/engineering helpers the three
 methods share. No file IO, no printing, no global state.
@@ -252,7 +252,7 @@ class NLayerDiscriminator(nn.Module):
 
 
 class KerasPatchDiscriminator(nn.Module):
-    """Keras-GAN CycleGAN discriminator (METHODS.md s.1): a 16x16 patch map at 256 input.
+    """Keras-GAN CycleGAN discriminator (docs/METHODS.md s.1): a 16x16 patch map at 256 input.
 
     Four `d_layer`s: Conv2D(kernel 4, stride 2, padding "same") with df, 2df, 4df, 8df filters, then
     LeakyReLU 0.2, then keras_contrib's InstanceNormalization() (axis=None: per-sample statistics over
@@ -280,7 +280,7 @@ class KerasPatchDiscriminator(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Pretrained feature network (cyclegan_perceptual's style loss; built by agebench.aux_networks)
+# Pretrained feature network (cyclegan_perceptual's style loss; built by agebench.infra.aux_networks)
 # --------------------------------------------------------------------------------------------
 
 

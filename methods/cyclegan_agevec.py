@@ -1,4 +1,4 @@
-"""`cyclegan_agevec`: CycleGAN conditioned on a decade vector, "dynamic aging" (METHODS.md s.4).
+"""`cyclegan_agevec`: CycleGAN conditioned on a decade vector, "dynamic aging" (docs/METHODS.md s.4).
 
 Source: Liu, "As Time Goes by: Dynamic Face Aging Method Using CycleGAN". Scheme "decades": 10s .. 60s
 (10-19 .. 60-69); ONE generator maps a face to any decade.
@@ -64,7 +64,7 @@ from methods.cyclegan_base import CycleGANFamily
 
 @dataclasses.dataclass(frozen=True)
 class CycleGANAgeVecConfig:
-    """`cyclegan_agevec:` METHODS.md s.4 (seed values of Liu's paper; CycleGAN defaults elsewhere)."""
+    """`cyclegan_agevec:` docs/METHODS.md s.4 (seed values of Liu's paper; CycleGAN defaults elsewhere)."""
 
     ngf: int = 64  # CycleGAN/junyanz --ngf 64
     n_blocks: int = 6  # CycleGAN paper: 6 residual blocks at 128x128
@@ -98,7 +98,7 @@ class CycleGANAgeVecConfig:
 
 
 class CycleGANAgeVec(CycleGANFamily):
-    """One decade-conditioned CycleGAN generator for every decade pair (METHODS.md s.4).
+    """One decade-conditioned CycleGAN generator for every decade pair (docs/METHODS.md s.4).
 
     Code names -> paper symbols: G(x, t) is both CycleGAN mappings (G: s -> t and F: t -> s are
     G(., t) and G(., s)); D(y, t) is the decade-conditioned discriminator (D_X and D_Y in one; D(y)

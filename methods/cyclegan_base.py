@@ -1,4 +1,4 @@
-"""The skeleton the CycleGAN-family methods share (METHODS.md sections 1, 2 and 4).
+"""The skeleton the CycleGAN-family methods share (docs/METHODS.md sections 1, 2 and 4).
 
 `CycleGANFamily` holds what every CycleGAN file used to repeat: the group checks, the engineering
 switches (`Engine`), step counting (sum of `epoch_lengths`, capped by `max_steps`), translation

@@ -1,4 +1,4 @@
-"""`cyclegan_keras`: the Keras-style CycleGAN of METHODS.md s.1, 20s <-> 50s with progressive resizing.
+"""`cyclegan_keras`: the Keras-style CycleGAN of docs/METHODS.md s.1, 20s <-> 50s with progressive resizing.
 
 Source: a tutorial that adapted Keras-GAN's CycleGAN (eriklindernoren/Keras-GAN, `cyclegan/cyclegan.py`)
 to age conversion on UTKFace. Domain A = "young" (20-29), B = "old" (50-59) of the "pair" scheme.
@@ -14,7 +14,7 @@ to age conversion on UTKFace. Domain A = "young" (20-29), B = "old" (50-59) of t
   generators' fakes (loss 0.5 * (real + fake), least squares); then the generators through the
   frozen discriminators. Keras-GAN has no history pool of fakes, and neither does this method.
   Keras-GAN makes two `train_on_batch` calls per discriminator (real, then fake) and only reports
-  0.5 * (real + fake); METHODS.md specifies one update on 0.5 * (real + fake), which is what runs here.
+  0.5 * (real + fake); docs/METHODS.md specifies one update on 0.5 * (real + fake), which is what runs here.
 - Generator loss: L = L_adv + lambda_cycle * L_cycle + lambda_id * L_identity with the adversarial
   terms least squares and the cycle/identity terms MAE (`pixel_loss: mae`, default: what Keras-GAN and
   the tutorial's notebook compile and therefore what produced the tutorial's results; its prose says
@@ -42,7 +42,7 @@ from methods.cyclegan_base import TwoDomainCycleGAN
 
 @dataclasses.dataclass(frozen=True)
 class CycleGANKerasConfig:
-    """`cyclegan_keras:` METHODS.md s.1 (seed values of the tutorial / Keras-GAN)."""
+    """`cyclegan_keras:` docs/METHODS.md s.1 (seed values of the tutorial / Keras-GAN)."""
 
     ngf: int = 64  # tutorial generator: gf = 64
     n_blocks: int = 9  # tutorial generator: 9 residual blocks at 4gf
@@ -94,7 +94,7 @@ def keras_epoch_length(domain_sizes: list[int], batch: int) -> int:
 
 
 class CycleGANKeras(TwoDomainCycleGAN):
-    """Keras-GAN-style CycleGAN with progressive resizing (METHODS.md s.1)."""
+    """Keras-GAN-style CycleGAN with progressive resizing (docs/METHODS.md s.1)."""
 
     config_cls = CycleGANKerasConfig
     method_name = "cyclegan_keras"

@@ -1,4 +1,4 @@
-"""`cyclegan_perceptual`: junyanz CycleGAN with a VGG-16 style (Gram) identity loss (METHODS.md s.2).
+"""`cyclegan_perceptual`: junyanz CycleGAN with a VGG-16 style (Gram) identity loss (docs/METHODS.md s.2).
 
 Source: a blog post that trained the original PyTorch CycleGAN (junyanz/pytorch-CycleGAN-and-pix2pix)
 with one change, the identity loss. Domain A = "young" (20-29), B = "old" (50-59) of the "pair" scheme.
@@ -95,7 +95,7 @@ def gram_loss(features_x: list[torch.Tensor], features_y: list[torch.Tensor]) ->
 
 @dataclasses.dataclass(frozen=True)
 class CycleGANPerceptualConfig:
-    """`cyclegan_perceptual:` METHODS.md s.2 (seed values: junyanz defaults and the blog post)."""
+    """`cyclegan_perceptual:` docs/METHODS.md s.2 (seed values: junyanz defaults and the blog post)."""
 
     ngf: int = 64  # junyanz --ngf 64
     n_blocks: int = 6  # junyanz: 6 residual blocks at 128x128 (resnet_6blocks)
@@ -113,7 +113,7 @@ class CycleGANPerceptualConfig:
     lambda_identity: float = 0.5  # junyanz --lambda_identity 0.5 (x lambda_cycle)
     style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")  # Johnson et al. 2016
     #: State dict of torchvision vgg16().features; "" = torchvision's file in the torch hub cache.
-    #: Read by the train stage (agebench/aux_networks.py), never by the method.
+    #: Read by the train stage (agebench/infra/aux_networks.py), never by the method.
     weights_path: str = ""
     max_steps: int = 0  # 0: no cap (the smoke profile caps training)
     amp_bf16: bool = False  # engineering: bfloat16 autocast
@@ -131,7 +131,7 @@ class CycleGANPerceptualConfig:
 
 
 class CycleGANPerceptual(TwoDomainCycleGAN):
-    """junyanz CycleGAN with a VGG-16 Gram (style) identity loss (METHODS.md s.2).
+    """junyanz CycleGAN with a VGG-16 Gram (style) identity loss (docs/METHODS.md s.2).
 
     junyanz calls the networks G_A, G_B, D_B, D_A (see `TwoDomainCycleGAN` for the symbols).
     """
@@ -154,7 +154,7 @@ class CycleGANPerceptual(TwoDomainCycleGAN):
             raise ValueError(
                 "cyclegan_perceptual needs aux['vgg16']: torchvision vgg16().features with ImageNet weights "
                 "(build it with vgg16_features_from_state_dict from the weights file the train stage reads; "
-                "see BACKBONES.md). A randomly initialised VGG is never built here."
+                "see docs/BACKBONES.md). A randomly initialised VGG is never built here."
             )
         if not isinstance(vgg, nn.Sequential) or len(vgg) <= max(VGG16_RELU[n] for n in config.style_layers):
             raise ValueError("aux['vgg16'] must be torchvision's vgg16().features (an nn.Sequential of 31 layers)")

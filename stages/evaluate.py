@@ -1,6 +1,6 @@
 """DVC stage `evaluate`: score one method's generated outputs (PROTOCOL.md s.4) into a metrics JSON.
 
-Arguments and file writes only; the work is in `agebench.evaluate`.
+Arguments and file writes only; the work is in `agebench.pipeline.evaluate`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from agebench.common import run_main, write_json, write_npz
-from agebench.config import load_params
-from agebench.evaluate import evaluate_method
-from agebench.scoring import scorer_for_params
+from agebench.infra.common import run_main, write_json, write_npz
+from agebench.params.load import load_params
+from agebench.pipeline.evaluate import evaluate_method
+from agebench.pipeline.scoring import scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:

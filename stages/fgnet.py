@@ -1,6 +1,6 @@
 """DVC stage `fgnet`: record the optional FG-NET folder (presence, file count, content digest).
 
-Arguments and file writes only; the work is in `agebench.fgnet`. The stage is `always_changed` in
+Arguments and file writes only; the work is in `agebench.data.fgnet`. The stage is `always_changed` in
 dvc.yaml (it reads a folder DVC cannot track, as the folder may be absent); its output is byte-identical
 while the folder is unchanged, so `reference`, which depends on it, reruns only when the folder changes.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.common import run_main, write_json
-from agebench.config import load_params
-from agebench.fgnet import fgnet_manifest
+from agebench.data.fgnet import fgnet_manifest
+from agebench.infra.common import run_main, write_json
+from agebench.params.load import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

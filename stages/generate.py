@@ -1,6 +1,6 @@
 """DVC stage `generate`: translate the held-out test faces with a trained method, losslessly.
 
-Arguments and file writes only; the work is in `agebench.generate`.
+Arguments and file writes only; the work is in `agebench.pipeline.generate`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agebench.common import atomic_path, run_main, write_json
-from agebench.config import load_params
-from agebench.data import faces_nchw, load_faces, load_index
-from agebench.devices import select_device
-from agebench.generate import extra_tables, load_trained_checkpoint, progression, task_list, translate_all
+from agebench.data.faces import faces_nchw, load_faces, load_index
+from agebench.infra.common import atomic_path, run_main, write_json
+from agebench.infra.devices import select_device
+from agebench.params.load import load_params
+from agebench.pipeline.generate import extra_tables, load_trained_checkpoint, progression, task_list, translate_all
 
 
 def main(argv: list[str] | None = None) -> int:

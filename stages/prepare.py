@@ -1,6 +1,6 @@
 """DVC stage `prepare`: parse UTKFace labels, split, group, resize and store memory-mappable arrays.
 
-Arguments and file writes only; the work is in `agebench.prepare`.
+Arguments and file writes only; the work is in `agebench.data.prepare`.
 """
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.common import atomic_path, read_json, run_main, write_json
-from agebench.config import load_params
-from agebench.prepare import age_histogram, prepare
+from agebench.data.prepare import age_histogram, prepare
+from agebench.infra.common import atomic_path, read_json, run_main, write_json
+from agebench.params.load import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

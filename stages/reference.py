@@ -1,6 +1,6 @@
 """DVC stage `reference`: the `real` reference row of PROTOCOL.md s.5, computed by the same code.
 
-Arguments and file writes only; the work is in `agebench.reference`.
+Arguments and file writes only; the work is in `agebench.pipeline.reference`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agebench.common import run_main, write_json, write_npz
-from agebench.config import load_params
-from agebench.data import load_faces, load_index
-from agebench.reference import real_row
-from agebench.scoring import result_context, scorer_for_params
+from agebench.data.faces import load_faces, load_index
+from agebench.infra.common import run_main, write_json, write_npz
+from agebench.params.load import load_params
+from agebench.pipeline.reference import real_row
+from agebench.pipeline.scoring import result_context, scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:

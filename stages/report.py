@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agebench.common import atomic_path, run_main
-from agebench.config import load_params
+from agebench.infra.common import atomic_path, run_main
+from agebench.params.load import load_params
 from agebench.report import ReportInputError, build_leaderboard, leaderboard_csv, leaderboard_markdown, load_metrics
 from agebench.report.page import build_report_page
 

@@ -1,6 +1,6 @@
 """DVC stage `score_external`: score one `external:` entry's folder of outputs (PROTOCOL.md s.6, external rows).
 
-Arguments and file writes only; the work is in `agebench.external`. The folder is the stage's dep, so new
+Arguments and file writes only; the work is in `agebench.external.score`. The folder is the stage's dep, so new
 outputs rescore; the metrics file is written only when scoring succeeded (never half-written).
 """
 
@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agebench.common import run_main, write_json, write_npz
-from agebench.config import ParamsError, load_params
-from agebench.external import ExternalError, markdown_table, problem_lines, score_folder
-from agebench.scoring import scorer_for_params
+from agebench.external.score import score_folder
+from agebench.external.table import markdown_table, problem_lines
+from agebench.external.tasks import ExternalError
+from agebench.infra.common import run_main, write_json, write_npz
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError
+from agebench.pipeline.scoring import scorer_for_params
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """DVC stage `train`: train one registered method on the prepared train split.
 
-Arguments and file writes only; the work is in `agebench.train`.
+Arguments and file writes only; the work is in `agebench.pipeline.train`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from agebench.common import run_main
-from agebench.config import load_params
-from agebench.train import train
+from agebench.infra.common import run_main
+from agebench.params.load import load_params
+from agebench.pipeline.train import train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -245,9 +245,9 @@ def test_wrong_input_types_raise(nets) -> None:
 def test_cache_misses_when_the_preprocessing_changes(monkeypatch, setting: str, value: float) -> None:
     """The scoring cache's age namespace follows the chip size and padding: a change there must never be
     answered with ages cached under the old chips (the cache outlives a checkout)."""
-    from agebench.scoring import age_namespace
+    from agebench.pipeline.scoring import age_namespace
     from metrics.fid import MemoryFeatureCache
-    from metrics.suite import Scorer
+    from metrics.scorer import Scorer
 
     calls = []
 

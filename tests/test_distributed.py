@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from agebench import distributed
+from agebench.infra import distributed
 from tests.conftest import REPO
 from tests.test_train import params_file, prepared  # noqa: F401  (the module's fixture)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from agebench import doctor
 from agebench.cli import main as cli_main
-from agebench.config import load_params
+from agebench.infra import preflight as doctor
+from agebench.params.load import load_params
 from stages import download as dl_stage
 
 AGES = [22, 25, 27, 52, 55, 58, 35, 45, 12, 64, 3]
@@ -91,7 +91,7 @@ def test_each_missing_thing_is_named_with_its_fix(tmp_path: Path, monkeypatch, n
 
 def vgg_features_file(path: Path) -> Path:
     """A state dict with the names and shapes of torchvision vgg16().features (zeros: only the layout matters)."""
-    from agebench.pretrained import vgg16_features_shapes
+    from agebench.infra.pretrained import vgg16_features_shapes
 
     torch.save({k: torch.zeros(s) for k, s in vgg16_features_shapes().items()}, path)
     return path
@@ -111,8 +111,8 @@ class _RunsCode:
 def test_a_bad_vgg_weights_file_is_one_line_naming_weights_path(tmp_path: Path, no_gpu, kind: str) -> None:
     """doctor loads the configured VGG file as training will (safely) and checks its tensors; the train stage's
     loader says the same one line instead of torch's traceback."""
-    from agebench.aux_networks import load_aux
-    from agebench.pretrained import MissingWeightsError, vgg16_features_shapes
+    from agebench.infra.aux_networks import load_aux
+    from agebench.infra.pretrained import MissingWeightsError, vgg16_features_shapes
 
     weights, marker = tmp_path / "vgg.pth", tmp_path / "code_ran"
     if kind == "garbage":
@@ -269,4 +269,4 @@ def test_the_stored_full_profile_workload_matches_the_params_on_real_utkface(utk
     from tests.conftest import REPO
 
     steps = doctor.full_profile_steps(load_params(REPO / "params.yaml"), utkface_dir)
-    assert steps == doctor.FULL_PROFILE_STEPS, f"update agebench/doctor.py FULL_PROFILE_STEPS to {steps}"
+    assert steps == doctor.FULL_PROFILE_STEPS, f"update agebench/infra/preflight.py FULL_PROFILE_STEPS to {steps}"

@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agebench import download as dl
-from agebench.config import DataConfig
-from agebench.download import (
+from agebench.data import download as dl
+from agebench.data.download import (
     ChecksumError,
     DataSourceError,
     DownloadError,
@@ -35,6 +34,7 @@ from agebench.download import (
     folder_digest,
     materialise,
 )
+from agebench.params.sections import DataConfig
 from stages import download as dl_stage
 
 NAMES = [

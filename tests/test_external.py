@@ -25,10 +25,13 @@ import yaml
 from PIL import Image
 
 import agebench
-from agebench import external
 from agebench.cli import main as cli
-from agebench.config import DataConfig, GroupsConfig, ParamsError, load_params
-from agebench.prepare import prepare, split_of
+from agebench.data.prepare import prepare, split_of
+from agebench.external import score as external
+from agebench.external import tasks
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError
+from agebench.params.sections import DataConfig, GroupsConfig
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,7 +56,7 @@ class StandInInception(torch.nn.Module):
 
 def stub_scorer():
     """Deterministic stand-ins: age = mean red / 3, a face everywhere, descriptor = centred mean green, blue."""
-    from metrics.suite import Judge, Scorer
+    from metrics.scorer import Judge, Scorer
 
     def ages(x: torch.Tensor) -> np.ndarray:
         return x[:, 0].double().mean(dim=(1, 2)).numpy() / 3.0
@@ -127,7 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture()
 def stub(monkeypatch: pytest.MonkeyPatch):
     """Every scorer the CLI or a stage builds is the stand-in."""
-    from agebench import scoring
+    from agebench.pipeline import scoring
 
     monkeypatch.setattr(scoring, "build_scorer", lambda *a, **k: stub_scorer())
 
@@ -208,26 +211,26 @@ def assert_one_error_line(code: int, err: str, *fragments: str) -> None:
 
 
 def test_face_ids_are_stable_safe_and_unique() -> None:
-    assert external.face_id("26_0_2_20170104023102422.jpg.chip.jpg") == "26_0_2_20170104023102422"
-    spaced = external.face_id("39_1_20170116174525125 .jpg.chip.jpg")
+    assert tasks.face_id("26_0_2_20170104023102422.jpg.chip.jpg") == "26_0_2_20170104023102422"
+    spaced = tasks.face_id("39_1_20170116174525125 .jpg.chip.jpg")
     assert " " not in spaced and spaced.startswith("39_1_20170116174525125_-")
     # Lossy stripping never lets two names share an id.
-    a, b = external.face_id("x.jpg.chip.jpg"), external.face_id("x.jpg")
+    a, b = tasks.face_id("x.jpg.chip.jpg"), tasks.face_id("x.jpg")
     assert a == "x" and b != a and b.startswith("x-")
-    assert external.face_id("../etc/passwd") not in ("passwd", "../etc/passwd") and "/" not in external.face_id("a/b")
+    assert tasks.face_id("../etc/passwd") not in ("passwd", "../etc/passwd") and "/" not in tasks.face_id("a/b")
 
 
 def test_export_writes_lossless_pngs_manifest_and_readme(world: dict, exported: Path) -> None:
-    from agebench.data import load_faces, load_index
+    from agebench.data.faces import load_faces, load_index
 
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["protocol_version"] == agebench.PROTOCOL_VERSION
     assert set(manifest["tasks"]) == {"aging", "rejuvenation"}
     rows = list(__import__("csv").DictReader((exported / "manifest.csv").open(encoding="utf-8")))
-    assert set(rows[0]) == set(external.MANIFEST_COLUMNS)
+    assert set(rows[0]) == set(tasks.MANIFEST_COLUMNS)
     index = load_index(world["prepared"]).set_index("file")
     faces128 = load_faces(world["prepared"], 128)
-    by_id = {external.face_id(f): f for f in index.index}
+    by_id = {tasks.face_id(f): f for f in index.index}
     for r in rows:
         data = (exported / r["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == r["sha256"]
@@ -243,9 +246,7 @@ def test_export_writes_lossless_pngs_manifest_and_readme(world: dict, exported: 
     assert all(r["source_group"] == "young" and r["target_group"] == "old" for r in aging)
     spaced = [f for f in by_id.values() if " " in f]
     assert spaced and all(" " not in r["id"] and "/" not in r["id"] for r in rows)
-    assert any(
-        r["id"] == external.face_id(f) and r["id"].startswith(f.split(" ")[0] + "_") for r in rows for f in spaced
-    )
+    assert any(r["id"] == tasks.face_id(f) and r["id"].startswith(f.split(" ")[0] + "_") for r in rows for f in spaced)
     readme = (exported / "README.txt").read_text()
     assert "OUT/<task>/<id>.png" in readme and manifest["data_digest"] in readme
 
@@ -268,8 +269,8 @@ def test_export_refuses_a_folder_of_other_files(world: dict, tmp_path: Path, cap
 
 def builtin_identity(world: dict, tmp: Path) -> dict:
     """The pipeline's own identity row (resolution 64: its outputs are resized to 128 by `generate`)."""
-    from agebench import train as train_stage
-    from agebench.evaluate import evaluate_method
+    from agebench.pipeline import train as train_stage
+    from agebench.pipeline.evaluate import evaluate_method
     from stages import generate as generate_stage
 
     params = load_params(world["params"])
@@ -296,7 +297,7 @@ def strip(doc: dict) -> dict:
 
 
 def test_parity_builtin_outputs_exported_as_png_score_identically(world: dict, exported: Path, tmp_path: Path) -> None:
-    from agebench.data import load_index
+    from agebench.data.faces import load_index
 
     builtin = builtin_identity(world, tmp_path)
     folder = toy_method(exported, tmp_path / "toy", size=64)
@@ -308,9 +309,7 @@ def test_parity_builtin_outputs_exported_as_png_score_identically(world: dict, e
     assert doc["external"]["problems"] == []
     assert doc["resolution"] == 64
     # The built-in outputs themselves (generate's 128x128 arrays) written as PNGs score identically too.
-    ids = {
-        t: sub.set_index("row")["id"] for t, sub in external.task_inputs(params, load_index(world["prepared"])).items()
-    }
+    ids = {t: sub.set_index("row")["id"] for t, sub in tasks.task_inputs(params, load_index(world["prepared"])).items()}
     pngs = tmp_path / "pngs"
     for task in ("aging", "rejuvenation"):
         data = np.load(tmp_path / "outputs" / "identity" / f"{task}.npz")
@@ -323,7 +322,7 @@ def test_parity_builtin_outputs_exported_as_png_score_identically(world: dict, e
 
 
 def test_resize_is_the_builtin_one() -> None:
-    from agebench.generate import to_eval_resolution
+    from agebench.pipeline.generate import to_eval_resolution
 
     rng = np.random.default_rng(1)
     for size in (64, 200, 256, 128):
@@ -347,7 +346,7 @@ def test_toy_method_through_score_outputs(world: dict, exported: Path, tmp_path:
     assert "cycle_l1" not in doc["tasks"]["rejuvenation"]["ci95"]
     assert "| rejuvenation |" in out and "–" in out.split("| rejuvenation |")[1].splitlines()[0]
     # The same arrays (and masks) through the built-in evaluate path give the same numbers, nothing patched after.
-    from agebench.evaluate import evaluate_method
+    from agebench.pipeline.evaluate import evaluate_method
 
     params = load_params(world["params"])
     layout = tmp_path / "layout"
@@ -372,7 +371,7 @@ def old_red(img: Image.Image) -> Image.Image:
 
 
 def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exported: Path, tmp_path: Path) -> None:
-    from agebench.data import faces_nchw, load_faces, load_index
+    from agebench.data.faces import faces_nchw, load_faces, load_index
     from metrics import stats
 
     params = load_params(world["params"])
@@ -397,7 +396,7 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
     assert a["age_acc"] == a["id_rate"] == a["joint_decade"] == (n - 2) / n
     assert a["age_mean"] == 55.0
     index = load_index(world["prepared"])
-    ids = external.task_inputs(params, index)["aging"]["id"].tolist()
+    ids = tasks.task_inputs(params, index)["aging"]["id"].tolist()
     gone_pos = sorted(ids.index(p.stem) for p in gone)
     assert np.flatnonzero(np.isnan(per_face["aging/age_out"])).tolist() == gone_pos
     assert np.flatnonzero(per_face["aging/joint_decade"] == 0).tolist() == gone_pos  # row-aligned, paired
@@ -423,8 +422,8 @@ def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, expor
     """`joint_decade` is version 2's SFace joint per face (found, in the target group, verified), row-aligned with
     `rows`; the task's `per_face.joint` record averages to its `joint`; `uses_scoring_networks` comes from
     tasks.json (top level, else the training summary), [] by default."""
-    from agebench.common import read_json, write_json
-    from agebench.evaluate import evaluate_method
+    from agebench.infra.common import read_json, write_json
+    from agebench.pipeline.evaluate import evaluate_method
     from metrics.stats import in_range, pack_outcomes
 
     params = load_params(world["params"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from agebench.fgnet import fgnet_manifest
+from agebench.data.fgnet import fgnet_manifest
 from tests.conftest import REPO
 
 

@@ -1,4 +1,4 @@
-"""The CI gate's modes (agebench.check): exact rows everywhere, bit-exact trained rows on the baseline's
+"""The CI gate's modes (agebench.gate.check): exact rows everywhere, bit-exact trained rows on the baseline's
 machine, statistical trained rows elsewhere, and a report that says which mode each row ran in and why."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import agebench
-from agebench import check, probes
 from agebench.cli import main
-from agebench.fingerprint import fingerprint_differences, machine_fingerprint
+from agebench.gate import check
+from agebench.infra.fingerprint import fingerprint_differences, machine_fingerprint
+from agebench.pipeline import probes
 from tests.conftest import REPO
 
 AMD = {"vendor": "AuthenticAMD", "model": "AMD EPYC", "isa": ["avx2", "avx512_bf16", "avx512f"], "torch": "2.14.1",

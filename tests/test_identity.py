@@ -28,11 +28,11 @@ from metrics.identity import (
     landmarks_ok,
     load_identity_networks,
 )
-from metrics.suite import verify_pairs
+from metrics.scorer import verify_pairs
 
 
 def verify(desc_a, desc_b, threshold: float = 0.6):
-    """dlib's rule through the one verification function (`metrics.suite.verify_pairs`)."""
+    """dlib's rule through the one verification function (`metrics.scorer.verify_pairs`)."""
     return verify_pairs(np.asarray(desc_a), np.asarray(desc_b), threshold, "distance")
 
 

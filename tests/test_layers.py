@@ -1,4 +1,4 @@
-"""The layers import one way, and dvc.yaml's deps and outs cannot go stale (STYLE.md "Our boundaries").
+"""The layers import one way, and dvc.yaml's deps and outs cannot go stale (README "Layout").
 
 Both checks are functions run on the real tree and, to show they can fail, on a copy with a planted mistake.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from agebench.deps import closure
-from agebench.registry import METHODS
+from agebench.infra.deps import closure
+from agebench.infra.registry import METHODS
 from tests.conftest import REPO
 
 # The one-way rule: a module in the key folder may not import any package in the value tuple.
@@ -134,11 +134,11 @@ def test_imports_flow_one_way() -> None:
 def test_layer_check_fails_on_a_planted_import(tmp_path: Path) -> None:
     for folder in FORBIDDEN:
         shutil.copytree(REPO / folder, tmp_path / folder)
-    (tmp_path / "metrics" / "planted.py").write_text("def f():\n    from agebench.config import load_params\n")
+    (tmp_path / "metrics" / "planted.py").write_text("def f():\n    from agebench.params.load import load_params\n")
     (tmp_path / "agebench" / "planted.py").write_text("import stages.train\n")
     assert sorted(layer_violations(tmp_path)) == [
         "agebench/planted.py: imports stages.train",
-        "metrics/planted.py: imports agebench.config",
+        "metrics/planted.py: imports agebench.params.load",
     ]
 
 
@@ -156,17 +156,17 @@ def _copy_project(dst: Path) -> None:
 def test_dvc_check_fails_on_a_mutated_dvc_yaml(tmp_path: Path) -> None:
     _copy_project(tmp_path)
     spec = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
-    spec["stages"]["evaluate"]["do"]["deps"].remove("agebench/scoring.py")
+    spec["stages"]["evaluate"]["do"]["deps"].remove("agebench/pipeline/scoring.py")
     spec["stages"]["evaluate"]["do"]["outs"] = []
-    spec["stages"]["score_external"]["do"]["deps"].remove("agebench/external.py")
+    spec["stages"]["score_external"]["do"]["deps"].remove("agebench/external/score.py")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["external"] = [{"name": "toy", "folder": "toy_outputs", "source": "a test"}]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     problems = dvc_problems(tmp_path)
-    assert "score_external@toy: imports agebench/external.py but it is not a dep" in problems
-    assert "evaluate@identity: imports agebench/scoring.py but it is not a dep" in problems
-    assert any(p.startswith("evaluate@age_cgan: imports agebench/scoring.py") for p in problems)
+    assert "score_external@toy: imports agebench/external/score.py but it is not a dep" in problems
+    assert "evaluate@identity: imports agebench/pipeline/scoring.py but it is not a dep" in problems
+    assert any(p.startswith("evaluate@age_cgan: imports agebench/pipeline/scoring.py") for p in problems)
     assert (
         "evaluate@identity: writes data/scores/identity.npz (--scores) but it is not an out, metric or plot" in problems
     )
@@ -176,7 +176,7 @@ def test_dvc_check_sees_a_new_import(tmp_path: Path) -> None:
     """A library module that starts importing another project file makes every stage using it stale."""
     _copy_project(tmp_path)
     (tmp_path / "agebench" / "extra_planted.py").write_text("X = 1\n")
-    lib = tmp_path / "agebench" / "download.py"
+    lib = tmp_path / "agebench" / "data" / "download.py"
     lib.write_text(lib.read_text() + "\nfrom agebench import extra_planted  # noqa\n")
     assert "download: imports agebench/extra_planted.py but it is not a dep" in dvc_problems(tmp_path)
 
@@ -187,7 +187,7 @@ def test_a_shadowing_methods_package_is_refused(tmp_path: Path) -> None:
 
     import pytest
 
-    from agebench.registry import ShadowedPackageError, check_not_shadowed
+    from agebench.infra.registry import ShadowedPackageError, check_not_shadowed
 
     fake = types.ModuleType("methods.identity")
     fake.__file__ = str(tmp_path / "methods" / "identity.py")

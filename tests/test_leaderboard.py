@@ -295,7 +295,7 @@ def test_committed_results_rebuild_byte_for_byte(tmp_path: Path) -> None:
 def test_ranking_reads_merge_seeds_output_and_agrees_with_its_intervals() -> None:
     """Files merged over seeds by `agebench merge-seeds` rank as they are; the ranking's replicates are the ones
     behind the merged file's own `joint` interval (same seed stream per method, same face draws)."""
-    from agebench.seeds import merge_seed_docs
+    from agebench.pipeline.seeds import merge_seed_docs
 
     a, b, c = chain()
     runs = []
@@ -339,8 +339,8 @@ def test_leaderboard_of_files_the_scoring_code_wrote(tiny_run, tmp_path: Path) -
     the leaderboard accepts them (joint = mean of the per-face records, the real row = its per_face_real),
     ranks from their records, and `agebench leaderboard` gives the same bytes."""
     from agebench.cli import main
-    from agebench.evaluate import evaluate_method
-    from agebench.reference import real_floor
+    from agebench.pipeline.evaluate import evaluate_method
+    from agebench.pipeline.reference import real_floor
     from tests.test_suite import make_scorer
 
     params = tiny_run["params"]

@@ -1,4 +1,4 @@
-"""`age_cgan`: network shapes per METHODS.md s.3, stage dispatch, exact state round trip, and the
+"""`age_cgan`: network shapes per docs/METHODS.md s.3, stage dispatch, exact state round trip, and the
 latent optimisation's properties (objective decreases, per-face independence), on synthetic data.
 
 FR is a small fixed stand-in with the FaceDescriptor interface, never the real dlib network.
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agebench.registry import METHODS
+from agebench.infra.registry import METHODS
 from methods.age_cgan import (
     GROUP_FOR_PAIR,
     AgeCgan,

@@ -1,4 +1,4 @@
-"""The CycleGAN-family methods (METHODS.md s.1, 2, 4) and their shared blocks, on tiny synthetic data.
+"""The CycleGAN-family methods (docs/METHODS.md s.1, 2, 4) and their shared blocks, on tiny synthetic data.
 
 Architectures are checked against the reference implementations' own numbers (junyanz prints
 11.378 M / 7.838 M parameters for its 9/6-block generator and 2.765 M for the 70x70 PatchGAN; the
@@ -17,8 +17,8 @@ import pytest
 import torch
 import torchvision
 
-from agebench.config import build
-from agebench.registry import METHODS
+from agebench.infra.registry import METHODS
+from agebench.params.reading import build
 from methods.base import TrainData
 from methods.blocks import (
     ImagePool,

@@ -12,8 +12,9 @@ import io
 import pytest
 import torch
 
-from agebench.config import load_params, section
-from agebench.registry import METHODS
+from agebench.infra.registry import METHODS
+from agebench.params.load import load_params
+from agebench.params.reading import section
 from methods.base import TrainData, uint8_to_float
 from tests.conftest import REPO
 

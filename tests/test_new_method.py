@@ -25,8 +25,9 @@ def test_new_method_is_registered_configured_and_trains(repo: Path, capsys) -> N
     assert "cpu:\n  my_method: {resolution: 64}\n" in params
     script = """
 import torch, yaml
-from agebench.config import load_params, section
-from agebench.registry import METHODS
+from agebench.params.load import load_params
+from agebench.params.reading import section
+from agebench.infra.registry import METHODS
 from methods.base import TrainData, uint8_to_float
 p = load_params("params.yaml")
 assert "my_method" in p.methods

@@ -10,8 +10,8 @@ import torch
 import yaml
 from PIL import Image
 
-from agebench import photo as ph
-from agebench.config import load_params
+from agebench.data import photo as ph
+from agebench.params.load import load_params
 from tests.conftest import REPO
 
 
@@ -106,7 +106,7 @@ def test_detection_on_a_large_photo_runs_on_a_downscaled_copy_and_maps_back() ->
 def test_a_utkface_chip_in_a_photo_is_cut_out_as_utkface_framed_it(utkface_sample: list[Path]) -> None:
     """Each chip pasted into a larger grey "photo" at a known place: YuNet + UTKFACE_FRAMING find a crop
     that maps back onto the chip (position and size as fractions of the chip's side)."""
-    from agebench.age_photo import load_detector
+    from agebench.pipeline.photo_aging import load_detector
 
     detector = load_detector()
     errors = []
@@ -135,7 +135,7 @@ def test_a_utkface_chip_in_a_photo_is_cut_out_as_utkface_framed_it(utkface_sampl
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Untrained smoke-size checkpoints of a two-group and a multi-group method (mechanics only)."""
-    from agebench.train import build_method, checkpoint_dict, save_checkpoint
+    from agebench.pipeline.train import build_method, checkpoint_dict, save_checkpoint
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profile"] = "smoke"
@@ -151,16 +151,18 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_cli(args: list[str], models: Path) -> int:
-    from agebench.age_photo import cli
+    from agebench.cli import main
 
-    return cli([*args, "--models", str(models), "--params", str(models / "params.yaml"), "--device", "cpu"])
+    return main(
+        ["age-photo", *args, "--models", str(models), "--params", str(models / "params.yaml"), "--device", "cpu"]
+    )
 
 
 @pytest.fixture()
 def fake_faces(monkeypatch: pytest.MonkeyPatch):
     """Replace YuNet by a detector that finds the given faces (generated photos have no real faces)."""
     found: list[ph.Detection] = []
-    monkeypatch.setattr("agebench.age_photo.load_detector", lambda *a, **k: FakeDetector(found))
+    monkeypatch.setattr("agebench.pipeline.photo_aging.load_detector", lambda *a, **k: FakeDetector(found))
     return found
 
 
@@ -254,8 +256,8 @@ def nothing_loads(monkeypatch: pytest.MonkeyPatch):
         raise AssertionError("expensive work started before the arguments were checked")
 
     for target in ("load_photo", "load_detector"):
-        monkeypatch.setattr(f"agebench.age_photo.{target}", forbidden)
-    monkeypatch.setattr("agebench.generate.load_trained", forbidden)
+        monkeypatch.setattr(f"agebench.pipeline.photo_aging.{target}", forbidden)
+    monkeypatch.setattr("agebench.pipeline.generate.load_trained", forbidden)
     monkeypatch.setattr("metrics.age.load_age_networks", forbidden)
 
 
@@ -308,7 +310,7 @@ def test_fgnet_photos_every_face_aged_background_bit_identical(
 ) -> None:
     """Real YuNet on FG-NET photos (faces on backgrounds): all methods, the comparison figure and a strip."""
     photos = sorted(fgnet_dir.glob("*.JPG"))[:3]
-    from agebench.age_photo import load_detector, load_photo
+    from agebench.pipeline.photo_aging import load_detector, load_photo
 
     detector = load_detector()
     for photo in photos:

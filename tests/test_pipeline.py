@@ -252,7 +252,7 @@ def test_smoke_profile_on_real_utkface_trains_and_ranks_every_method(tmp_path: P
     assert "Missing inputs" not in page  # every part of the report had what it needs
     assert (repo / "reports/figures/progression/cyclegan_agevec.png").is_file()
 
-    # The gate's probes (agebench.probes): fixed transforms of the real test faces, scored by the same code.
+    # The gate's probes (agebench.pipeline.probes): fixed transforms of the real test faces, scored by the same code.
     # Each drives a path of the scorer that must behave as stated, and `.ci/run` compares them exactly.
     probes = subprocess.run(
         [sys.executable, "-m", "agebench.cli", "probes", "--out", "reports/probes"],
@@ -263,9 +263,7 @@ def test_smoke_profile_on_real_utkface_trains_and_ranks_every_method(tmp_path: P
     )
     assert probes.returncode == 0, probes.stderr
     for task_id in ("aging", "rejuvenation"):
-        got = {
-            p.stem: json.loads(p.read_text())["tasks"][task_id] for p in (repo / "reports/probes").glob("*.json")
-        }
+        got = {p.stem: json.loads(p.read_text())["tasks"][task_id] for p in (repo / "reports/probes").glob("*.json")}
         assert got["probe_blank"]["face_fail"] == got["probe_blank"]["n"] > 0  # the face check rejects a flat image
         assert got["probe_other_person"]["id_rate"] <= 0.1  # the judge rejects another person's real face
         assert got["probe_other_person"]["face_fail"] == 0

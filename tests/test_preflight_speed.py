@@ -1,4 +1,4 @@
-"""The pre-flight training-speed check (agebench.preflight_speed): an estimate over 2x the declared
+"""The pre-flight training-speed check (agebench.infra.preflight_speed): an estimate over 2x the declared
 core-minute budget stops the run (exit 2) naming the method, the measured rate and the fix; one under it
 passes; no budget, no timing. Verdicts are tested with injected rates (no timing in their assertions);
 one real run on a tiny method checks only the structure of what is measured."""
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from agebench import doctor, preflight_speed
-from agebench.config import GroupsConfig, ParamsError, TrainConfig, build, load_params
-from agebench.preflight_speed import (
+from agebench.infra import preflight as doctor
+from agebench.infra import preflight_speed
+from agebench.infra.preflight_speed import (
     OVER_BUDGET_FACTOR,
     UTKFACE_TRAIN_GROUP_SIZES,
     SpeedEstimate,
@@ -23,7 +23,10 @@ from agebench.preflight_speed import (
     train_group_labels,
     verdict,
 )
-from agebench.registry import METHODS
+from agebench.infra.registry import METHODS
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError, build
+from agebench.params.sections import GroupsConfig, TrainConfig
 from tests.test_doctor import faces, unreachable, write_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebench.config import DataConfig, GroupsConfig
-from agebench.prepare import EXCLUSION_REASONS, Label, group_of, list_files, parse_label, prepare, split_of
+from agebench.data.prepare import EXCLUSION_REASONS, Label, group_of, list_files, parse_label, prepare, split_of
+from agebench.params.sections import DataConfig, GroupsConfig
 from stages.prepare import main
 
 
@@ -161,7 +161,7 @@ def test_unusual_entries_are_counted_by_reason(tmp_path: Path) -> None:
     assert report["excluded"] == {r: expected.get(r, 0) for r in EXCLUSION_REASONS}
     assert report["skipped"] == {"symlink": 3, "directory": 1, "special file": 0}
     assert report["files_total"] == 9 + 3 and report["images_kept"] == len(good) == 4
-    from agebench.data import load_index
+    from agebench.data.faces import load_index
 
     index = load_index(out)  # the index reads back (it crashed on a non-UTF-8 name before)
     assert sorted(index["file"]) == sorted(good)

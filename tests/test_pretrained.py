@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from agebench.pretrained import MissingWeightsError, hub_file, vgg16_state_dict
+from agebench.infra.pretrained import MissingWeightsError, hub_file, vgg16_state_dict
 
 
 @pytest.fixture(scope="module")

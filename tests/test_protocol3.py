@@ -16,14 +16,16 @@ import pandas as pd
 import pytest
 import torch
 
-from agebench.config import ParamsError, load_params
-from agebench.evaluate import evaluate_method, reconstruction_rates
-from agebench.reference import real_floor
-from agebench.registry import resolve_metrics
-from agebench.seeds import PER_FACE_KEYS, SeedMergeError, merge_seed_dirs, merge_seed_docs, per_face_record
+from agebench.infra.registry import resolve_metrics
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError
+from agebench.pipeline.evaluate import evaluate_method, reconstruction_rates
+from agebench.pipeline.reference import real_floor
+from agebench.pipeline.seeds import PER_FACE_KEYS, SeedMergeError, merge_seed_dirs, merge_seed_docs, per_face_record
 from metrics import stats
 from metrics.precision import kynkaenniemi_inside, kynkaenniemi_precision, kynkaenniemi_radii
-from metrics.suite import score_task, verify_pairs
+from metrics.scorer import verify_pairs
+from metrics.suite import score_task
 from tests.conftest import REPO
 from tests.test_suite import make_scorer
 

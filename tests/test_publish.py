@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agebench.publish import PublishError, learns_table, load_summary, publish
 from agebench.report import render_leaderboard
+from agebench.report.publish import PublishError, learns_table, load_summary, publish
 from tests.test_report import metrics_doc, real_doc, write_docs
 
 PAIR = {"pair": {"young": [20, 29], "old": [50, 59]}}

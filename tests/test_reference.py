@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from agebench.config import load_params
-from agebench.reference import (
+from agebench.params.load import load_params
+from agebench.pipeline.reference import (
     _gap_bins,
     different_person_pairs,
     false_accepts,
@@ -21,7 +21,7 @@ from agebench.reference import (
     same_n_floor,
 )
 from metrics.fid import fid_kid_from_features
-from metrics.suite import Verification
+from metrics.scorer import Verification
 from tests.conftest import REPO
 
 
@@ -48,7 +48,7 @@ class StubJudge:
 
 
 class StubScorer:
-    """The parts of `metrics.suite.Scorer` the reference row uses, as cheap functions of the pixels."""
+    """The parts of `metrics.scorer.Scorer` the reference row uses, as cheap functions of the pixels."""
 
     bootstrap_resamples, bootstrap_seed = 200, 0
     kid_subsets, kid_subset_size, kid_seed = 10, 1000, 0
@@ -180,9 +180,9 @@ def test_age_gap_bins_by_hand() -> None:
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_fgnet_with_both_judges(fgnet_dir: Path, one_torch_thread) -> None:
-    from agebench.config import EvaluateConfig
-    from agebench.scoring import second_opinion, sface_parts
-    from metrics.suite import Scorer
+    from agebench.params.sections import EvaluateConfig
+    from agebench.pipeline.scoring import second_opinion, sface_parts
+    from metrics.scorer import Scorer
 
     detect, judge, _ = sface_parts()
     name, second = second_opinion(EvaluateConfig())

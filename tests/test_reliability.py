@@ -22,10 +22,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from agebench import common
-from agebench import photo as ph
 from agebench.cli import main as cli_main
-from agebench.common import OutputPathError, atomic_path, remove_stale_temporaries, write_json
+from agebench.data import photo as ph
+from agebench.infra import common
+from agebench.infra.common import OutputPathError, atomic_path, remove_stale_temporaries, write_json
 from tests.conftest import REPO
 from tests.test_prepare import png_header_only
 
@@ -184,7 +184,7 @@ _SLEEPER = textwrap.dedent(
     """
     import signal, sys, time
     sys.path.insert(0, {repo!r})
-    from agebench.common import atomic_path, run_main
+    from agebench.infra.common import atomic_path, run_main
 
     # A child of a background job (CI started with `&`) inherits SIGINT as ignored; a terminal's Ctrl-C
     # reaches a process with Python's default handler, which is what this test is about.
@@ -222,11 +222,12 @@ def test_sigint_is_one_line_and_exit_130_and_the_old_output_is_kept(tmp_path: Pa
 
 def test_cli_sigint_is_exit_130(monkeypatch, capsys) -> None:
     import agebench.cli
+    import agebench.commands.check
 
-    def interrupted(argv):
+    def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agebench.cli, "_main", interrupted)
+    monkeypatch.setattr(agebench.commands.check, "run", interrupted)
     assert agebench.cli.main(["check", "--baseline", "x"]) == 130
     assert "interrupted" in capsys.readouterr().err
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebench import PROTOCOL_VERSION, report_html
-from agebench.config import load_params
+from agebench import PROTOCOL_VERSION
+from agebench.params.load import load_params
+from agebench.report import html as report_html
 from agebench.report import leaderboard_frame, leaderboard_markdown, render_leaderboard
 from agebench.report.page import SAMPLE_FACES, build_report_page
 from metrics import stats

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import re
 
-from agebench.check import collect_versioned
-from agebench.config import CheckConfig, read_params, section
-from agebench.publish import learns_table
+from agebench.gate.check import collect_versioned
+from agebench.params.reading import read_params, section
+from agebench.params.sections import CheckConfig
 from agebench.report import ranks_markdown, render_leaderboard
+from agebench.report.publish import learns_table
 from tests.conftest import REPO
 
 RESULTS = REPO / "results" / "cpu"

@@ -155,9 +155,9 @@ def test_landmarks_in_image_coordinates_and_photo_detection(utkface_sample, judg
 @pytest.mark.usefixtures("one_torch_thread")
 def test_faceless_outputs_count_in_face_fail_and_fail_age_acc(utkface_sample) -> None:
     """Real networks: blank, flat cyan and noise outputs are not faces, whatever age the age CNN gives them."""
-    from agebench.config import EvaluateConfig
-    from agebench.registry import resolve_metrics
-    from agebench.scoring import build_scorer
+    from agebench.infra.registry import resolve_metrics
+    from agebench.params.sections import EvaluateConfig
+    from agebench.pipeline.scoring import build_scorer
     from metrics.suite import score_task
 
     scorer = build_scorer(EvaluateConfig(), cache_dir=None)

@@ -1,4 +1,4 @@
-"""agebench.speed: the training speed switches change how a step runs, never what it computes.
+"""agebench.infra.speed: the training speed switches change how a step runs, never what it computes.
 
 Each switch is checked on a real method's train_step (cyclegan_keras, ngf 8, 32 px) against the
 float32 NCHW step from the same seed on the same batch: channels_last within 1e-5 (the same
@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from agebench.config import EvaluateConfig, GroupsConfig, TrainConfig, build, read_params, section
-from agebench.preflight_speed import stand_in_aux
-from agebench.registry import METHODS
-from agebench.speed import configure_threads, networks, num_threads, prepare_for_speed, step_context
+from agebench.infra.preflight_speed import stand_in_aux
+from agebench.infra.registry import METHODS
+from agebench.infra.speed import configure_threads, networks, num_threads, prepare_for_speed, step_context
+from agebench.params.reading import build, read_params, section
+from agebench.params.sections import EvaluateConfig, GroupsConfig, TrainConfig
 from methods.base import TrainData
 
 REPO = Path(__file__).resolve().parents[1]

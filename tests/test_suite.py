@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from agebench.registry import METRICS, UnknownNameError, resolve_metrics
-from agebench.scoring import DiskCache
+from agebench.infra.registry import METRICS, UnknownNameError, resolve_metrics
+from agebench.pipeline.scoring import DiskCache
 from metrics import stats
-from metrics.suite import Judge, Metric, MetricResult, Scorer, images_key, score_task, verify_pairs
+from metrics.scorer import Judge, Scorer, images_key, verify_pairs
+from metrics.suite import Metric, MetricResult, score_task
 
 DEFAULT = ("face", "age", "identity", "realism", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
 

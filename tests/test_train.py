@@ -14,11 +14,13 @@ import torch
 import yaml
 from PIL import Image
 
-from agebench import train as train_stage
-from agebench.common import run_main
-from agebench.config import DataConfig, GroupsConfig, ParamsError, load_params
-from agebench.generate import load_trained
-from agebench.prepare import prepare
+from agebench.data.prepare import prepare
+from agebench.infra.common import run_main
+from agebench.params.load import load_params
+from agebench.params.reading import ParamsError
+from agebench.params.sections import DataConfig, GroupsConfig
+from agebench.pipeline import train as train_stage
+from agebench.pipeline.generate import load_trained
 
 CPU = torch.device("cpu")
 TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "sizes": [32], "epochs_per_size": [1], "batch_per_size": [2], "max_steps": 6}
@@ -250,7 +252,7 @@ def test_generate_goes_through_the_method_hooks() -> None:
     """generate asks the method for its round trip and its extra tables (no name checks)."""
     import numpy as np
 
-    from agebench.generate import extra_tables, translate_all
+    from agebench.pipeline.generate import extra_tables, translate_all
     from methods.identity import Identity, IdentityConfig
 
     class Hooked(Identity):

@@ -14,7 +14,7 @@ function of the metrics (and runtime) files alone.
 import importlib
 from typing import Any
 
-#: Public names re-exported lazily (importing `agebench.report.command` for the CLI's parser must not load
+#: Public names re-exported lazily (importing `agebench.commands.leaderboard` for the CLI's parser must not load
 #: pandas): name -> the submodule that defines it.
 _EXPORTS = {
     "ReportInputError": "docs",

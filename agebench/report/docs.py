@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 import agebench
-from agebench.common import read_json
+from agebench.infra.common import read_json
+from agebench.infra.errors import UserError
 
 TASKS = ("aging", "rejuvenation")
 #: Row kinds ranked against each other (external rows, PROTOCOL.md s.6, rank with the methods).
@@ -45,7 +46,7 @@ _NETWORK_ALIASES = {
 DAGGER = "†"
 
 
-class ReportInputError(ValueError):
+class ReportInputError(UserError, ValueError):
     """Metrics files the leaderboard cannot rank together (another protocol version, mixed profiles, not
     a metrics file): the stage prints one line and exits 2 without writing anything."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agebench import report_html
+from agebench.report import html as report_html
 from agebench.report.docs import RANKED_KINDS, TASKS, protocol_of, scoring_networks
 from agebench.report.ranking import NO_CHANGE, Difference, TaskRanking, check_real_row, rank_task
 from metrics import stats

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from agebench import report_html
+from agebench.report import html as report_html
 from agebench.report.docs import (
     _NETWORK_ALIASES,
     DAGGER,

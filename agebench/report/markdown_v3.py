@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from agebench import report_html
+from agebench.report import html as report_html
 from agebench.report.docs import RANKED_KINDS, TASKS
 from agebench.report.markdown import (
     _cell,

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agebench import report_html
-from agebench.config import Params
-from agebench.data import load_faces, load_index
+from agebench.data.faces import load_faces, load_index
+from agebench.params.sections import Params
+from agebench.report import html as report_html
 from agebench.report import markdown_v3
 from agebench.report.docs import TASKS, read_npz
 from agebench.report.frame import v2_rankings

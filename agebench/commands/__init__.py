@@ -1,0 +1,1 @@
+"""The `agebench` commands: one module each."""

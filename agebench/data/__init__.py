@@ -1,0 +1,1 @@
+"""Getting, preparing and loading the faces."""

@@ -1,0 +1,51 @@
+"""Read the prepared data (index table and memory-mapped face arrays) for the later stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agebench.params.sections import GroupsConfig
+from methods.base import TrainData
+
+
+def load_index(prepared: str | Path) -> pd.DataFrame:
+    """The index table: one row per kept face; `row` is the index into every faces_<R>.npy."""
+    path = Path(prepared) / "index.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the prepare stage first (dvc repro prepare)")
+    return pd.read_csv(
+        path, keep_default_na=False, dtype={"file": str, "race": str, "pair": str, "cgan6": str, "decades": str}
+    )
+
+
+def load_faces(prepared: str | Path, resolution: int) -> np.ndarray:
+    """(N, R, R, 3) uint8 memory map of the prepared faces at `resolution`."""
+    path = Path(prepared) / f"faces_{resolution}.npy"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: resolution {resolution} is not prepared; add it to data.resolutions in params.yaml"
+        )
+    return np.load(path, mmap_mode="r")
+
+
+def faces_nchw(faces: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Gather `rows` of an (N, R, R, 3) uint8 array into a (K, 3, R, R) uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous()
+
+
+def build_train_data(
+    prepared: str | Path, scheme: str, groups: GroupsConfig, resolutions: tuple[int, ...], device: torch.device
+) -> TrainData:
+    """Train-split faces that fall in a group of `scheme`, at each resolution, on `device`."""
+    index = load_index(prepared)
+    names = tuple(groups.schemes()[scheme])
+    sel = index[(index["split"] == "train") & (index[scheme] != "")]
+    rows = sel["row"].to_numpy()
+    images = {r: faces_nchw(load_faces(prepared, r), rows).to(device) for r in sorted(set(resolutions))}
+    group_ids = torch.tensor([names.index(g) for g in sel[scheme]], dtype=torch.int64, device=device)
+    all_groups = {scheme: group_ids}
+    return TrainData(images=images, groups=all_groups, group_names={scheme: names})

@@ -1,0 +1,1 @@
+"""External rows: methods run elsewhere, scored here."""

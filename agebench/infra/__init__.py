@@ -1,0 +1,1 @@
+"""Shared infrastructure: files, errors, registry, devices, weights, speed."""

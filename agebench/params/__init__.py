@@ -1,0 +1,1 @@
+"""Params.yaml sections as typed, frozen configs."""

@@ -1,0 +1,1 @@
+"""The pipeline's steps: train, generate, evaluate, reference, scoring."""

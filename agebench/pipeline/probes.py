@@ -1,0 +1,120 @@
+"""Reference transforms of the real test faces, scored by the pipeline's own scorer: the gate's probes.
+
+No training touches them, so on every machine they score exactly like the `identity` and `real` rows
+do, and the CI gate compares them bit for bit (`agebench.gate.check`). Each one drives a path of the scorer
+that the identity row leaves alone:
+
+- `blur`: a fixed Gaussian blur (radius 3 px at 128 px). Identity mostly holds, realism and FID drop.
+- `brighten`: +48 on every channel, clipped. The face check and ages see a shifted histogram.
+- `other_person`: each input replaced by the next test face of its group (sorted order, wrapped), a
+  real face of another person: the judges must reject it, while age and realism stay real.
+- `blank`: a flat grey image. The face check must reject every one (`face_fail` = n).
+
+The images are made at run time from the prepared data and only live in a temporary folder: nothing
+derived from UTKFace is ever written where it could be committed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+BLUR_RADIUS = 3.0
+BRIGHTEN_BY = 48
+BLANK_VALUE = 128
+
+
+def blur(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the same, each blurred by PIL's Gaussian of radius `BLUR_RADIUS`."""
+    return np.stack([np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(BLUR_RADIUS))) for a in images])
+
+
+def brighten(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the same + `BRIGHTEN_BY` on every channel, clipped to [0, 255]."""
+    return np.clip(images.astype(np.int16) + BRIGHTEN_BY, 0, 255).astype(np.uint8)
+
+
+def other_person(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> image i replaced by image i+1 (the last by the first): another person's face."""
+    return np.roll(images, -1, axis=0)
+
+
+def blank(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> flat grey images of the same shape (no face anywhere)."""
+    return np.full_like(images, BLANK_VALUE)
+
+
+#: Probe name -> transform. The round trip of a probe is the transform applied to its own output.
+PROBES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "blur": blur,
+    "brighten": brighten,
+    "other_person": other_person,
+    "blank": blank,
+}
+
+
+def row_name(probe: str) -> str:
+    """The metrics row of a probe (never a method name: methods are lowercase identifiers without ':')."""
+    return f"probe:{probe}"
+
+
+def write_probe_outputs(folder: Path, probe: str, tasks: dict[str, dict[str, Any]], faces: np.ndarray) -> None:
+    """Write `probe`'s outputs of every task in the `generate` stage's format (see agebench.pipeline.generate).
+
+    `tasks`: task id -> {scheme, source, target, rows (N,) index rows of the inputs}; `faces`: the
+    prepared (M, S, S, 3) uint8 faces at the evaluation resolution, indexed by row.
+    """
+    fn = PROBES[probe]
+    folder.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {"tasks": {}, "train": {}, "resolution": int(faces.shape[1])}
+    for task_id, t in tasks.items():
+        inputs = faces[t["rows"]]
+        fake = fn(inputs)
+        np.savez(folder / f"{task_id}.npz", rows=t["rows"], fake=fake, cycle=fn(fake))
+        meta["tasks"][task_id] = {
+            **{k: t[k] for k in ("scheme", "source", "target")},
+            "method_source": t["source"],
+            "method_target": t["target"],
+            "common": True,
+            "n": len(t["rows"]),
+        }
+    (folder / "tasks.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def score_probes(params: Any, prepared: Path, scorer: Any, probes: tuple[str, ...] = tuple(PROBES)) -> dict[str, Any]:
+    """Score every probe on the two common tasks; returns {row name: metrics document}.
+
+    `params`: the loaded `Params`; `prepared`: the prepare stage's folder; `scorer`: the pipeline's
+    `Scorer` (`agebench.pipeline.scoring.scorer_for_params`). The documents are what `evaluate_method` writes for
+    a method, so every metric the pipeline computes is computed for them, by the same code.
+    """
+    from agebench.data.faces import load_faces, load_index
+    from agebench.pipeline.evaluate import evaluate_method
+
+    index = load_index(prepared)
+    test = index[index["split"] == "test"]
+    tasks = {
+        task_id: {
+            "scheme": t.scheme,
+            "source": t.source,
+            "target": t.target,
+            "rows": test.loc[test[t.scheme] == t.source, "row"].to_numpy(),
+        }
+        for task_id, t in params.tasks.items()
+    }
+    faces = load_faces(prepared, params.evaluate.resolution)
+    docs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="agebench-probes-") as tmp:
+        for probe in probes:
+            folder = Path(tmp) / probe
+            write_probe_outputs(folder, probe, tasks, faces)
+            doc = evaluate_method(row_name(probe), params, prepared, folder, scorer)
+            doc["kind"] = "probe"
+            docs[row_name(probe)] = doc
+    return docs

@@ -1,0 +1,216 @@
+"""Publishing (`agebench publish`): copy a finished pipeline run's face-free results into `results/<profile>/`.
+
+What is copied (and nothing else; every file holds numbers or charts, never a face, as UTKFace's
+licence requires):
+- `metrics/<row>.json` and `runtime/<method>.json` (reports/metrics, reports/runtime);
+- `leaderboard.md`, `leaderboard.csv` (reports/), and `learns.md`, written here: whether each method
+  learns its task (`learns_table`: an age change beyond the identity row's, with the person kept);
+- `data.json` and `figures/`: the age histogram and the report's charts (`reports/figures/charts`:
+  trade-off, age distributions, breakdowns, training curves);
+- `run.json`, written here: the git revision, the tracked files that differed from it (with the
+  params.yaml diff, e.g. where the data was read from), DVC's verdict that every stage was up to date,
+  the machine (CPU model, cores, memory), torch and Python versions, and the load average the run saw
+  when a load log is given.
+
+Refused, with one line and nothing written: a workspace whose pipeline is not up to date (`dvc status`
+lists a stage other than an always-run one such as `fgnet`), or whose `leaderboard.md`/`.csv` differ from what the
+metrics files render to (a stale or hand-edited report), or a file the list above expects missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from agebench.infra.common import atomic_path, write_json
+from agebench.infra.errors import UserError
+
+#: The report's face-free chart folder and the other figures published (the age histogram).
+CHARTS = Path("reports/figures/charts")
+FIGURES = (Path("reports/figures/age_histogram.png"),)
+
+
+class PublishError(UserError):
+    """The workspace cannot be published as is; the message says why and what to run."""
+
+
+def dvc_status(workspace: Path) -> dict[str, Any]:
+    """`dvc status --json` of `workspace`: {stage: [changes]}; {} when everything is up to date."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=workspace, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise PublishError(f"`dvc status` failed in {workspace}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return json.loads(proc.stdout or "{}")
+
+
+def always_run_stages(workspace: Path) -> set[str]:
+    """Stages of the workspace's dvc.yaml marked `always_changed` (e.g. `fgnet`): `dvc status` lists them
+    in a finished run too, so they do not make it unpublishable."""
+    import yaml
+
+    spec = workspace / "dvc.yaml"
+    stages = (yaml.safe_load(spec.read_text(encoding="utf-8")) or {}).get("stages", {}) if spec.is_file() else {}
+    return {name for name, stage in stages.items() if isinstance(stage, dict) and stage.get("always_changed")}
+
+
+def _git(workspace: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=workspace, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PublishError(f"`git {' '.join(args)}` failed in {workspace}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, logical cores, memory (GB), OS, Python, torch and DVC versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(Exception):
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE):
+            cpu = m.group(1).strip()
+    mem_gb = None
+    with contextlib.suppress(Exception):
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    out = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "os": platform.platform()}
+    out["python"] = platform.python_version()
+    for pkg in ("torch", "dvc"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            out[pkg] = version(pkg)
+    return out
+
+
+def load_summary(load_log: Path) -> dict[str, Any]:
+    """Min/median/max of the 1-minute load average in a log of `HH:MM:SS load1 load5 load15` lines."""
+    values = sorted(float(line.split()[1]) for line in load_log.read_text().splitlines() if len(line.split()) >= 2)
+    if not values:
+        return {"samples": 0}
+    return {"samples": len(values), "min": values[0], "median": values[len(values) // 2], "max": values[-1]}
+
+
+def _task_sign(doc: Mapping[str, Any], task: str) -> int:
+    """+1 when the task's target group is older than its source (aging), -1 when younger (rejuvenation)."""
+    p = doc["params"]
+    t = p["tasks"][task]
+    bounds = p["groups"][t["scheme"]]
+    return 1 if sum(bounds[t["target"]]) > sum(bounds[t["source"]]) else -1
+
+
+def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
+    """Markdown: does each method learn its task (issue 13's criterion)?
+
+    On a task whose target is older (aging), a method learns when its `age_gain` 95% interval lies
+    entirely above the `identity` row's and its SFace `id_rate` >= `min_id_rate`; on a younger target
+    (rejuvenation) the interval must lie entirely below. The identity row's gain is the estimator's
+    bias on unchanged faces, so this asks for an age change beyond doing nothing, with the person kept.
+    """
+    docs = {d["method"]: d for d in (json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json")))}
+    ident = docs.get("identity")
+    if ident is None:
+        raise PublishError(f"{metrics_dir} has no identity row: the learning criterion compares against it")
+    lines = [
+        "| method | task | age_gain (95% CI) | identity's age_gain (95% CI) | intervals apart, right side "
+        f"| id_rate (SFace) | id_rate >= {min_id_rate} | learns |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(m for m, d in docs.items() if d.get("kind", "method") == "method" and m not in ("identity", "real"))
+    for method in rows:
+        for task, t in sorted(docs[method]["tasks"].items()):
+            sign = _task_sign(docs[method], task)
+            lo, hi = t["ci95"]["age_gain"]
+            ilo, ihi = ident["tasks"][task]["ci95"]["age_gain"]
+            apart = lo > ihi if sign > 0 else hi < ilo
+            kept = t["id_rate"] >= min_id_rate
+            lines.append(
+                f"| {method} | {task} | {t['age_gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                f"| {ident['tasks'][task]['age_gain']:+.2f} [{ilo:+.2f}, {ihi:+.2f}] | {'yes' if apart else 'no'} "
+                f"| {t['id_rate']:.3f} | {'yes' if kept else 'no'} | {'**yes**' if apart and kept else 'no'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def publish(
+    workspace: str | Path,
+    out: str | Path,
+    status: Callable[[Path], Mapping[str, Any]] = dvc_status,
+    load_log: str | Path | None = None,
+    notes: str = "",
+) -> list[str]:
+    """Copy `workspace`'s finished run into `out` (replaced as a whole); returns the files written.
+
+    Args:
+        workspace: a checkout where `dvc repro` finished.
+        out: e.g. results/cpu.
+        status: `dvc status` of the workspace (tests pass a stand-in).
+        load_log: optional log of load averages sampled during the run (summarised in run.json).
+        notes: free text kept in run.json (how the run was made).
+    Raises:
+        PublishError: pipeline not up to date, stale leaderboard, or an expected file missing.
+    """
+    from agebench.report import render_leaderboard
+
+    ws = Path(workspace).resolve()
+    always = always_run_stages(ws)
+    pending = {k: v for k, v in status(ws).items() if k not in always}
+    if pending:
+        raise PublishError(
+            f"the pipeline in {ws} is not up to date ({', '.join(sorted(pending))}); run `dvc repro` there first"
+        )
+    metrics, runtime, reports = ws / "reports" / "metrics", ws / "reports" / "runtime", ws / "reports"
+    needed = [metrics, runtime, reports / "leaderboard.md", reports / "leaderboard.csv", reports / "data.json"]
+    needed += [ws / CHARTS, *(ws / f for f in FIGURES)]
+    missing = [str(p.relative_to(ws)) for p in needed if not p.exists()]
+    if missing:
+        raise PublishError(f"missing in {ws}: {', '.join(missing)}; run `dvc repro` there first")
+    for name, text in zip(("leaderboard.md", "leaderboard.csv"), render_leaderboard(metrics, runtime)):
+        if (reports / name).read_text(encoding="utf-8") != text:
+            raise PublishError(
+                f"{reports / name} differs from what the metrics files render to; "
+                "run `dvc repro report` (leaderboards are never edited by hand)"
+            )
+    docs = [json.loads(p.read_text()) for p in sorted(metrics.glob("*.json"))]
+    revisions = sorted({d.get("git_revision", "") for d in docs})
+    head = _git(ws, "rev-parse", "HEAD").strip()
+    changed = [line[3:] for line in _git(ws, "status", "--porcelain", "--untracked-files=no").splitlines()]
+    run = {
+        "profile": docs[0].get("profile") if docs else None,
+        "protocol_version": docs[0].get("protocol_version") if docs else None,
+        "git_revision": head,
+        "metrics_git_revisions": revisions,
+        "tracked_files_changed": changed,
+        "params_diff": _git(ws, "diff", "HEAD", "--", "params.yaml"),
+        "dvc_status": "up to date" + (f" (always-run stages: {', '.join(sorted(always))})" if always else ""),
+        "machine": machine(),
+        "notes": notes,
+    }
+    if load_log is not None:
+        run["load_average_1min"] = load_summary(Path(load_log))
+    written: list[str] = []
+    with atomic_path(out, kind="dir") as tmp:
+        for folder in ("metrics", "runtime"):
+            (tmp / folder).mkdir(parents=True)
+            for p in sorted((reports / folder).glob("*.json")):
+                shutil.copyfile(p, tmp / folder / p.name)
+                written.append(f"{folder}/{p.name}")
+        for name in ("leaderboard.md", "leaderboard.csv", "data.json"):
+            shutil.copyfile(reports / name, tmp / name)
+            written.append(name)
+        (tmp / "learns.md").write_text(learns_table(metrics), encoding="utf-8")
+        written.append("learns.md")
+        (tmp / "figures").mkdir()
+        for p in [*sorted((ws / CHARTS).glob("*.png")), *(ws / f for f in FIGURES)]:
+            shutil.copyfile(p, tmp / "figures" / p.name)
+            written.append(f"figures/{p.name}")
+        write_json(tmp / "run.json", run)
+        written.append("run.json")
+    return written
