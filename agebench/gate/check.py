@@ -37,14 +37,13 @@ from typing import Any
 
 import agebench
 from agebench.gate.inputs import (
-    TASKS,
     GateInputError,
     _baseline_metrics,
-    _half_width,
     _mapping,
     _number,
     _read,
     collect_versioned,
+    gated_values,
     read_docs,
     results_version,
     run_fingerprint,
@@ -199,25 +198,6 @@ def compare_exact(baseline: dict[str, Any], current: dict[str, Any], mode: str =
     return rows
 
 
-def trained_values(doc: dict[str, Any], name: str, cfg: CheckConfig) -> dict[str, dict[str, Any]]:
-    """A trained row's gated metrics: '<row>/<task>/<metric>' -> {"value", "half_width"}."""
-    out: dict[str, dict[str, Any]] = {}
-    tasks = _mapping(doc["tasks"], f"{name}: tasks")
-    for task in TASKS:
-        t = tasks.get(task)
-        if t is None:
-            continue
-        t = _mapping(t, f"{name}: tasks.{task}")
-        cis = _mapping(t.get("ci95", {}), f"{name}: tasks.{task}.ci95")
-        for metric in cfg.metrics:
-            if metric in t:
-                out[f"{name}/{task}/{metric}"] = {
-                    "value": _number(t[metric], f"{name}: tasks.{task}.{metric}"),
-                    "half_width": _half_width(cis.get(metric), f"{name}: tasks.{task}.ci95.{metric}"),
-                }
-    return out
-
-
 def compare_statistical(
     baseline: dict[str, dict[str, Any]], current: dict[str, dict[str, Any]], cfg: CheckConfig
 ) -> list[Row]:
@@ -334,7 +314,7 @@ def _compare_format3(
         if doc.get("kind") in EXACT_KINDS:
             exact_now.update(exact_values(doc, name))
         else:
-            trained_now.update(trained_values(doc, name, cfg))
+            trained_now.update(gated_values(doc, name, cfg))
             trained_exact_now.update(exact_values(doc, name))
     notes.append(
         "exact: rows no training touches (identity, real, external, probes); scoring fixed images is the same "
@@ -423,8 +403,8 @@ def update_baseline(
             exact.update(exact_values(doc, name))
             continue
         trained_exact.update(exact_values(doc, name))
-        for key, entry in trained_values(doc, name, cfg).items():
-            seeds = [trained_values(run[name], name, cfg).get(key, {}).get("value") for run in runs]
+        for key, entry in gated_values(doc, name, cfg).items():
+            seeds = [gated_values(run[name], name, cfg).get(key, {}).get("value") for run in runs]
             trained[key] = {**entry, "seeds": seeds if len(runs) > 1 else []}
     if fingerprint is None:
         fingerprint = run_fingerprint(metrics_dir)

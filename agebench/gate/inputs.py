@@ -89,38 +89,61 @@ def collect_versioned(metrics_dir: Path, cfg: CheckConfig) -> tuple[dict[str, di
     out: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[int, str | None], Path] = {}
     for f in files:
-        doc = _read(f)
-        if not isinstance(doc, dict) or "tasks" not in doc:
-            raise GateInputError(f"{f}: not an agebench metrics file (no 'tasks')")
-        try:
-            seen.setdefault(results_version(doc), f)
-        except GateInputError as exc:
-            raise GateInputError(f"{f}: {exc}") from None
-        method = doc.get("method", f.stem)
-        if not isinstance(method, str):
-            raise GateInputError(f"{f}: method: expected a name, got {method!r}")
-        tasks = _mapping(doc["tasks"], f"{f}: tasks")
-        for task in TASKS:
-            t = tasks.get(task)
-            if t is None:
-                continue
-            t = _mapping(t, f"{f}: tasks.{task}")
-            cis = _mapping(t.get("ci95", {}), f"{f}: tasks.{task}.ci95")
-            for metric in cfg.metrics:
-                if metric not in t:
-                    continue
-                value = _number(t[metric], f"{f}: tasks.{task}.{metric}")
-                half = _half_width(cis.get(metric), f"{f}: tasks.{task}.ci95.{metric}")
-                out[f"{method}/{task}/{metric}"] = {"value": value, "half_width": half}
+        doc, method = _results_doc(f, seen)
+        out.update(gated_values(doc, method, cfg, where=str(f)))
+    version, profile = _one_version(seen, metrics_dir, "rerun `dvc repro` so every method is scored")
+    return out, version, profile
+
+
+def _results_doc(f: Path, seen: dict[tuple[int, str | None], Path]) -> tuple[dict[str, Any], str]:
+    """A metrics file's document and row name; its (protocol_version, profile) is added to `seen`."""
+    doc = _read(f)
+    if not isinstance(doc, dict) or "tasks" not in doc:
+        raise GateInputError(f"{f}: not an agebench metrics file (no 'tasks')")
+    try:
+        seen.setdefault(results_version(doc), f)
+    except GateInputError as exc:
+        raise GateInputError(f"{f}: {exc}") from None
+    name = doc.get("method", f.stem)
+    if not isinstance(name, str):
+        raise GateInputError(f"{f}: method: expected a name, got {name!r}")
+    return doc, name
+
+
+def _one_version(seen: dict[tuple[int, str | None], Path], folder: Path, rerun: str) -> tuple[int, str | None]:
+    """The one (protocol_version, profile) of the files read; GateInputError naming two files when they differ."""
     if len(seen) > 1:
         (v1, p1), (v2, p2) = list(seen)[:2]
         f1, f2 = seen[(v1, p1)], seen[(v2, p2)]
         raise GateInputError(
-            f"{metrics_dir}: mixed results: {f1.name} is protocol {v1}, profile {p1}, {f2.name} is protocol {v2}, "
-            f"profile {p2}; rerun `dvc repro` so every method is scored under one protocol and profile"
+            f"{folder}: mixed results: {f1.name} is protocol {v1}, profile {p1}, {f2.name} is protocol {v2}, "
+            f"profile {p2}; {rerun} under one protocol and profile"
         )
     ((version, profile),) = seen
-    return out, version, profile
+    return version, profile
+
+
+def gated_values(
+    doc: dict[str, Any], name: str, cfg: CheckConfig, where: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """A row's gated metrics: '<name>/<task>/<metric>' -> {"value", "half_width"}; errors name `where`
+    (default: the row's name)."""
+    where = name if where is None else where
+    out: dict[str, dict[str, Any]] = {}
+    tasks = _mapping(doc["tasks"], f"{where}: tasks")
+    for task in TASKS:
+        t = tasks.get(task)
+        if t is None:
+            continue
+        t = _mapping(t, f"{where}: tasks.{task}")
+        cis = _mapping(t.get("ci95", {}), f"{where}: tasks.{task}.ci95")
+        for metric in cfg.metrics:
+            if metric in t:
+                out[f"{name}/{task}/{metric}"] = {
+                    "value": _number(t[metric], f"{where}: tasks.{task}.{metric}"),
+                    "half_width": _half_width(cis.get(metric), f"{where}: tasks.{task}.ci95.{metric}"),
+                }
+    return out
 
 
 def _baseline_metrics(base: Any, path: Path) -> dict[str, dict[str, Any]]:
@@ -158,27 +181,10 @@ def read_docs(
     docs: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[int, str | None], Path] = {}
     for f in files:
-        doc = _read(f)
-        if not isinstance(doc, dict) or "tasks" not in doc:
-            raise GateInputError(f"{f}: not an agebench metrics file (no 'tasks')")
-        _mapping(doc["tasks"], f"{f}: tasks")
-        try:
-            seen.setdefault(results_version(doc), f)
-        except GateInputError as exc:
-            raise GateInputError(f"{f}: {exc}") from None
-        name = doc.get("method", f.stem)
-        if not isinstance(name, str):
-            raise GateInputError(f"{f}: method: expected a name, got {name!r}")
+        doc, name = _results_doc(f, seen)
         _validate_tasks(doc, str(f), gated)
         docs[name] = doc
-    if len(seen) > 1:
-        (v1, p1), (v2, p2) = list(seen)[:2]
-        raise GateInputError(
-            f"{metrics_dir}: mixed results: {seen[(v1, p1)].name} is protocol {v1}, profile {p1}, "
-            f"{seen[(v2, p2)].name} is protocol {v2}, profile {p2}; rerun so every row is scored under one "
-            "protocol and profile"
-        )
-    ((version, profile),) = seen
+    version, profile = _one_version(seen, metrics_dir, "rerun so every row is scored")
     return docs, version, profile
 
 

@@ -187,31 +187,7 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
             if rows:
                 lines += [f"### {task}", "", *_md_table(header, rows), ""]
     notes = flag_notes(df)
-    if notes:
-        lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
-    real = next((d for d in docs if d.get("method") == "real"), None)
-    if real is not None:
-        lines += parts_markdown("Real faces (the `real` row)", real_row_parts(real))
-    for d in docs:
-        if d.get("reconstruction"):
-            lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))
-    if not df.empty:
-        lines += [
-            "## Training and provenance",
-            "",
-            "| method | kind | resolution | parameters | train time (s) | hardware | git revision | protocol "
-            "| profile |",
-            "|---|---|---:|---:|---:|---|---|---:|---|",
-        ]
-        for _, row in df.iterrows():
-            secs = row.get("train_seconds")
-            lines.append(
-                f"| {row['method']} | {row['kind']} | {_int(row.get('resolution'))} | {_int(row.get('parameters'))} | "
-                f"{'–' if report_html.is_missing(secs) else f'{secs:.0f}'} | {_text(row.get('hardware'))} | "
-                f"{_text(row.get('git_revision'))} | {_int(row.get('protocol_version'))} | "
-                f"{_text(row.get('profile'))} |"
-            )
-        lines.append("")
+    lines += appendix_markdown(df, docs, notes, seeds=False)
     return "\n".join(lines)
 
 
@@ -386,3 +362,50 @@ def ranks_markdown(metrics_dir: str | Path, runtime_dir: str | Path | None = Non
     if df.attrs.get("protocol", 2) >= 3:
         return sentences_markdown(df.attrs["rankings"])
     return sentences_markdown(v2_rankings(df, docs), groups=False)
+
+
+def appendix_markdown(
+    df: pd.DataFrame, docs: Sequence[Mapping[str, Any]], notes: Sequence[str], seeds: bool
+) -> list[str]:
+    """The leaderboard's closing sections (markdown lines): flags, the `real` row's parts, each reconstruction,
+    and the training and provenance table. `seeds` (protocol 3): the table has a seeds column, and the `real`
+    row's section is left out when it has no parts."""
+    lines: list[str] = []
+    if notes:
+        lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
+    real = next((d for d in docs if d.get("method") == "real"), None)
+    if real is not None:
+        parts = real_row_parts(real)
+        if parts or not seeds:
+            lines += parts_markdown("Real faces (the `real` row)", parts)
+    for d in docs:
+        if d.get("reconstruction"):
+            lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))
+    if df.empty:
+        return lines
+    seed_col = ["seeds"] if seeds else []
+    header = ["method", "kind", *seed_col, "resolution", "parameters", "train time (s)", "hardware", "git revision"]
+    aligns = ["---", "---", *["---:" for _ in seed_col], "---:", "---:", "---:", "---", "---"]
+    lines += [
+        "## Training and provenance",
+        "",
+        "| " + " | ".join([*header, "protocol", "profile"]) + " |",
+        "|" + "|".join([*aligns, "---:", "---"]) + "|",
+    ]
+    for _, row in df.iterrows():
+        secs = row.get("train_seconds")
+        cells = [
+            f"{row['method']}",
+            f"{row['kind']}",
+            *[_int(row.get(c)) for c in seed_col],
+            _int(row.get("resolution")),
+            _int(row.get("parameters")),
+            "–" if report_html.is_missing(secs) else f"{secs:.0f}",
+            _text(row.get("hardware")),
+            _text(row.get("git_revision")),
+            _int(row.get("protocol_version")),
+            _text(row.get("profile")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines

@@ -19,11 +19,9 @@ from agebench.report.markdown import (
     _method_label,
     _task_title,
     _text,
+    appendix_markdown,
     flag_notes,
     floor_note,
-    parts_markdown,
-    real_row_parts,
-    reconstruction_parts,
 )
 from agebench.report.ranking import NO_CHANGE, TaskRanking
 from agebench.report.sentences import rank_sentences, signed
@@ -213,29 +211,5 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
             "",
         ]
     notes = flag_notes(df)
-    if notes:
-        lines += ["## Flags", "", *[f"- {n}" for n in notes], ""]
-    real = next((d for d in docs if d.get("method") == "real"), None)
-    if real is not None and (parts := real_row_parts(real)):
-        lines += parts_markdown("Real faces (the `real` row)", parts)
-    for d in docs:
-        if d.get("reconstruction"):
-            lines += parts_markdown(f"{d['method']}: reconstruction", reconstruction_parts(d))
-    if not df.empty:
-        lines += [
-            "## Training and provenance",
-            "",
-            "| method | kind | seeds | resolution | parameters | train time (s) | hardware | git revision | protocol "
-            "| profile |",
-            "|---|---|---:|---:|---:|---:|---|---|---:|---|",
-        ]
-        for _, row in df.iterrows():
-            secs = row.get("train_seconds")
-            lines.append(
-                f"| {row['method']} | {row['kind']} | {_int(row.get('seeds'))} | {_int(row.get('resolution'))} | "
-                f"{_int(row.get('parameters'))} | {'–' if report_html.is_missing(secs) else f'{secs:.0f}'} | "
-                f"{_text(row.get('hardware'))} | {_text(row.get('git_revision'))} | "
-                f"{_int(row.get('protocol_version'))} | {_text(row.get('profile'))} |"
-            )
-        lines.append("")
+    lines += appendix_markdown(df, docs, notes, seeds=True)
     return "\n".join(lines)
