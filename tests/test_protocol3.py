@@ -308,6 +308,10 @@ def test_merge_seeds_means_spread_and_two_level_intervals(tiny_run, tmp_path) ->
         j = np.array([ta["per_face"]["joint"], tb["per_face"]["joint"]])
         want = stats.two_level_bootstrap(j, 200, 0, stats.seed_stream("cyclegan_keras"))
         assert t["ci95"]["joint"] == pytest.approx(list(want.ci95))
+    # A bound one seed could not compute is null in its file (no output with a face: no gap_closure interval).
+    nulls = json.loads(json.dumps(b))
+    nulls["seeds"][0]["tasks"]["aging"]["ci95"]["gap_closure"] = [None, None]
+    assert merge_seed_docs([a, nulls])["tasks"]["aging"]["ci95"]["gap_closure"] is not None
     with pytest.raises(SeedMergeError, match="git_revision"):
         merge_seed_docs([a, {**b, "git_revision": "other"}])
     with pytest.raises(SeedMergeError, match="profile"):

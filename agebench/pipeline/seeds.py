@@ -146,7 +146,9 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
     for k in set().union(*(t.get("ci95", {}) for t in per_seed)):
         bounds = [t.get("ci95", {}).get(k) for t in per_seed]
         if all(b is not None and len(b) == 2 for b in bounds):
-            ci[k] = [float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds]))]
+            # A bound a seed could not compute is null in its file (e.g. gap_closure when no output had a face).
+            lo, hi = (np.array([np.nan if b[i] is None else b[i] for b in bounds], np.float64) for i in (0, 1))
+            ci[k] = [float(lo.mean()), float(hi.mean())]
     stream = stats.seed_stream(name)
     matrices = {metric: _per_face_matrix(records, key) for metric, key in PER_FACE_METRICS.items()}
     if "gap_closure" in out and "gap" in out:
