@@ -321,17 +321,6 @@ def test_parity_builtin_outputs_exported_as_png_score_identically(world: dict, e
     assert strip(again) == json.loads(json.dumps(builtin["tasks"])) and again["resolution"] == 128
 
 
-def test_resize_is_the_builtin_one() -> None:
-    from agebench.pipeline.generate import to_eval_resolution
-
-    rng = np.random.default_rng(1)
-    for size in (64, 200, 256, 128):
-        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        ours = external.to_eval_size(img, 128)
-        theirs = to_eval_resolution(torch.from_numpy(img).permute(2, 0, 1)[None], 128)[0]
-        assert np.array_equal(ours, theirs), size
-
-
 def test_toy_method_through_score_outputs(world: dict, exported: Path, tmp_path: Path, stub, capsys) -> None:
     from PIL import ImageOps
 

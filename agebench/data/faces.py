@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from agebench.params.sections import GroupsConfig
 from methods.base import TrainData
@@ -30,6 +31,15 @@ def load_faces(prepared: str | Path, resolution: int) -> np.ndarray:
             f"{path} not found: resolution {resolution} is not prepared; add it to data.resolutions in params.yaml"
         )
     return np.load(path, mmap_mode="r")
+
+
+def to_eval_size(rgb: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8: the one resize of a face to the evaluation size (PIL
+    antialiased bicubic, `reducing_gap=None`; returned as is when already that size). Built-in methods'
+    outputs (`generate`) and external rows' outputs (`external.score`) both go through it."""
+    if rgb.shape[:2] == (size, size):
+        return np.ascontiguousarray(rgb)
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
 
 
 def faces_nchw(faces: np.ndarray, rows: np.ndarray) -> torch.Tensor:

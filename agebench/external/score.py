@@ -1,12 +1,12 @@
-"""External rows (PROTOCOL.md s.6, v2): export the test inputs, read a folder of outputs made elsewhere, score it.
+"""External rows (PROTOCOL.md s.6, v2): read a folder of outputs made elsewhere and score it.
 
 A method that runs outside the pipeline gets the protocol's fixed test inputs from `export_inputs`
 (lossless PNGs at the original 200x200 and at the evaluation size, named by a stable id, plus
 `manifest.csv`/`manifest.json` and a README), writes `FOLDER/<task>/<id>.png` (any size, any format
 PIL reads) and optionally its round trips `FOLDER/<task>_cycle/<id>.png`, and `score_folder` scores
 the folder with the built-in methods' own code: the outputs are turned into the arrays the `generate`
-stage writes (uint8, resized to the evaluation size with PIL's antialiased bicubic exactly as
-`agebench.pipeline.generate.to_eval_resolution` does) and handed to `agebench.pipeline.evaluate.evaluate_method`.
+stage writes (uint8, resized to the evaluation size by the one resize the built-in outputs go through,
+`agebench.data.faces.to_eval_size`) and handed to `agebench.pipeline.evaluate.evaluate_method`.
 
 Missing outputs count as failures for every metric: the arrays carry a `present` mask (the pixels of a
 missing output are zeros that no network sees and nothing inspects), and `metrics.suite.score_task`
@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 import agebench
+from agebench.data.faces import to_eval_size
 from agebench.external.tasks import (
     IGNORED_NAMES,
     LOSSY_FORMATS,
@@ -161,18 +162,6 @@ def read_output(path: Path) -> tuple[np.ndarray | None, str | None, list[tuple[s
     if h != w:
         notes.append(("not_square", f"{w}x{h}"))
     return np.ascontiguousarray(rgb), None, notes
-
-
-def to_eval_size(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, resized exactly as built-in outputs are.
-
-    The same call as `agebench.pipeline.generate.to_eval_resolution` (PIL antialiased bicubic, `reducing_gap=None`,
-    untouched at the evaluation size; tests/test_external.py checks the two agree), kept here so that
-    scoring an external folder does not depend on the method-building code.
-    """
-    if rgb.shape[:2] == (size, size):
-        return np.ascontiguousarray(rgb)
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from agebench.data.faces import faces_nchw
+from agebench.data.faces import faces_nchw, to_eval_size
 from agebench.params.sections import Params
 from agebench.pipeline.train import CheckpointError, build_method, load_checkpoint, method_config
 from methods.base import Method, float_to_uint8, uint8_to_float
@@ -61,13 +60,11 @@ def task_list(method: Method, params: Params) -> dict[str, dict]:
 
 
 def to_eval_resolution(images: torch.Tensor, size: int) -> np.ndarray:
-    """(N, 3, R, R) uint8 -> (N, size, size, 3) uint8, PIL antialiased bicubic when R != size."""
+    """(N, 3, R, R) uint8 -> (N, size, size, 3) uint8, each image through `to_eval_size` when R != size."""
     arr = images.permute(0, 2, 3, 1).cpu().numpy()
     if arr.shape[1] == size:
         return np.ascontiguousarray(arr)
-    return np.stack(
-        [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)) for a in arr]
-    )
+    return np.stack([to_eval_size(a, size) for a in arr])
 
 
 def translate_all(
