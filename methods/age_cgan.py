@@ -250,7 +250,7 @@ class AgeCgan(Method):
     scheme = "cgan6"
     aux_networks = ("face_descriptor",)
     # The identity-preserving latent optimisation minimises dlib's descriptor distance: dlib's metrics
-    # of this method are not an independent judgement (issue 14 item 1).
+    # of this method are not an independent judgement (the report flags them).
     uses_scoring_networks = ("dlib",)
     extra_tables: ClassVar[Mapping[str, tuple[str, ...]]] = {"reconstruction": LATENT_MODES}
     group_for_pair = GROUP_FOR_PAIR

@@ -1,6 +1,6 @@
 """The skeleton the CycleGAN-family methods share (docs/METHODS.md sections 1, 2 and 4).
 
-`CycleGANFamily` holds what every CycleGAN file used to repeat: the group checks, the engineering
+`CycleGANFamily` holds what every CycleGAN method needs once: the group checks, the engineering
 switches (`Engine`), step counting (sum of `epoch_lengths`, capped by `max_steps`), translation
 dispatch in eval mode, the sample grid, and `state_dict` (networks plus every optimiser, scheduler
 and image pool). `TwoDomainCycleGAN` adds the two-generator, two-discriminator young <-> old layout

@@ -1,1 +1,2 @@
-"""DVC stage entry points: the only code in agebench that reads and writes files."""
+"""DVC stages: exactly one thin module per stage of dvc.yaml. Each parses its arguments, calls the library
+(`agebench`) and writes its outputs atomically; nothing imports a stage."""

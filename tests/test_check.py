@@ -147,7 +147,7 @@ def _one_line(err: str, command: str) -> str:
     ],
 )
 def test_malformed_metrics_exit_2_not_1(tmp_path: Path, baseline: Path, capsys, case: str, expect: str) -> None:
-    """Issue 9 case 6: a broken file is bad input (2), never a regression (1)."""
+    """A broken file is bad input (2), never a regression (1)."""
     doc = metrics_doc("a")
     aging = doc["tasks"]["aging"]
     if case == "tasks is a list":
@@ -191,7 +191,7 @@ def test_baseline_records_protocol_and_profile(baseline: Path) -> None:
 
 @pytest.mark.parametrize("what", ["protocol_version", "profile"])
 def test_other_protocol_or_profile_is_refused(tmp_path: Path, baseline: Path, capsys, what: str) -> None:
-    """Issue 14 item 9: results of another protocol version or profile than the baseline: exit 2, one line."""
+    """Results of another protocol version or profile than the baseline: exit 2, one line."""
     docs = [metrics_doc("a"), metrics_doc("b")]
     for d in docs:
         d[what] = agebench.PROTOCOL_VERSION + 1 if what == "protocol_version" else "full"
@@ -225,7 +225,7 @@ def test_old_baseline_without_versions_is_protocol_1(tmp_path: Path, baseline: P
 
 
 def test_baseline_update_refuses_old_protocol_and_folders(tmp_path: Path, baseline: Path, capsys) -> None:
-    """Issue 9 case 1 and issue 14's bad input: nothing overwritten, nothing lost, exit 2."""
+    """Bad input: nothing overwritten, nothing lost, exit 2."""
     docs = [metrics_doc("a"), metrics_doc("b")]
     for d in docs:
         d["protocol_version"] = agebench.PROTOCOL_VERSION - 1

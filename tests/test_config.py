@@ -154,7 +154,7 @@ def test_unknown_top_level_key_and_unknown_method_are_errors(tmp_path: Path) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# Ranges (issue 9 case 4): every bad value is one ParamsError naming the file and the key
+# Ranges: every bad value is one ParamsError naming the file and the key
 
 
 def _repo_params_with(tmp_path: Path, section_name: str | None, key: str, value: object, profile: str = "full") -> Path:

@@ -514,7 +514,7 @@ def test_real_utkface_folder(utkface_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# Resource caps and links (issue 9 cases 8 and 10)
+# Resource caps and links
 # --------------------------------------------------------------------------------------------
 
 
@@ -594,7 +594,7 @@ def test_folder_digest_does_not_follow_links(tmp_path, images):
     ],
 )
 def test_bad_methods_list_is_one_line_in_download(tmp_path, images, capsys, yaml_text, expect):
-    """Issue 9 case 4: `methods` errors were tracebacks in the download stage."""
+    """A bad `methods` list is one line in the download stage, not a traceback."""
     folder = _write_folder(tmp_path / "faces", images, NAMES)
     params = tmp_path / "params.yaml"
     params.write_text(f"data:\n  source: {folder}\n{yaml_text}")

@@ -1,4 +1,4 @@
-"""The `fgnet` stage's record changes exactly when the optional FG-NET folder does (issue 10)."""
+"""The `fgnet` stage's record changes exactly when the optional FG-NET folder does."""
 
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def test_unusual_entries_are_counted_by_reason(tmp_path: Path) -> None:
-    """Issue 9 cases 5 and 10: a non-UTF-8 name, links, a subfolder, a bomb and a huge image are each
+    """A non-UTF-8 name, links, a subfolder, a bomb and a huge image are each
     counted under their own reason; no link is followed and the outputs read back."""
     folder = tmp_path / "faces"
     good = make_bad_folder(folder)

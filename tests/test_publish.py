@@ -1,4 +1,4 @@
-"""`agebench publish` copies only face-free files, and only from a finished, consistent run (issue 13)."""
+"""`agebench publish` copies only face-free files, and only from a finished, consistent run."""
 
 from __future__ import annotations
 

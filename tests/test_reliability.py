@@ -1,4 +1,4 @@
-"""Issue 9's probe, case by case: never lose a user's file, one clear line and the right exit status.
+"""Reliability, case by case: never lose a user's file, one clear line and the right exit status.
 
 Each test reproduces one case of the probe and asserts the message, the exit status and that nothing
 was lost. Cases covered elsewhere: 2 (crafted checkpoints) in the train/generate tests; 5, 10 in

@@ -1,4 +1,4 @@
-"""The published CPU-track results are what the committed code renders from them (issue 13).
+"""The published CPU-track results are what the committed code renders from them.
 
 `results/cpu/` is written by `agebench publish` from a finished `dvc repro` of the cpu profile; these
 tests hold it, the README's copy of its leaderboard, the README's sentences about ranks and the quality

@@ -177,7 +177,7 @@ def test_faceless_outputs_count_in_face_fail_and_fail_age_acc(utkface_sample) ->
 
 @pytest.mark.real_data
 def test_score_benchmark_runs_with_a_tiny_n(utkface_dir, capsys) -> None:
-    """benchmarks/score.py end to end (issue 14 item 10: it must not rot again)."""
+    """benchmarks/score.py end to end (a benchmark nothing runs would break unnoticed)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "score.py"
     spec = importlib.util.spec_from_file_location("bench_score", path)
     module = importlib.util.module_from_spec(spec)

@@ -107,7 +107,7 @@ def _task_sign(doc: Mapping[str, Any], task: str) -> int:
 
 
 def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
-    """Markdown: does each method learn its task (issue 13's criterion)?
+    """Markdown: does each method learn its task?
 
     On a task whose target is older (aging), a method learns when its `age_gain` 95% interval lies
     entirely above the `identity` row's and its SFace `id_rate` >= `min_id_rate`; on a younger target
