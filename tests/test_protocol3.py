@@ -311,7 +311,10 @@ def test_merge_seeds_means_spread_and_two_level_intervals(tiny_run, tmp_path) ->
     # A bound one seed could not compute is null in its file (no output with a face: no gap_closure interval).
     nulls = json.loads(json.dumps(b))
     nulls["seeds"][0]["tasks"]["aging"]["ci95"]["gap_closure"] = [None, None]
-    assert merge_seed_docs([a, nulls])["tasks"]["aging"]["ci95"]["gap_closure"] is not None
+    nulls["seeds"][0]["tasks"]["aging"]["age_mean"] = None  # a score that seed could not compute
+    m = merge_seed_docs([a, nulls])["tasks"]["aging"]
+    assert m["ci95"]["gap_closure"] is not None and m["age_mean"] == a["tasks"]["aging"]["age_mean"]
+    assert (m["scheme"], m["source"], m["target"]) == ("pair", "young", "old")
     with pytest.raises(SeedMergeError, match="git_revision"):
         merge_seed_docs([a, {**b, "git_revision": "other"}])
     with pytest.raises(SeedMergeError, match="profile"):

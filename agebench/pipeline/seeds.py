@@ -74,8 +74,11 @@ def per_face_record(files: Sequence[str], arrays: Mapping[str, np.ndarray]) -> d
 
 def _scores(task: Mapping[str, Any]) -> dict[str, float]:
     """A task's numeric scores (every number that is not a label, a count of structure or a nested record)."""
+    # A null is a score a seed could not compute (written from NaN, e.g. gap_closure without any face).
     return {
-        k: v for k, v in task.items() if k not in _NOT_SCORES and isinstance(v, int | float) and not isinstance(v, bool)
+        k: v
+        for k, v in task.items()
+        if k not in _NOT_SCORES and (v is None or isinstance(v, int | float)) and not isinstance(v, bool)
     }
 
 
@@ -117,6 +120,11 @@ def _mean_per_face(records: Sequence[Mapping[str, list[Any]]]) -> dict[str, list
     return out
 
 
+def _as_floats(values: Sequence[Any]) -> np.ndarray:
+    """float64 array of numbers and nulls (NaN)."""
+    return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
 def _per_face_matrix(records: Sequence[Mapping[str, list[Any]]], key: str) -> np.ndarray:
     """(S, N) float64 of one per-face key over seeds, NaN for nulls."""
     return np.array([[np.nan if v is None else v for v in r[key]] for r in records], np.float64)
@@ -137,17 +145,19 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
         if r["file"] != files:
             raise SeedMergeError(f"{name}: the seeds' per-face records list different input files; rerun one revision")
     keys = [k for k in _scores(per_seed[0]) if all(k in t for t in per_seed)]
-    out: dict[str, Any] = {k: float(np.mean([np.nan if t[k] is None else t[k] for t in per_seed])) for k in keys}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a score no seed could compute stays null
+        out: dict[str, Any] = {k: float(np.nanmean(_as_floats([t[k] for t in per_seed]))) for k in keys}
     for k in (*_COUNTS, "face_fail", "id_fail", "age_fail"):
         if k in out and all(per_seed[0].get(k) == t.get(k) for t in per_seed):
             out[k] = per_seed[0][k]  # identical counts stay integers
     merged = _mean_per_face(records)
     ci: dict[str, list[float]] = {}
-    for k in set().union(*(t.get("ci95", {}) for t in per_seed)):
+    for k in dict.fromkeys(k for t in per_seed for k in t.get("ci95", {})):  # first seed's order: stable bytes
         bounds = [t.get("ci95", {}).get(k) for t in per_seed]
         if all(b is not None and len(b) == 2 for b in bounds):
             # A bound a seed could not compute is null in its file (e.g. gap_closure when no output had a face).
-            lo, hi = (np.array([np.nan if b[i] is None else b[i] for b in bounds], np.float64) for i in (0, 1))
+            lo, hi = (_as_floats([b[i] for b in bounds]) for i in (0, 1))
             ci[k] = [float(lo.mean()), float(hi.mean())]
     stream = stats.seed_stream(name)
     matrices = {metric: _per_face_matrix(records, key) for metric, key in PER_FACE_METRICS.items()}
@@ -160,11 +170,11 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
             continue
         b = stats.two_level_bootstrap(values, resamples, boot_seed, stream)
         if metric in PER_FACE_METRICS:
-            col = np.array([np.nan if v is None else v for v in merged[PER_FACE_METRICS[metric]]], np.float64)
+            col = _as_floats(merged[PER_FACE_METRICS[metric]])
             out[metric] = float(col.mean()) if np.isfinite(col).all() and len(col) else b.value
         ci[metric] = list(b.ci95)
     for metric in _RATES:
-        if metric in out:
+        if metric in out and math.isfinite(out[metric]):
             n_total = int(out.get("n", len(files))) * len(per_seed)
             k = round(out[metric] * n_total)
             if stats.is_rare(k, n_total):
@@ -222,7 +232,8 @@ def merge_seed_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             per_seed = [e.get(key, {}).get(task_id) for e in entries]
             if any(t is None for t in per_seed):
                 raise SeedMergeError(f"{name}: task {task_id} is missing from a seed's record")
-            merged = merge_task(per_seed, name, resamples, boot_seed)
+            merged = {**{k: task[k] for k in ("scheme", "source", "target") if k in task}}
+            merged.update(merge_task(per_seed, name, resamples, boot_seed))
             if "breakdown" in task:  # per-seed breakdowns are not kept: the first run's, labelled as such
                 merged["breakdown_seed"] = entries[0]["seed"]
                 merged["breakdown"] = task["breakdown"]
