@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agebench.data.faces import faces_nchw, load_faces, load_index
+from agebench.data.faces import faces_nchw, load_faces, load_index, test_faces
 from agebench.infra.common import atomic_path, run_main, write_json
 from agebench.infra.devices import select_device
 from agebench.params.load import load_params
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(Path(args.out), kind="dir") as tmp:
         tmp.mkdir(parents=True)
         for task_id, t in tasks.items():
-            rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
+            rows = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
             inputs = faces_nchw(faces, rows)
             fake, cycle = translate_all(
                 method,
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(tmp / f"{task_id}.npz", rows=rows, fake=fake, cycle=cycle)
             t["n"] = len(rows)
         t = tasks["aging"]  # extra tables (e.g. Age-cGAN's reconstructions) use the aging task's inputs
-        rows = test.loc[test[t["scheme"]] == t["source"], "row"].to_numpy()
+        rows = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
         for table, arrays in extra_tables(method, faces, rows, t["method_source"], bs, size).items():
             np.savez(tmp / f"{table}.npz", **arrays)
         strips = progression(method, faces, test, size, params.generate.progression_faces)

@@ -42,6 +42,12 @@ def to_eval_size(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None))
 
 
+def test_faces(index: pd.DataFrame, scheme: str, group: str) -> pd.DataFrame:
+    """The index rows of the test faces in `group` of `scheme`, in index order: a task's inputs when `group` is
+    its source, the real faces it is compared with when `group` is its target (PROTOCOL.md s.3)."""
+    return index.loc[(index[scheme] == group) & (index["split"] == "test")]
+
+
 def faces_nchw(faces: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     """Gather `rows` of an (N, R, R, 3) uint8 array into a (K, 3, R, R) uint8 tensor."""
     return torch.from_numpy(np.ascontiguousarray(faces[rows])).permute(0, 3, 1, 2).contiguous()

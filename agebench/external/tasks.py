@@ -62,16 +62,17 @@ def task_inputs(params: Params, index: pd.DataFrame, tasks: Sequence[str] | None
 
     Raises ExternalError for an unknown task name.
     """
+    from agebench.data.faces import test_faces
+
     known = dict(params.tasks.items())
     for name in tasks or ():
         if name not in known:
             raise ExternalError(f"unknown task {name!r}; tasks: {', '.join(known)}")
-    test = index[index["split"] == "test"]
     out = {}
     for task_id, t in known.items():
         if tasks and task_id not in tasks:
             continue
-        sub = test.loc[test[t.scheme] == t.source].copy()
+        sub = test_faces(index, t.scheme, t.source).copy()
         sub["id"] = [face_id(f) for f in sub["file"]]
         dup = sub["id"][sub["id"].duplicated()]
         if len(dup):  # only a sha1 prefix collision could do this

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agebench.data.faces import faces_nchw, load_faces, load_index
+from agebench.data.faces import faces_nchw, load_faces, load_index, test_faces
 from agebench.infra.common import read_json
 from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
@@ -79,11 +79,10 @@ def evaluate_method(
         faces_out: dict[str, np.ndarray] = {}
         sub = index.set_index("row").loc[rows]
         in_target = index[t["scheme"]] == t["target"]
-        is_test = index["split"] == "test"
         target_rows = index.loc[in_target, "row"].to_numpy()
         target_train = (index.loc[in_target, "split"] == "train").to_numpy()
-        target_test = index.loc[in_target & is_test, "row"].to_numpy()
-        source_test = index.loc[(index[t["scheme"]] == t["source"]) & is_test, "row"].to_numpy()
+        target_test = test_faces(index, t["scheme"], t["target"])["row"].to_numpy()
+        source_test = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
         result = score_task(
             scorer,
             faces_nchw(faces, rows),

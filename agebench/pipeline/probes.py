@@ -94,17 +94,16 @@ def score_probes(params: Any, prepared: Path, scorer: Any, probes: tuple[str, ..
     `Scorer` (`agebench.pipeline.scoring.scorer_for_params`). The documents are what `evaluate_method` writes for
     a method, so every metric the pipeline computes is computed for them, by the same code.
     """
-    from agebench.data.faces import load_faces, load_index
+    from agebench.data.faces import load_faces, load_index, test_faces
     from agebench.pipeline.evaluate import evaluate_method
 
     index = load_index(prepared)
-    test = index[index["split"] == "test"]
     tasks = {
         task_id: {
             "scheme": t.scheme,
             "source": t.source,
             "target": t.target,
-            "rows": test.loc[test[t.scheme] == t.source, "row"].to_numpy(),
+            "rows": test_faces(index, t.scheme, t.source)["row"].to_numpy(),
         }
         for task_id, t in params.tasks.items()
     }

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from agebench.data.faces import faces_nchw
+from agebench.data.faces import faces_nchw, test_faces
 from agebench.params.sections import Params
 from metrics import stats
 from metrics.fid import fid_kid_from_features
@@ -131,10 +131,9 @@ def real_floor(
     out = {}
     for task_id, t in params.tasks.items():
         in_target = index[t.scheme] == t.target
-        is_test = index["split"] == "test"
-        test_rows = index.loc[in_target & is_test, "row"].to_numpy()
+        test_rows = test_faces(index, t.scheme, t.target)["row"].to_numpy()
         # The task's outputs: one per test face of the source group (PROTOCOL.md s.3).
-        n_outputs = int(((index[t.scheme] == t.source) & is_test).sum())
+        n_outputs = len(test_faces(index, t.scheme, t.source))
         res: dict[str, Any] = {
             "scheme": t.scheme,
             "source": t.source,
@@ -153,7 +152,7 @@ def real_floor(
         res["face_found_rate"] = det["face_found_rate"]
         res["ci95"]["face_found_rate"] = det["ci95"]
         # The real gap and the age ceiling, on the test faces of both groups that YuNet finds (as evaluate).
-        source_rows = index.loc[(index[t.scheme] == t.source) & is_test, "row"].to_numpy()
+        source_rows = test_faces(index, t.scheme, t.source)["row"].to_numpy()
         age_source = found_ages(scorer, faces_nchw(faces, source_rows))
         age_target = found_ages(scorer, faces_nchw(faces, test_rows))
         ceiling = stats.real_age_ceiling(age_source, age_target, scorer.bootstrap_resamples, scorer.bootstrap_seed)
