@@ -8,7 +8,7 @@ what `agebench leaderboard` rebuilds: a function of the metrics (and runtime) fi
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,32 +64,51 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 
 
-def task_table(df: pd.DataFrame, task: str, ranked: bool) -> tuple[list[str], list[list[tuple[str, str]]]]:
-    """The rows of one task's table as (value, interval) cells, for markdown and HTML alike.
+def task_rows(
+    df: pd.DataFrame,
+    task: str,
+    ranked: bool,
+    columns: Sequence[tuple[str, str]],
+    cell: Callable[[Mapping[str, Any], str], tuple[str, str]],
+    drop_real: bool = False,
+) -> list[list[tuple[str, str]]]:
+    """The rows of one task's table as (value, interval) cells, for markdown and HTML alike, protocols 2 and 3.
 
-    ranked: the ranked kinds in that task's own order, else the reference rows (rank "–").
+    ranked: the ranked kinds in that task's own order, else the reference rows (rank "–"; without `real` when
+    `drop_real`). The rank, method and n columns are rendered here, every other column by `cell(row, key)`.
     """
-    if df.empty:
-        return [t for _, t in TABLE_COLUMNS], []
     part = df[df["kind"].isin(RANKED_KINDS) == ranked]
     if ranked:
         part = part.assign(_o=pd.to_numeric(part[f"{task}.order"])).sort_values("_o", kind="stable")
+    elif drop_real:
+        part = part[part["method"] != "real"]
     rows = []
     for _, r in part.iterrows():
         cells = []
-        for key, _ in TABLE_COLUMNS:
+        for key, _ in columns:
             if key == "_rank":
                 cells.append((str(r.get(f"{task}.rank")) if ranked else "–", ""))
             elif key == "_method":
                 cells.append((_method_label(r), ""))
-            elif key == "_diff":
-                cells.append(report_html.value_and_interval(r, task, "joint_diff_above") if ranked else ("", ""))
             elif key == "_n":
                 cells.append((_int(r.get(f"{task}.n")), ""))
             else:
-                cells.append(_cell(r, task, key))
+                cells.append(cell(r, key))
         rows.append(cells)
-    return [t for _, t in TABLE_COLUMNS], rows
+    return rows
+
+
+def task_table(df: pd.DataFrame, task: str, ranked: bool) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The header and rows of one protocol-2 task table (see `task_rows`)."""
+    if df.empty:
+        return [t for _, t in TABLE_COLUMNS], []
+
+    def cell(r: Mapping[str, Any], key: str) -> tuple[str, str]:
+        if key == "_diff":
+            return report_html.value_and_interval(r, task, "joint_diff_above") if ranked else ("", "")
+        return _cell(r, task, key)
+
+    return [t for _, t in TABLE_COLUMNS], task_rows(df, task, ranked, TABLE_COLUMNS, cell)
 
 
 def floor_note(df: pd.DataFrame, task: str) -> str:

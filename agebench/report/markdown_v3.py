@@ -11,17 +11,17 @@ from typing import Any
 import pandas as pd
 
 from agebench.report import html as report_html
-from agebench.report.docs import RANKED_KINDS, TASKS
+from agebench.report.docs import TASKS
 from agebench.report.markdown import (
     _cell,
     _int,
     _md_table,
-    _method_label,
     _task_title,
     _text,
     appendix_markdown,
     flag_notes,
     floor_note,
+    task_rows,
 )
 from agebench.report.ranking import NO_CHANGE, TaskRanking
 from agebench.report.sentences import rank_sentences, signed
@@ -89,34 +89,20 @@ def task_table(df: pd.DataFrame, task: str, ranked: bool) -> tuple[list[str], li
     header = [t for _, t in TABLE_COLUMNS]
     if df.empty:
         return header, []
-    part = df[df["kind"].isin(RANKED_KINDS) == ranked]
-    if ranked:
-        part = part.assign(_o=pd.to_numeric(part[f"{task}.order"])).sort_values("_o", kind="stable")
-    else:
-        part = part[part["method"] != "real"]
-    rows = []
-    for _, r in part.iterrows():
-        cells = []
-        for key, _ in TABLE_COLUMNS:
-            if key == "_rank":
-                cells.append((str(r.get(f"{task}.rank")) if ranked else "–", ""))
-            elif key == "_method":
-                cells.append((_method_label(r), ""))
-            elif key == "_seeds":
-                cells.append((_int(r.get("seeds")), ""))
-            elif key == "_leader":
-                cells.append(_diff_cell(r, task, "diff_leader") if ranked else ("", ""))
-            elif key == "_no_change":
-                value, ci = _diff_cell(r, task, "vs_identity") if ranked else ("", "")
-                if ranked and r.get(f"{task}.not_above_no_change") is True:
-                    ci = f"{ci} {NOT_ABOVE}".strip()
-                cells.append((value, ci))
-            elif key == "_n":
-                cells.append((_int(r.get(f"{task}.n")), ""))
-            else:
-                cells.append(metric_cell(r, task, key))
-        rows.append(cells)
-    return header, rows
+
+    def cell(r: Mapping[str, Any], key: str) -> tuple[str, str]:
+        if key == "_seeds":
+            return _int(r.get("seeds")), ""
+        if key == "_leader":
+            return _diff_cell(r, task, "diff_leader") if ranked else ("", "")
+        if key == "_no_change":
+            value, ci = _diff_cell(r, task, "vs_identity") if ranked else ("", "")
+            if ranked and r.get(f"{task}.not_above_no_change") is True:
+                ci = f"{ci} {NOT_ABOVE}".strip()
+            return value, ci
+        return metric_cell(r, task, key)
+
+    return header, task_rows(df, task, ranked, TABLE_COLUMNS, cell, drop_real=True)
 
 
 def _years(row: Mapping[str, Any], task: str, col: str) -> tuple[str, str]:
