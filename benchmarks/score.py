@@ -47,11 +47,12 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from agebench.config import EvaluateConfig
-from agebench.registry import resolve_metrics
-from agebench.scoring import build_scorer
+from agebench.infra.registry import resolve_metrics
+from agebench.params.sections import EvaluateConfig
+from agebench.pipeline.scoring import build_scorer
 from metrics.fid import MemoryFeatureCache
-from metrics.suite import Scorer, score_task
+from metrics.scorer import Scorer
+from metrics.suite import score_task
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SIZE = 128
@@ -132,7 +133,7 @@ def load() -> str:
 
 
 def machine() -> str:
-    from agebench.scoring import scoring_threads
+    from agebench.pipeline.scoring import scoring_threads
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
@@ -144,8 +145,9 @@ def machine() -> str:
     )
 
 
-def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device: str) -> list[dict]:
-    """Inception images/s on `faces`, old path (torch eager) and new (scoring's), plus the other CPU runtime.
+def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device: str, other: bool) -> list[dict]:
+    """Inception images/s on `faces`, old path (torch eager) and new (scoring's), plus (`other`) the other CPU
+    runtime.
 
     Each path runs once untimed on one batch (first-call set-up), then over all faces; its load average is
     read right after. Returns one dict per path: name, img/s, load, max |features - old path's|.
@@ -154,12 +156,12 @@ def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device
 
     old = load_inception().to(device)
     paths = [("old: torch eager (channels_last)", old), (f"new: {getattr(new, 'runtime', 'torch')}", new)]
-    if device == "cpu":
-        other = "onnxruntime" if getattr(new, "runtime", "") != "onnxruntime" else "openvino"
+    if device == "cpu" and other:
+        name = "onnxruntime" if getattr(new, "runtime", "") != "onnxruntime" else "openvino"
         with tempfile.TemporaryDirectory() as tmp:
-            alt = accelerate(old, runtime=other, cache_dir=tmp)
-        if getattr(alt, "runtime", "torch") == other:
-            paths.append((f"alternative: {other}", alt))
+            alt = accelerate(old, runtime=name, cache_dir=tmp)
+        if getattr(alt, "runtime", "torch") == name:
+            paths.append((f"alternative: {name}", alt))
     rows, reference = [], None
     for name, model in paths:
         inception_features(faces[:batch_size], model, batch_size)
@@ -175,8 +177,8 @@ def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device
 def time_age_cgan(faces: torch.Tensor, steps: int) -> dict[str, float]:
     """Seconds of Age-cGAN's latent optimisation ("ip": Adam on dlib's descriptor distance) on `faces`
     (N, 3, 64, 64) uint8, untrained networks, and of its parts: E(x) plus the descriptor targets, one step."""
-    from agebench.aux_networks import load_aux
-    from agebench.config import GroupsConfig
+    from agebench.infra.aux_networks import load_aux
+    from agebench.params.sections import GroupsConfig
     from methods.age_cgan import AgeCgan, AgeCganConfig
 
     device = torch.device("cpu")
@@ -357,7 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, help="Inception batch size (evaluate.batch_size; 16 is fastest on CPU)"
     )
-    parser.add_argument("--skip-naive", action="store_true", help="time our path only")
+    parser.add_argument(
+        "--skip-naive", action="store_true", help="time our scoring path and Inception's old path only (no Age-cGAN)"
+    )
     parser.add_argument("--age-cgan-faces", type=int, default=32, help="faces for the Age-cGAN timing (0: skip)")
     parser.add_argument("--latent-steps", type=int, default=50, help="Age-cGAN latent optimisation steps")
     args = parser.parse_args(argv)
@@ -382,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     scorer = build_scorer(cfg, cache_dir=None, device=args.device)
     scorer.cache = MemoryFeatureCache()
     k = min(args.naive_n, args.n)
-    paths = inception_paths(outputs[:k], scorer.inception, args.batch_size, args.device)
+    paths = inception_paths(outputs[:k], scorer.inception, args.batch_size, args.device, not args.skip_naive)
     print_inception(paths, k, args.batch_size)
     ours = run_ours(scorer, inputs, outputs, gender, race)
     ours["load"] = load()
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     print_totals(ours, args.n, args.batch_size)
     if naive:
         print_parity(scorer, outputs[:k], age_naive, desc_naive, ours, tf)
-    if args.age_cgan_faces > 0:
+    if args.age_cgan_faces > 0 and not args.skip_naive:
         # 64 px, the resolution the cpu profile trains Age-cGAN at.
         small = torch.nn.functional.interpolate(outputs[: args.age_cgan_faces].float(), size=64, mode="area")
         print_age_cgan(time_age_cgan(small.round().clamp(0, 255).to(torch.uint8), args.latent_steps))
