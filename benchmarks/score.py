@@ -150,7 +150,8 @@ def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device
     runtime.
 
     Each path runs once untimed on one batch (first-call set-up), then over all faces; its load average is
-    read right after. Returns one dict per path: name, img/s, load, max |features - old path's|.
+    read right after. Returns one dict per path: name, img/s, CPU ms per image (all threads of the process,
+    so OpenMP's spin-waiting on a busy machine counts too), load, max |features - old path's|.
     """
     from metrics.fid import accelerate, inception_features, load_inception
 
@@ -165,12 +166,13 @@ def inception_paths(faces: torch.Tensor, new: nn.Module, batch_size: int, device
     rows, reference = [], None
     for name, model in paths:
         inception_features(faces[:batch_size], model, batch_size)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         feats = inception_features(faces, model, batch_size)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         reference = feats if reference is None else reference
         diff = float((feats - reference).abs().max())
-        rows.append({"name": name, "rate": len(faces) / seconds, "load": load(), "diff": diff})
+        row = {"name": name, "rate": len(faces) / seconds, "cpu_ms": 1000 * cpu / len(faces), "diff": diff}
+        rows.append({**row, "load": load()})
     return rows
 
 
@@ -415,9 +417,9 @@ def print_inception(paths: list[dict], k: int, batch_size: int) -> None:
     """Inception old path and new side by side, with the load at each measurement and the target."""
     print()
     print(f"Inception on {k} outputs (128x128, batch {batch_size}), old path and new in one run:")
-    print(f"  {'path':<36}{'img/s':>8}  {'max |feature diff| vs old':>26}  load average at measurement")
+    print(f"  {'path':<36}{'img/s':>8}{'CPU ms/img':>12}  {'max |feature diff| vs old':>26}  load average")
     for row in paths:
-        print(f"  {row['name']:<36}{row['rate']:>8.2f}  {row['diff']:>26.2e}  {row['load']}")
+        print(f"  {row['name']:<36}{row['rate']:>8.2f}{row['cpu_ms']:>12.0f}  {row['diff']:>26.2e}  {row['load']}")
     new = paths[1]["rate"]
     print(
         f"  new / old: {new / paths[0]['rate']:.2f}x; target >= {TARGET_INCEPTION:.0f} img/s on 2 idle cores: "
