@@ -7,6 +7,7 @@ bicubic, as the benchmark feeds them); their features are extracted once per mod
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -494,3 +495,18 @@ def test_feature_cache_namespace_follows_runtime_and_resize(model: nn.Module, ru
     assert resized not in spaces
     cached_features(images, stub, cache, namespace=resized)
     assert stub.calls == 2 and len(cache) == 2  # a miss: extracted again under the new namespace
+
+
+def test_scoring_threads_every_core_unless_capped(monkeypatch) -> None:
+    from agebench.pipeline.scoring import ThreadsError, scoring_threads
+
+    monkeypatch.delenv("AGEBENCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert scoring_threads() == len(os.sched_getaffinity(0))  # every core this process was given
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert scoring_threads() == 3
+    monkeypatch.setenv("AGEBENCH_THREADS", "1")  # agebench's own cap wins
+    assert scoring_threads() == 1
+    monkeypatch.setenv("AGEBENCH_THREADS", "two")
+    with pytest.raises(ThreadsError, match=r"\$AGEBENCH_THREADS='two': expected a whole number"):
+        scoring_threads()

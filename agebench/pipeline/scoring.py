@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from agebench.infra.common import atomic_path
+from agebench.infra.errors import UserError
 from agebench.params.sections import EvaluateConfig, Params
 from metrics.scorer import DetectFn, Judge, Scorer
 
@@ -46,6 +47,10 @@ def cache_namespace(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class ThreadsError(UserError, ValueError):
+    """`$AGEBENCH_THREADS` or `$OMP_NUM_THREADS` is not a whole number >= 1."""
+
+
 def scoring_threads() -> int:
     """CPU threads the scoring networks use: `$AGEBENCH_THREADS`, else `$OMP_NUM_THREADS`, else every core this
     process may run on (`os.sched_getaffinity`), so scoring uses the whole machine it was given."""
@@ -53,7 +58,7 @@ def scoring_threads() -> int:
         text = os.environ.get(name, "").strip()
         if text:
             if not text.isdigit() or int(text) < 1:
-                raise ValueError(f"${name}={text!r}: expected a whole number of threads >= 1 (or unset it)")
+                raise ThreadsError(f"${name}={text!r}: expected a whole number of threads >= 1 (or unset it)")
             return int(text)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
