@@ -9,11 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from agebench.data.download import DataSourceError, materialise
+from agebench.data.download import materialise
+from agebench.infra.errors import UserError
 from agebench.infra.preflight import preflight
-from agebench.infra.registry import UnknownNameError
 from agebench.params.load import load_params
-from agebench.params.reading import ParamsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             max_member_bytes=data.max_member_bytes,
             max_unpacked_bytes=data.max_unpacked_bytes,
         )
-    except (DataSourceError, ParamsError, UnknownNameError) as exc:
+    except UserError as exc:  # bad params, unknown names, an unusable data source
         print(f"download: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

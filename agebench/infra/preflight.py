@@ -381,9 +381,8 @@ def run_checks(
 
     `probe(url)` answers None when the URL is reachable, else the reason (replaced in tests).
     """
-    from agebench.infra.registry import UnknownNameError
+    from agebench.infra.errors import UserError
     from agebench.params.load import load_params, params_problems
-    from agebench.params.reading import ParamsError
 
     report = Report()
     # Every section of every profile, each method's with its own config class, before anything else:
@@ -392,7 +391,7 @@ def run_checks(
         report.problems.append(Problem(line, f"edit {params_path}"))
     try:
         params = load_params(params_path)
-    except (ParamsError, UnknownNameError) as exc:
+    except UserError as exc:  # a bad value or an unknown method name
         if not report.problems:
             report.problems.append(Problem(str(exc), f"edit {params_path}"))
         return report

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agebench.infra.errors import UserError
 from agebench.params.reading import (
     PROFILES,
     ParamsError,
@@ -160,7 +161,7 @@ def params_problems(path: str | Path = "params.yaml") -> list[str]:
     of the base file is reported once as `<file>: <section>.<key>: ...`; one in an overlay as
     `<file>: <profile>.<section>.<key>: ...`. Imports the method modules (for their config classes).
     """
-    from agebench.infra.registry import METHODS, UnknownNameError
+    from agebench.infra.registry import METHODS
 
     path = Path(path)
     try:
@@ -192,7 +193,7 @@ def params_problems(path: str | Path = "params.yaml") -> list[str]:
         if profile == "full":
             try:
                 check_top_level(raw, names)
-            except (ParamsError, UnknownNameError) as exc:
+            except UserError as exc:  # a bad value or an unknown method name
                 lines.append(str(exc))
             try:
                 external_section(raw, names)
