@@ -69,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     single = not (args.all_methods or args.progression)  # the others write a PNG figure whatever the suffix
     if single and Image.registered_extensions().get(args.out.suffix.lower()) is None:
         raise pa.PhotoError(f"{args.out}: unknown image format {args.out.suffix!r} (use .png or .jpg)")
+    pa.open_photo(args.photo).close()  # the photo's header: missing, unreadable or too large, in milliseconds
     pa.check_request(names, params, args.models, args.to, args.progression)
-    if not args.photo.is_file():
-        raise pa.PhotoError(f"{args.photo}: photo not found")
     device = select_device(args.device)
     bar = tqdm(total=3 + len(names), desc="age-photo", unit="step", disable=None)
     rgb, original = pa.load_photo(args.photo)

@@ -69,8 +69,9 @@ class FaceResult:
     note: str = ""
 
 
-def load_photo(path: Path) -> tuple[np.ndarray, Image.Image]:
-    """The photo upright as (H, W, 3) uint8 RGB, and the upright PIL image (mode, EXIF, format kept)."""
+def open_photo(path: Path) -> Image.Image:
+    """The photo opened lazily (its header read, no pixel decoded), refused when missing, unreadable or
+    over `MAX_PHOTO_PIXELS`: a check that costs milliseconds, so commands run it before any network loads."""
     if not path.is_file():
         raise PhotoError(f"{path}: photo not found")
     try:
@@ -87,6 +88,12 @@ def load_photo(path: Path) -> tuple[np.ndarray, Image.Image]:
             f"{path}: {img.width}x{img.height} pixels is over age-photo's limit of {MAX_PHOTO_PIXELS:,} "
             "pixels; downscale the photo first"
         )
+    return img
+
+
+def load_photo(path: Path) -> tuple[np.ndarray, Image.Image]:
+    """The photo upright as (H, W, 3) uint8 RGB, and the upright PIL image (mode, EXIF, format kept)."""
+    img = open_photo(path)
     try:
         with img:
             img.load()
