@@ -197,3 +197,11 @@ def test_probe_transforms() -> None:
     assert blurred.shape == x.shape and blurred.std() < x.std() / 2  # noise is smoothed away
     for name in probes.PROBES:
         assert check.EXACT_KINDS and probes.row_name(name).startswith("probe:")
+
+
+def test_exact_rows_allow_float32_rounding_only(tmp_path: Path, baseline: Path, capsys) -> None:
+    """A summation order that moves the last float32 digits passes; 1e-5 relative (a scoring change) does not."""
+    rounding = write_run(tmp_path / "r", SEEDS[0], INTEL, identity_fid=100.137227067 * (1 + check.EXACT_RTOL / 10))
+    code, out = gate(tmp_path, baseline, rounding, capsys)
+    assert code == 0, out
+    assert check.EXACT_RTOL <= 1e-6  # looser would let a real change of the scorer through
