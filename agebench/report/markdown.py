@@ -164,6 +164,33 @@ def _task_title(docs: Sequence[Mapping[str, Any]], task: str) -> str:
     return task
 
 
+def page_head(df: pd.DataFrame, intro: str) -> list[str]:
+    """The leaderboard's title, profile/protocol line (from the frame's first row) and `intro` paragraph."""
+    first = df.iloc[0] if len(df) else pd.Series(dtype=object)
+    return [
+        "# agebench leaderboard",
+        "",
+        f"Profile **{_text(first.get('profile'))}** · protocol {_int(first.get('protocol_version'))}.",
+        "",
+        intro,
+        "",
+    ]
+
+
+def task_head(
+    df: pd.DataFrame,
+    docs: Sequence[Mapping[str, Any]],
+    task: str,
+    table: Callable[[pd.DataFrame, str, bool], tuple[list[str], list[list[tuple[str, str]]]]],
+) -> list[str]:
+    """A task's heading, ranked table (built by `table`, which each protocol defines) and floor note; empty
+    when the task has no rows."""
+    header, rows = table(df, task, True)
+    if not rows:
+        return []
+    return [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
+
+
 def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = ()) -> str:
     """Markdown: each task ranked by its own joint, reference rows, the real row, flags, provenance.
 
@@ -173,23 +200,18 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
         from agebench.report import markdown_v3
 
         return markdown_v3.leaderboard_markdown(df, docs)
-    first = df.iloc[0] if len(df) else pd.Series(dtype=object)
-    lines = [
-        "# agebench leaderboard",
-        "",
-        f"Profile **{_text(first.get('profile'))}** · protocol {_int(first.get('protocol_version'))}.",
-        "",
+    lines = page_head(
+        df,
         'Each task is ranked by its own `joint` (ties: lower `fid`). "=k": the paired bootstrap 95% interval '
         "of the difference in `joint` with the row above contains 0, so the two share a rank (PROTOCOL.md s.6). "
         "Brackets: 95% bootstrap intervals (PROTOCOL.md s.4). `kid`: KID mean ± std, ×1000. `face_fail`: outputs "
         'where YuNet found no face. `*_dlib`: dlib\'s second opinion, never ranked on. "–": not computed.',
-        "",
-    ]
+    )
     for task in TASKS:
-        header, rows = task_table(df, task, ranked=True)
-        if not rows:
+        head = task_head(df, docs, task, task_table)
+        if not head:
             continue
-        lines += [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
+        lines += head
         ranked = df[df["kind"].isin(RANKED_KINDS)]
         if len(ranked) > 1:
             missing = sorted(ranked.loc[ranked[f"{task}.faces_from"] == "", "method"])

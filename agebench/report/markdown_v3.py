@@ -16,11 +16,10 @@ from agebench.report.markdown import (
     _cell,
     _int,
     _md_table,
-    _task_title,
-    _text,
     appendix_markdown,
     flag_notes,
-    floor_note,
+    page_head,
+    task_head,
     task_rows,
 )
 from agebench.report.ranking import NO_CHANGE, TaskRanking
@@ -147,21 +146,13 @@ def matrix_table(r: TaskRanking) -> tuple[list[str], list[list[tuple[str, str]]]
 def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = ()) -> str:
     """Markdown of a protocol-3 leaderboard frame (`leaderboard_frame`): tables, matrix, generated sentences,
     reference rows, the real row, flags, provenance."""
-    first = df.iloc[0] if len(df) else pd.Series(dtype=object)
     rankings: Mapping[str, TaskRanking] = df.attrs.get("rankings", {})
-    lines = [
-        "# agebench leaderboard",
-        "",
-        f"Profile **{_text(first.get('profile'))}** · protocol {_int(first.get('protocol_version'))}.",
-        "",
-        INTRO,
-        "",
-    ]
+    lines = page_head(df, INTRO)
     for task in TASKS:
-        header, rows = task_table(df, task, ranked=True)
-        if not rows:
+        head = task_head(df, docs, task, task_table)
+        if not head:
             continue
-        lines += [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
+        lines += head
         r = rankings.get(task)
         if r is not None and r.unpaired:
             lines.append(f"No per-face records (no paired comparison, a group of its own): {', '.join(r.unpaired)}.")
