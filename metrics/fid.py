@@ -34,10 +34,11 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 
 from metrics.backbones import resolve
 from metrics.inception_runtime import RuntimeInception, accelerate, extractor_namespace  # noqa: F401 (public)
+from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 
-KEY_FID = "fid"
-KEY_KID_MEAN = "kid_mean"
-KEY_KID_STD = "kid_std"
+KEY_FID = KEY_METRIC_FID
+KEY_KID_MEAN = KEY_METRIC_KID_MEAN
+KEY_KID_STD = KEY_METRIC_KID_STD
 KEY_N_REAL = "n_real"
 KEY_N_FAKE = "n_fake"
 #: Below this many images per set FID's 2048x2048 covariance is rank-deficient (a warning, not an error).
