@@ -24,19 +24,64 @@ import numpy as np
 
 from agebench.infra.errors import UserError
 from metrics import stats
+from metrics.keys import (
+    KEY_BREAKDOWN,
+    KEY_CI95,
+    KEY_CI_WILSON,
+    KEY_CYCLE_MISSING,
+    KEY_FACE_AGE_IN,
+    KEY_FACE_AGE_OUT,
+    KEY_FACE_AGE_SCORE,
+    KEY_FACE_FILE,
+    KEY_FACE_FOUND,
+    KEY_FACE_JOINT,
+    KEY_FACE_REALISTIC,
+    KEY_FACE_VERIFIED,
+    KEY_FID_N,
+    KEY_METRIC_AGE_ACC,
+    KEY_METRIC_AGE_FAIL,
+    KEY_METRIC_AGE_SCORE,
+    KEY_METRIC_FACE_FAIL,
+    KEY_METRIC_FACE_FOUND_IN,
+    KEY_METRIC_GAP,
+    KEY_METRIC_GAP_CLOSURE,
+    KEY_METRIC_ID_FAIL,
+    KEY_METRIC_ID_RATE,
+    KEY_METRIC_JOINT,
+    KEY_METRIC_JOINT_DECADE,
+    KEY_METRIC_REALISM,
+    KEY_MISSING,
+    KEY_N,
+    KEY_N_MANIFOLD,
+    KEY_N_REAL_TARGET,
+    KEY_PER_FACE,
+    KEY_SEED_SPREAD,
+    KEY_SEEDS,
+    PER_FACE_KEYS,
+)
 
-#: The per-face record's keys, in this order (PROTOCOL.md s.4 v3 "Per-face record").
-PER_FACE_KEYS = ("file", "face_found", "age_in", "age_out", "id_sim", "verified", "age_score", "realistic", "joint")
 #: Per-face keys that are 0/1 for one seed.
-_BINARY = ("face_found", "verified", "realistic")
+_BINARY = (KEY_FACE_FOUND, KEY_FACE_VERIFIED, KEY_FACE_REALISTIC)
 #: Task summary metrics recomputed from the per-face record (exactly its means): metric -> (per-face key, valid).
-PER_FACE_METRICS = {"joint": "joint", "age_score": "age_score", "realism": "realistic", "id_rate": "verified"}
+PER_FACE_METRICS = {
+    KEY_METRIC_JOINT: KEY_FACE_JOINT,
+    KEY_METRIC_AGE_SCORE: KEY_FACE_AGE_SCORE,
+    KEY_METRIC_REALISM: KEY_FACE_REALISTIC,
+    KEY_METRIC_ID_RATE: KEY_FACE_VERIFIED,
+}
 #: Task keys that are not a seed's scores (labels, structures) and are never averaged over seeds.
-_NOT_SCORES = ("scheme", "source", "target", "ci95", "ci_wilson", "breakdown", "per_face", "seed_spread")
+_NOT_SCORES = ("scheme", "source", "target", KEY_CI95, KEY_CI_WILSON, KEY_BREAKDOWN, KEY_PER_FACE, KEY_SEED_SPREAD)
 #: Counts that describe the task's inputs, not a seed's result: no spread; merged only when the seeds agree.
-_COUNTS = ("n", "missing", "fid_n", "cycle_missing", "n_real_target", "n_manifold")
+_COUNTS = (KEY_N, KEY_MISSING, KEY_FID_N, KEY_CYCLE_MISSING, KEY_N_REAL_TARGET, KEY_N_MANIFOLD)
 #: Rates whose interval is Wilson's when counted on few events (pooled over seeds).
-_RATES = ("age_acc", "id_rate", "realism", "joint_decade", "id_rate_dlib", "face_found_in")
+_RATES = (
+    KEY_METRIC_AGE_ACC,
+    KEY_METRIC_ID_RATE,
+    KEY_METRIC_REALISM,
+    KEY_METRIC_JOINT_DECADE,
+    KEY_METRIC_ID_RATE + "_dlib",
+    KEY_METRIC_FACE_FOUND_IN,
+)
 
 
 class SeedMergeError(UserError, ValueError):
@@ -56,14 +101,14 @@ def per_face_record(files: Sequence[str], arrays: Mapping[str, np.ndarray]) -> d
         and `id_sim` where they could not be computed; 0/1 keys are ints.
     """
     order = sorted(range(len(files)), key=lambda i: str(files[i]))
-    found = np.asarray(arrays["face_found"]) > 0.5 if "face_found" in arrays else np.ones(len(files), bool)
-    out: dict[str, list[Any]] = {"file": [str(files[i]) for i in order]}
+    found = np.asarray(arrays[KEY_FACE_FOUND]) > 0.5 if KEY_FACE_FOUND in arrays else np.ones(len(files), bool)
+    out: dict[str, list[Any]] = {KEY_FACE_FILE: [str(files[i]) for i in order]}
     for key in PER_FACE_KEYS[1:]:
         if key not in arrays:
             out[key] = [None] * len(files)
             continue
         a = np.asarray(arrays[key], np.float64)
-        if key == "age_out":
+        if key == KEY_FACE_AGE_OUT:
             a = np.where(found, a, np.nan)
         if key in _BINARY:
             out[key] = [int(a[i] > 0.5) for i in order]
@@ -86,7 +131,7 @@ def seed_entry(seed: int | None, tasks: Mapping[str, Mapping[str, Any]]) -> dict
     """One `seeds` entry: the seed and, per task, its scores, intervals and per-face record (no breakdown)."""
     out: dict[str, Any] = {}
     for task_id, t in tasks.items():
-        out[task_id] = {**_scores(t), "ci95": copy.deepcopy(t.get("ci95", {})), "per_face": t["per_face"]}
+        out[task_id] = {**_scores(t), KEY_CI95: copy.deepcopy(t.get(KEY_CI95, {})), KEY_PER_FACE: t[KEY_PER_FACE]}
     return {"seed": seed, "tasks": out}
 
 
@@ -103,14 +148,14 @@ def add_seed_records(doc: dict[str, Any], seed: int | None) -> dict[str, Any]:
         entry["extra_tasks"] = seed_entry(seed, doc["extra_tasks"])["tasks"]
     for section in ("tasks", "extra_tasks"):
         for t in doc.get(section, {}).values():
-            t["seed_spread"] = spread([t])
-    doc["seeds"] = [entry]
+            t[KEY_SEED_SPREAD] = spread([t])
+    doc[KEY_SEEDS] = [entry]
     return doc
 
 
 def _mean_per_face(records: Sequence[Mapping[str, list[Any]]]) -> dict[str, list[Any]]:
     """Per-face means over seeds of the numeric entries (nulls left out; null where every seed has null)."""
-    out: dict[str, list[Any]] = {"file": list(records[0]["file"])}
+    out: dict[str, list[Any]] = {KEY_FACE_FILE: list(records[0][KEY_FACE_FILE])}
     for key in PER_FACE_KEYS[1:]:
         a = _per_face_matrix(records, key)
         with warnings.catch_warnings():
@@ -139,31 +184,31 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
     for the per-face metrics and `gap_closure`; Wilson on the pooled counts for rates counted on few events;
     other metrics (fid, kid, cycle_l1, ...) keep the seeds' mean of their interval bounds.
     """
-    records = [t["per_face"] for t in per_seed]
-    files = records[0]["file"]
+    records = [t[KEY_PER_FACE] for t in per_seed]
+    files = records[0][KEY_FACE_FILE]
     for r in records[1:]:
-        if r["file"] != files:
+        if r[KEY_FACE_FILE] != files:
             raise SeedMergeError(f"{name}: the seeds' per-face records list different input files; rerun one revision")
     keys = [k for k in _scores(per_seed[0]) if all(k in t for t in per_seed)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a score no seed could compute stays null
         out: dict[str, Any] = {k: float(np.nanmean(_as_floats([t[k] for t in per_seed]))) for k in keys}
-    for k in (*_COUNTS, "face_fail", "id_fail", "age_fail"):
+    for k in (*_COUNTS, KEY_METRIC_FACE_FAIL, KEY_METRIC_ID_FAIL, KEY_METRIC_AGE_FAIL):
         if k in out and all(per_seed[0].get(k) == t.get(k) for t in per_seed):
             out[k] = per_seed[0][k]  # identical counts stay integers
     merged = _mean_per_face(records)
     ci: dict[str, list[float]] = {}
-    for k in dict.fromkeys(k for t in per_seed for k in t.get("ci95", {})):  # first seed's order: stable bytes
-        bounds = [t.get("ci95", {}).get(k) for t in per_seed]
+    for k in dict.fromkeys(k for t in per_seed for k in t.get(KEY_CI95, {})):  # first seed's order: stable bytes
+        bounds = [t.get(KEY_CI95, {}).get(k) for t in per_seed]
         if all(b is not None and len(b) == 2 for b in bounds):
             # A bound a seed could not compute is null in its file (e.g. gap_closure when no output had a face).
             lo, hi = (_as_floats([b[i] for b in bounds]) for i in (0, 1))
             ci[k] = [float(lo.mean()), float(hi.mean())]
     stream = stats.seed_stream(name)
     matrices = {metric: _per_face_matrix(records, key) for metric, key in PER_FACE_METRICS.items()}
-    if "gap_closure" in out and "gap" in out:
-        age_in, age_out = _per_face_matrix(records, "age_in"), _per_face_matrix(records, "age_out")
-        matrices["gap_closure"] = stats.gap_closure(age_in, age_out, float(per_seed[0]["gap"]))
+    if KEY_METRIC_GAP_CLOSURE in out and KEY_METRIC_GAP in out:
+        age_in, age_out = _per_face_matrix(records, KEY_FACE_AGE_IN), _per_face_matrix(records, KEY_FACE_AGE_OUT)
+        matrices[KEY_METRIC_GAP_CLOSURE] = stats.gap_closure(age_in, age_out, float(per_seed[0][KEY_METRIC_GAP]))
     wilson: list[str] = []
     for metric, values in matrices.items():
         if metric not in out:
@@ -175,17 +220,17 @@ def merge_task(per_seed: Sequence[Mapping[str, Any]], name: str, resamples: int,
         ci[metric] = list(b.ci95)
     for metric in _RATES:
         if metric in out and math.isfinite(out[metric]):
-            n_total = int(out.get("n", len(files))) * len(per_seed)
+            n_total = int(out.get(KEY_N, len(files))) * len(per_seed)
             k = round(out[metric] * n_total)
             if stats.is_rare(k, n_total):
                 ci[metric] = list(stats.wilson_interval(k, n_total))
                 wilson.append(metric)
     out.update({k: per_seed[0][k] for k in ("scheme", "source", "target") if k in per_seed[0]})
-    out["ci95"] = ci
+    out[KEY_CI95] = ci
     if wilson:
-        out["ci_wilson"] = sorted(wilson)
-    out["seed_spread"] = spread(per_seed)
-    out["per_face"] = merged
+        out[KEY_CI_WILSON] = sorted(wilson)
+    out[KEY_SEED_SPREAD] = spread(per_seed)
+    out[KEY_PER_FACE] = merged
     return out
 
 
@@ -208,14 +253,14 @@ def merge_seed_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     name = str(docs[0].get("method"))
     for key in ("method", "git_revision", "profile", "protocol_version"):
         _check_same(docs, key, name)
-    entries = [e for d in docs for e in d.get("seeds", [])]
-    if any("seeds" not in d for d in docs):
+    entries = [e for d in docs for e in d.get(KEY_SEEDS, [])]
+    if any(KEY_SEEDS not in d for d in docs):
         raise SeedMergeError(f"{name}: a metrics file has no `seeds` list (made before protocol 3); rescore it")
     seeds = [e["seed"] for e in entries]
     if all(s is None for s in seeds):
-        first = [e["tasks"] for e in docs[0]["seeds"]]
+        first = [e["tasks"] for e in docs[0][KEY_SEEDS]]
         for d in docs[1:]:
-            if [e["tasks"] for e in d["seeds"]] != first:
+            if [e["tasks"] for e in d[KEY_SEEDS]] != first:
                 raise SeedMergeError(f"{name}: untrained rows (seed null) differ between runs; rerun one revision")
         return copy.deepcopy(dict(docs[0]))
     if None in seeds or len(set(seeds)) != len(seeds):
@@ -234,11 +279,11 @@ def merge_seed_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 raise SeedMergeError(f"{name}: task {task_id} is missing from a seed's record")
             merged = {**{k: task[k] for k in ("scheme", "source", "target") if k in task}}
             merged.update(merge_task(per_seed, name, resamples, boot_seed))
-            if "breakdown" in task:  # per-seed breakdowns are not kept: the first run's, labelled as such
+            if KEY_BREAKDOWN in task:  # per-seed breakdowns are not kept: the first run's, labelled as such
                 merged["breakdown_seed"] = entries[0]["seed"]
-                merged["breakdown"] = task["breakdown"]
+                merged[KEY_BREAKDOWN] = task[KEY_BREAKDOWN]
             out[section][task_id] = merged
-    out["seeds"] = copy.deepcopy(entries)
+    out[KEY_SEEDS] = copy.deepcopy(entries)
     return out
 
 
@@ -265,7 +310,7 @@ def merge_seed_dirs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list
     written = []
     for fname in names:
         docs = [read_json(d / fname) for d in dirs]
-        if "seeds" not in docs[0] and docs[0].get("method") == "real":
+        if KEY_SEEDS not in docs[0] and docs[0].get("method") == "real":
             _check_same(docs, "git_revision", fname)
             if any(d.get("tasks") != docs[0].get("tasks") for d in docs[1:]):
                 raise SeedMergeError(
