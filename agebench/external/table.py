@@ -5,6 +5,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from metrics.keys import (
+    KEY_METRIC_AGE_ACC,
+    KEY_METRIC_CYCLE_L1,
+    KEY_METRIC_FID,
+    KEY_METRIC_ID_RATE,
+    KEY_METRIC_JOINT,
+    KEY_METRIC_KID_MEAN,
+    KEY_MISSING,
+    KEY_N,
+)
+
 #: How a missing or non-finite value prints in the table.
 NA = "–"
 
@@ -18,12 +29,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def markdown_table(doc: dict[str, Any]) -> str:
     """The row of `doc` per task as a markdown table (absent or NaN values as "–")."""
-    cols = [("joint", 3), ("age_acc", 3), ("id_rate", 3), ("fid", 2), ("kid_mean", 4), ("cycle_l1", 4)]
+    cols = [
+        (KEY_METRIC_JOINT, 3),
+        (KEY_METRIC_AGE_ACC, 3),
+        (KEY_METRIC_ID_RATE, 3),
+        (KEY_METRIC_FID, 2),
+        (KEY_METRIC_KID_MEAN, 4),
+        (KEY_METRIC_CYCLE_L1, 4),
+    ]
     head = "| task | n | missing | " + " | ".join(c for c, _ in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 3)]
     for task_id, res in doc["tasks"].items():
         cells = [_fmt(res.get(c), d) for c, d in cols]
-        lines.append(f"| {task_id} | {res.get('n', NA)} | {res.get('missing', 0)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task_id} | {res.get(KEY_N, NA)} | {res.get(KEY_MISSING, 0)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

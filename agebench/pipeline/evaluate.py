@@ -24,6 +24,7 @@ from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
 from agebench.pipeline.scoring import result_context
 from agebench.pipeline.seeds import add_seed_records, per_face_record
+from metrics.keys import KEY_PER_FACE
 from metrics.scorer import Scorer
 from metrics.stats import wilson_interval
 from metrics.suite import score_task
@@ -99,7 +100,7 @@ def evaluate_method(
             real_target_train=target_train,
             **masks,
         )
-        result["per_face"] = per_face_record(sub["file"].astype(str).tolist(), faces_out)
+        result[KEY_PER_FACE] = per_face_record(sub["file"].astype(str).tolist(), faces_out)
         if per_face is not None:
             per_face[f"{task_id}/rows"] = rows
             per_face.update({f"{task_id}/{k}": v for k, v in faces_out.items()})

@@ -30,6 +30,7 @@ from agebench.data.faces import faces_nchw, test_faces
 from agebench.params.sections import Params
 from metrics import stats
 from metrics.fid import fid_kid_from_features
+from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from metrics.precision import K_NEAREST, kynkaenniemi_inside
 from metrics.scorer import Scorer
 
@@ -90,13 +91,13 @@ def same_n_floor(features: np.ndarray, n: int, scorer: Scorer) -> dict[str, Any]
     if n < 2 or len(features) - n < 2:
         nan = float("nan")
         reason = f"the target group has {len(features)} faces, too few to draw {n} and keep 2 apart"
-        return {**out, "fid": nan, "kid_mean": nan, "kid_std": nan, "floor_skipped": reason}
+        return {**out, KEY_METRIC_FID: nan, KEY_METRIC_KID_MEAN: nan, KEY_METRIC_KID_STD: nan, "floor_skipped": reason}
     picked, rest = floor_split(len(features), n)
     # The one FID/KID assembly, in the methods' argument order (metrics.suite: real group first, then the N).
     r = fid_kid_from_features(
         features[rest], features[picked], scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed
     )
-    return {**out, "fid": r["fid"], "kid_mean": r["kid_mean"], "kid_std": r["kid_std"]}
+    return {**out, **{k: r[k] for k in (KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD)}}
 
 
 def detection_rate(scorer: Scorer, images: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from agebench.report.docs import RANKED_KINDS, ReportInputError
 from metrics import ranking, stats
+from metrics.keys import KEY_FACE_FILE, KEY_FACE_JOINT, KEY_METRIC_FID, KEY_METRIC_JOINT, KEY_PER_FACE, KEY_SEEDS
 
 #: The reference row that does nothing (PROTOCOL.md s.5): a method must lie above it to have done something.
 NO_CHANGE = "identity"
@@ -109,22 +110,22 @@ def per_face_joint(doc: Mapping[str, Any], task: str) -> tuple[list[str] | None,
         ReportInputError: seeds that disagree on the faces, or values that are not numbers.
     """
     name = doc.get("method")
-    seeds = doc.get("seeds") or [{"tasks": doc.get("tasks", {})}]
-    records = [s.get("tasks", {}).get(task, {}).get("per_face") for s in seeds]
+    seeds = doc.get(KEY_SEEDS) or [{"tasks": doc.get("tasks", {})}]
+    records = [s.get("tasks", {}).get(task, {}).get(KEY_PER_FACE) for s in seeds]
     if all(r is None for r in records):
         return None
-    if any(r is None or "joint" not in r for r in records):
+    if any(r is None or KEY_FACE_JOINT not in r for r in records):
         raise ReportInputError(f"{name}: some seeds lack per_face.joint for {task}; re-run `dvc repro evaluate@{name}`")
-    files = [r.get("file") for r in records]
+    files = [r.get(KEY_FACE_FILE) for r in records]
     if any(f != files[0] for f in files):
         raise ReportInputError(f"{name}: seeds scored different faces for {task}; re-run `dvc repro evaluate@{name}`")
     try:
-        values = np.array([r["joint"] for r in records], dtype=np.float64)
+        values = np.array([r[KEY_FACE_JOINT] for r in records], dtype=np.float64)
     except (TypeError, ValueError):
         raise ReportInputError(f"{name}: per_face.joint of {task} holds a non-number; re-run evaluate") from None
     if values.ndim != 2 or not np.isfinite(values).all():
         raise ReportInputError(f"{name}: per_face.joint of {task} is not a finite list per seed; re-run evaluate")
-    summary = doc.get("tasks", {}).get(task, {}).get("joint")
+    summary = doc.get("tasks", {}).get(task, {}).get(KEY_METRIC_JOINT)
     if summary is not None and values.size and abs(float(values.mean()) - float(summary)) > JOINT_TOLERANCE:
         raise ReportInputError(
             f"{name}: {task} joint {summary} is not the mean of its per-face records ({values.mean()}); "
@@ -134,7 +135,7 @@ def per_face_joint(doc: Mapping[str, Any], task: str) -> tuple[list[str] | None,
 
 
 def _sort_key(doc: Mapping[str, Any], task: str, value: float | None) -> tuple[float, float, str]:
-    fid = doc.get("tasks", {}).get(task, {}).get("fid")
+    fid = doc.get("tasks", {}).get(task, {}).get(KEY_METRIC_FID)
     return (
         -value if value is not None and math.isfinite(value) else math.inf,
         float(fid) if fid is not None and math.isfinite(float(fid)) else math.inf,
@@ -155,7 +156,7 @@ def rank_task(docs: Sequence[Mapping[str, Any]], task: str, resamples: int, seed
     records = {str(d["method"]): per_face_joint(d, task) for d in rows}
     records = {m: r for m, r in records.items() if r is not None}
     values = {m: float(v.mean()) for m, (_, v) in records.items()}
-    summary = {str(d["method"]): d.get("tasks", {}).get(task, {}).get("joint") for d in ranked}
+    summary = {str(d["method"]): d.get("tasks", {}).get(task, {}).get(KEY_METRIC_JOINT) for d in ranked}
     order = sorted(ranked, key=lambda d: _sort_key(d, task, values.get(str(d["method"]), summary[str(d["method"])])))
     names = [str(d["method"]) for d in order]
 
