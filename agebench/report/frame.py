@@ -26,19 +26,43 @@ from agebench.report import html as report_html
 from agebench.report.docs import RANKED_KINDS, TASKS, protocol_of, scoring_networks
 from agebench.report.ranking import NO_CHANGE, Difference, TaskRanking, check_real_row, rank_task
 from metrics import stats
+from metrics.keys import (
+    KEY_CI95,
+    KEY_METRIC_AGE_ACC,
+    KEY_METRIC_AGE_ACC_REAL,
+    KEY_METRIC_AGE_ACC_REL,
+    KEY_METRIC_AGE_SCORE,
+    KEY_METRIC_CYCLE_L1,
+    KEY_METRIC_FACE_FAIL,
+    KEY_METRIC_FID,
+    KEY_METRIC_GAP,
+    KEY_METRIC_GAP_CLOSURE,
+    KEY_METRIC_ID_RATE,
+    KEY_METRIC_ID_SIM,
+    KEY_METRIC_JOINT,
+    KEY_METRIC_JOINT_DECADE,
+    KEY_METRIC_KID_MEAN,
+    KEY_METRIC_KID_STD,
+    KEY_METRIC_REALISM,
+    KEY_N,
+    KEY_SEED_SPREAD,
+    KEY_SEEDS,
+)
 from metrics.sface import SFACE_THRESHOLD
 
 TASK_COLUMNS = (
-    "joint", "age_acc", "age_acc_rel", "id_rate", "fid", "kid_mean", "cycle_l1", "face_fail", "id_rate_dlib",
-    "joint_dlib",
+    KEY_METRIC_JOINT, KEY_METRIC_AGE_ACC, KEY_METRIC_AGE_ACC_REL, KEY_METRIC_ID_RATE, KEY_METRIC_FID,
+    KEY_METRIC_KID_MEAN, KEY_METRIC_CYCLE_L1, KEY_METRIC_FACE_FAIL, KEY_METRIC_ID_RATE + "_dlib",
+    KEY_METRIC_JOINT + "_dlib",
 )  # fmt: skip
 #: Protocol 3's columns (PROTOCOL.md s.6 v3, then dlib's second opinion), each with an interval and a seed spread.
 TASK_COLUMNS_V3 = (
-    "joint", "age_score", "gap_closure", "id_rate", "id_sim", "realism", "fid", "kid_mean", "cycle_l1", "face_fail",
-    "joint_decade", "age_acc", "id_rate_dlib", "joint_dlib",
+    KEY_METRIC_JOINT, KEY_METRIC_AGE_SCORE, KEY_METRIC_GAP_CLOSURE, KEY_METRIC_ID_RATE, KEY_METRIC_ID_SIM,
+    KEY_METRIC_REALISM, KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_CYCLE_L1, KEY_METRIC_FACE_FAIL,
+    KEY_METRIC_JOINT_DECADE, KEY_METRIC_AGE_ACC, KEY_METRIC_ID_RATE + "_dlib", KEY_METRIC_JOINT + "_dlib",
 )  # fmt: skip
 #: The real row's own protocol-3 numbers (PROTOCOL.md s.4-5): the gap and the ceilings.
-REAL_COLUMNS_V3 = ("gap", "age_score_real", "realism_real", "age_acc_real")
+REAL_COLUMNS_V3 = (KEY_METRIC_GAP, "age_score_real", "realism_real", KEY_METRIC_AGE_ACC_REAL)
 #: Per-face `joint` outcomes in a protocol-2 metrics file's task section (a string of "0"/"1", one per test face).
 PER_FACE_JOINT = "joint_faces"
 SPREAD = ("min", "max", "sd")
@@ -117,20 +141,20 @@ def _base_row(d: Mapping[str, Any], runtime: Mapping[str, Mapping[str, Any]], pr
     row: dict[str, Any] = {"method": d["method"], "kind": d.get("kind", "method"), "source": d.get("source")}
     row["uses_scoring_networks"] = ",".join(scoring_networks(d))
     if protocol >= 3:
-        row["seeds"] = len(d.get("seeds") or [None])
+        row["seeds"] = len(d.get(KEY_SEEDS) or [None])
     columns = TASK_COLUMNS_V3 + REAL_COLUMNS_V3 if protocol >= 3 else TASK_COLUMNS
     for task in TASKS:
         t = d.get("tasks", {}).get(task, {})
         for col in columns:
             row[f"{task}.{col}"] = _num(t.get(col))
-            lo_hi = t.get("ci95", {}).get(col)
+            lo_hi = t.get(KEY_CI95, {}).get(col)
             if lo_hi:
                 row[f"{task}.{col}_lo"], row[f"{task}.{col}_hi"] = _num(lo_hi[0]), _num(lo_hi[1])
-            spread = t.get("seed_spread", {}).get(col) if protocol >= 3 else None
+            spread = t.get(KEY_SEED_SPREAD, {}).get(col) if protocol >= 3 else None
             for k in SPREAD if spread else ():
                 row[f"{task}.{col}_{k}"] = _num(spread.get(k))
-        row[f"{task}.kid_std"] = _num(t.get("kid_std"))
-        row[f"{task}.n"] = t.get("n")
+        row[f"{task}.kid_std"] = _num(t.get(KEY_METRIC_KID_STD))
+        row[f"{task}.n"] = t.get(KEY_N)
         row[f"{task}.n_floor"] = t.get("n_floor")
         row[f"{task}.n_rest"] = t.get("n_rest")
     train = {**d.get("train", {}), **runtime.get(d["method"], {})}

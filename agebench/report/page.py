@@ -37,6 +37,15 @@ from agebench.report.markdown import (
     task_table,
 )
 from agebench.report.sentences import rank_sentences
+from metrics.keys import (
+    KEY_FACE_AGE_IN,
+    KEY_FACE_AGE_OUT,
+    KEY_FACE_FILE,
+    KEY_FACE_FOUND,
+    KEY_FACE_ID_SIM,
+    KEY_PER_FACE,
+    KEY_SEEDS,
+)
 from metrics.sface import SFACE_THRESHOLD
 
 SAMPLE_FACES = 6
@@ -66,21 +75,21 @@ def per_face_captions(
     """
     if doc is None:
         return None
-    seeds = doc.get("seeds") or [{"tasks": doc.get("tasks", {})}]
+    seeds = doc.get(KEY_SEEDS) or [{"tasks": doc.get("tasks", {})}]
     entry = next((e for e in seeds if e.get("seed") is not None and e.get("seed") == seed), seeds[0])
-    rec = entry.get("tasks", {}).get(task, {}).get("per_face")
-    if not rec or "file" not in rec or "face_found" not in rec:
+    rec = entry.get("tasks", {}).get(task, {}).get(KEY_PER_FACE)
+    if not rec or KEY_FACE_FILE not in rec or KEY_FACE_FOUND not in rec:
         return None
-    where = {f: i for i, f in enumerate(rec["file"])}
+    where = {f: i for i, f in enumerate(rec[KEY_FACE_FILE])}
     if any(f not in where for f in files):
         return None
     pick = [where[f] for f in files]
 
     def column(key: str) -> np.ndarray:
-        vals = rec.get(key) or [None] * len(rec["file"])
+        vals = rec.get(key) or [None] * len(rec[KEY_FACE_FILE])
         return np.array([np.nan if vals[i] is None else float(vals[i]) for i in pick], np.float64)
 
-    return {k: column(k) for k in ("face_found", "age_in", "age_out", "id_sim")}
+    return {k: column(k) for k in (KEY_FACE_FOUND, KEY_FACE_AGE_IN, KEY_FACE_AGE_OUT, KEY_FACE_ID_SIM)}
 
 
 def sample_grid(
@@ -125,8 +134,13 @@ def sample_grid(
     for name in outs:
         caps = per_face_captions((docs or {}).get(name), task, picked_files, seed) if picked_files else None
         if caps is not None:
-            ages[name], dists[name], found[name], label = caps["age_out"], caps["id_sim"], caps["face_found"], "sim"
-            input_ages = caps["age_in"] if input_ages is None else input_ages
+            ages[name], dists[name], found[name], label = (
+                caps[KEY_FACE_AGE_OUT],
+                caps[KEY_FACE_ID_SIM],
+                caps[KEY_FACE_FOUND],
+                "sim",
+            )
+            input_ages = caps[KEY_FACE_AGE_IN] if input_ages is None else input_ages
             continue
         sc = scores.get(name)
         if sc is None or f"{task}/rows" not in sc or not np.array_equal(sc[f"{task}/rows"], rows):
