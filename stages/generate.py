@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agebench.data.faces import faces_nchw, load_faces, load_index, test_faces
+from agebench.data.faces import faces_nchw, load_faces, load_index
 from agebench.infra.common import atomic_path, run_main, write_json
 from agebench.infra.devices import select_device
 from agebench.params.load import load_params
@@ -33,27 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     index = load_index(args.data)
     faces = load_faces(args.data, method.resolution)
     test = index[index["split"] == "test"]
-    tasks = task_list(method, params)
+    tasks = task_list(method, params.groups, params.tasks, params.generate.extra_tasks)
     bs, size = params.generate.batch_size, params.evaluate.resolution
     with atomic_path(Path(args.out), kind="dir") as tmp:
         tmp.mkdir(parents=True)
+        counts: dict[str, int] = {}
         for task_id, t in tasks.items():
-            rows = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
+            rows = t.test_rows(index)
             inputs = faces_nchw(faces, rows)
             fake, cycle = translate_all(
                 method,
                 inputs,
-                t["method_source"],
-                t["method_target"],
+                t.method_source,
+                t.method_target,
                 bs,
                 size,
                 desc=f"generate {args.method} {task_id}",
             )
             np.savez(tmp / f"{task_id}.npz", rows=rows, fake=fake, cycle=cycle)
-            t["n"] = len(rows)
+            counts[task_id] = len(rows)
         t = tasks["aging"]  # extra tables (e.g. Age-cGAN's reconstructions) use the aging task's inputs
-        rows = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
-        for table, arrays in extra_tables(method, faces, rows, t["method_source"], bs, size).items():
+        for table, arrays in extra_tables(method, faces, t.test_rows(index), t.method_source, bs, size).items():
             np.savez(tmp / f"{table}.npz", **arrays)
         strips = progression(method, faces, test, size, params.generate.progression_faces)
         if strips is not None:
@@ -68,11 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 # Scoring networks the method trains/translates with: evaluate copies this into the
                 # metrics JSON and the report flags what those networks judged (PROTOCOL.md s.4).
                 "uses_scoring_networks": list(method.uses_scoring_networks),
-                "tasks": tasks,
+                "tasks": {task_id: t.record(counts[task_id]) for task_id, t in tasks.items()},
             },
         )
-    counts = ", ".join(f"{k} ({v['n']})" for k, v in tasks.items())
-    print(f"generate {args.method}: {counts}")
+    print(f"generate {args.method}: " + ", ".join(f"{k} ({n})" for k, n in counts.items()))
     return 0
 
 

@@ -43,6 +43,7 @@ from agebench.external.tasks import (
 )
 from agebench.infra.common import atomic_path, read_json, write_json
 from agebench.params.sections import Params
+from agebench.pipeline.tasks import TaskSpec
 
 if TYPE_CHECKING:  # pandas and the data module load on first use: `agebench --help` stays fast
     import pandas as pd
@@ -348,15 +349,7 @@ def write_generate_layout(out: Path, outputs: FolderOutputs, params: Params) -> 
             arrays.update(cycle=t["cycle"], cycle_present=t["cycle_present"])
         np.savez(out / f"{task_id}.npz", **arrays)
         g = groups[task_id]
-        meta["tasks"][task_id] = {
-            "scheme": g.scheme,
-            "source": g.source,
-            "target": g.target,
-            "method_source": g.source,
-            "method_target": g.target,
-            "common": True,
-            "n": len(t["rows"]),
-        }
+        meta["tasks"][task_id] = TaskSpec.same_groups(g.scheme, g.source, g.target).record(len(t["rows"]))
     write_json(out / "tasks.json", meta)
 
 

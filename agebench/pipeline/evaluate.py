@@ -24,6 +24,7 @@ from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
 from agebench.pipeline.scoring import result_context
 from agebench.pipeline.seeds import add_seed_records, per_face_record
+from agebench.pipeline.tasks import TaskSpec
 from metrics.keys import KEY_PER_FACE
 from metrics.scorer import Scorer
 from metrics.stats import wilson_interval
@@ -73,17 +74,18 @@ def evaluate_method(
     metrics = resolve_metrics(params.evaluate.metrics)
     tasks: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    for task_id, t in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
+    for task_id, record in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
+        t = TaskSpec.from_record(record)
         data = np.load(outputs / f"{task_id}.npz")
         rows = data["rows"]
         masks = {k: data[k].astype(bool) for k in ("present", "cycle_present") if k in data.files}
         faces_out: dict[str, np.ndarray] = {}
         sub = index.set_index("row").loc[rows]
-        in_target = index[t["scheme"]] == t["target"]
+        in_target = index[t.scheme] == t.target
         target_rows = index.loc[in_target, "row"].to_numpy()
         target_train = (index.loc[in_target, "split"] == "train").to_numpy()
-        target_test = test_faces(index, t["scheme"], t["target"])["row"].to_numpy()
-        source_test = test_faces(index, t["scheme"], t["source"])["row"].to_numpy()
+        target_test = test_faces(index, t.scheme, t.target)["row"].to_numpy()
+        source_test = t.test_rows(index)
         result = score_task(
             scorer,
             faces_nchw(faces, rows),
@@ -91,7 +93,7 @@ def evaluate_method(
             nchw(data["cycle"]) if "cycle" in data.files else None,
             faces_nchw(faces, target_rows),
             faces_nchw(faces, target_test),
-            tuple(schemes[t["scheme"]][t["target"]]),
+            tuple(schemes[t.scheme][t.target]),
             sub["gender"].astype(str).to_numpy(),
             sub["race"].astype(str).to_numpy(),
             metrics,
@@ -104,8 +106,8 @@ def evaluate_method(
         if per_face is not None:
             per_face[f"{task_id}/rows"] = rows
             per_face.update({f"{task_id}/{k}": v for k, v in faces_out.items()})
-        result.update({k: t[k] for k in ("scheme", "source", "target")})
-        (tasks if t["common"] else extra)[task_id] = result
+        result.update({"scheme": t.scheme, "source": t.source, "target": t.target})
+        (tasks if t.common else extra)[task_id] = result
     doc: dict[str, Any] = {
         "method": name,
         "kind": "reference" if name in REFERENCE_METHODS else "method",

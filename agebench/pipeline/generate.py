@@ -18,7 +18,8 @@ import torch
 from tqdm import tqdm
 
 from agebench.data.faces import faces_nchw, to_eval_size
-from agebench.params.sections import Params
+from agebench.params.sections import GroupsConfig, Params, TasksConfig
+from agebench.pipeline.tasks import TaskSpec
 from agebench.pipeline.train import CheckpointError, build_method, load_checkpoint, method_config
 from methods.base import Method, float_to_uint8, uint8_to_float
 
@@ -31,31 +32,20 @@ def group_containing(bounds: tuple[int, int], groups: Mapping[str, tuple[int, in
     raise ValueError(f"no group contains ages {bounds[0]}-{bounds[1]} (groups: {dict(groups)})")
 
 
-def task_list(method: Method, params: Params) -> dict[str, dict]:
-    """Task id -> {scheme, source, target (protocol groups), method_source, method_target, common}."""
-    schemes = params.groups.schemes()
+def task_list(method: Method, groups: GroupsConfig, common: TasksConfig, extra_tasks: bool) -> dict[str, TaskSpec]:
+    """Task id -> the task: the `common` tasks (protocol groups, with the method's groups containing them), then
+    the method's extra group pairs when `extra_tasks` (`generate.extra_tasks`) is on."""
+    schemes = groups.schemes()
     own = schemes[method.scheme]
-    tasks: dict[str, dict] = {}
-    for task_id, task in params.tasks.items():
+    tasks: dict[str, TaskSpec] = {}
+    for task_id, task in common.items():
         src_b, tgt_b = schemes[task.scheme][task.source], schemes[task.scheme][task.target]
-        tasks[task_id] = {
-            "scheme": task.scheme,
-            "source": task.source,
-            "target": task.target,
-            "method_source": group_containing(src_b, own),
-            "method_target": group_containing(tgt_b, own),
-            "common": True,
-        }
-    if params.generate.extra_tasks and method.scheme != "pair":
+        tasks[task_id] = TaskSpec(
+            task.scheme, task.source, task.target, group_containing(src_b, own), group_containing(tgt_b, own)
+        )
+    if extra_tasks and method.scheme != "pair":
         for s, t in method.supported_tasks():
-            tasks[f"{method.scheme}_{s}_to_{t}"] = {
-                "scheme": method.scheme,
-                "source": s,
-                "target": t,
-                "method_source": s,
-                "method_target": t,
-                "common": False,
-            }
+            tasks[f"{method.scheme}_{s}_to_{t}"] = TaskSpec.same_groups(method.scheme, s, t, common=False)
     return tasks
 
 

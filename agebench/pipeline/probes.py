@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+if TYPE_CHECKING:
+    from agebench.pipeline.tasks import TaskSpec
 
 BLUR_RADIUS = 3.0
 BRIGHTEN_BY = 48
@@ -64,26 +67,21 @@ def row_name(probe: str) -> str:
     return f"probe:{probe}"
 
 
-def write_probe_outputs(folder: Path, probe: str, tasks: dict[str, dict[str, Any]], faces: np.ndarray) -> None:
+def write_probe_outputs(
+    folder: Path, probe: str, tasks: Mapping[str, TaskSpec], rows: Mapping[str, np.ndarray], faces: np.ndarray
+) -> None:
     """Write `probe`'s outputs of every task in the `generate` stage's format (see agebench.pipeline.generate).
 
-    `tasks`: task id -> {scheme, source, target, rows (N,) index rows of the inputs}; `faces`: the
+    `tasks`: task id -> the task; `rows`: task id -> (N,) index rows of its inputs; `faces`: the
     prepared (M, S, S, 3) uint8 faces at the evaluation resolution, indexed by row.
     """
     fn = PROBES[probe]
     folder.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"tasks": {}, "train": {}, "resolution": int(faces.shape[1])}
     for task_id, t in tasks.items():
-        inputs = faces[t["rows"]]
-        fake = fn(inputs)
-        np.savez(folder / f"{task_id}.npz", rows=t["rows"], fake=fake, cycle=fn(fake))
-        meta["tasks"][task_id] = {
-            **{k: t[k] for k in ("scheme", "source", "target")},
-            "method_source": t["source"],
-            "method_target": t["target"],
-            "common": True,
-            "n": len(t["rows"]),
-        }
+        fake = fn(faces[rows[task_id]])
+        np.savez(folder / f"{task_id}.npz", rows=rows[task_id], fake=fake, cycle=fn(fake))
+        meta["tasks"][task_id] = t.record(len(rows[task_id]))
     (folder / "tasks.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
@@ -94,25 +92,19 @@ def score_probes(params: Any, prepared: Path, scorer: Any, probes: tuple[str, ..
     `Scorer` (`agebench.pipeline.scoring.scorer_for_params`). The documents are what `evaluate_method` writes for
     a method, so every metric the pipeline computes is computed for them, by the same code.
     """
-    from agebench.data.faces import load_faces, load_index, test_faces
+    from agebench.data.faces import load_faces, load_index
     from agebench.pipeline.evaluate import evaluate_method
+    from agebench.pipeline.tasks import TaskSpec
 
     index = load_index(prepared)
-    tasks = {
-        task_id: {
-            "scheme": t.scheme,
-            "source": t.source,
-            "target": t.target,
-            "rows": test_faces(index, t.scheme, t.source)["row"].to_numpy(),
-        }
-        for task_id, t in params.tasks.items()
-    }
+    tasks = {task_id: TaskSpec.same_groups(t.scheme, t.source, t.target) for task_id, t in params.tasks.items()}
+    rows = {task_id: t.test_rows(index) for task_id, t in tasks.items()}
     faces = load_faces(prepared, params.evaluate.resolution)
     docs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="agebench-probes-") as tmp:
         for probe in probes:
             folder = Path(tmp) / probe
-            write_probe_outputs(folder, probe, tasks, faces)
+            write_probe_outputs(folder, probe, tasks, rows, faces)
             doc = evaluate_method(row_name(probe), params, prepared, folder, scorer)
             doc["kind"] = "probe"
             docs[row_name(probe)] = doc
