@@ -20,46 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics import stats
-from metrics.keys import (
-    KEY_BREAKDOWN,
-    KEY_CI95,
-    KEY_CI_WILSON,
-    KEY_CYCLE_MISSING,
-    KEY_FACE_AGE_IN,
-    KEY_FACE_AGE_OUT,
-    KEY_FACE_AGE_SCORE,
-    KEY_FACE_FOUND,
-    KEY_FACE_ID_SIM,
-    KEY_FACE_REALISTIC,
-    KEY_FACE_VERIFIED,
-    KEY_FID_N,
-    KEY_METRIC_AGE_ACC,
-    KEY_METRIC_AGE_ACC_REAL,
-    KEY_METRIC_AGE_ACC_REL,
-    KEY_METRIC_AGE_FAIL,
-    KEY_METRIC_AGE_GAIN,
-    KEY_METRIC_AGE_MEAN,
-    KEY_METRIC_AGE_SCORE,
-    KEY_METRIC_CYCLE_L1,
-    KEY_METRIC_FACE_FAIL,
-    KEY_METRIC_FACE_FOUND_IN,
-    KEY_METRIC_FID,
-    KEY_METRIC_GAP,
-    KEY_METRIC_GAP_CLOSURE,
-    KEY_METRIC_ID_FAIL,
-    KEY_METRIC_ID_RATE,
-    KEY_METRIC_ID_SIM,
-    KEY_METRIC_JOINT,
-    KEY_METRIC_JOINT_DECADE,
-    KEY_METRIC_KID_MEAN,
-    KEY_METRIC_KID_STD,
-    KEY_METRIC_REALISM,
-    KEY_MISSING,
-    KEY_N,
-    KEY_N_MANIFOLD,
-    KEY_N_REAL_TARGET,
-)
+from metrics import keys, stats
 from metrics.precision import K_NEAREST, kynkaenniemi_inside
 from metrics.scorer import Scorer, Verification
 
@@ -265,10 +226,10 @@ def _face(ctx: TaskContext) -> MetricResult:
     found = ctx.get("face_found")
     return MetricResult(
         {
-            KEY_METRIC_FACE_FAIL: int((~found).sum()),
-            KEY_METRIC_FACE_FOUND_IN: ctx.rate(KEY_METRIC_FACE_FOUND_IN, ctx.get("face_found_in") * 1.0),
+            keys.KEY_METRIC_FACE_FAIL: int((~found).sum()),
+            keys.KEY_METRIC_FACE_FOUND_IN: ctx.rate(keys.KEY_METRIC_FACE_FOUND_IN, ctx.get("face_found_in") * 1.0),
         },
-        per_face={KEY_FACE_FOUND: found.astype(np.float64)},
+        per_face={keys.KEY_FACE_FOUND: found.astype(np.float64)},
     )
 
 
@@ -279,54 +240,59 @@ def _age(ctx: TaskContext) -> MetricResult:
     closure, score = ctx.get("closure"), ctx.get("age_score")
     values: dict[str, Any] = {
         # Protocol 3: the age change against the real gap G (per output closure and age_score).
-        KEY_METRIC_AGE_SCORE: ctx.mean(KEY_METRIC_AGE_SCORE, score),
-        KEY_METRIC_GAP_CLOSURE: ctx.mean(KEY_METRIC_GAP_CLOSURE, closure, np.isfinite(closure)),
-        KEY_METRIC_GAP: ctx.get("gap"),
-        KEY_METRIC_AGE_ACC: ctx.rate(KEY_METRIC_AGE_ACC, in_target.astype(np.float64)),
-        KEY_METRIC_AGE_MEAN: ctx.mean(KEY_METRIC_AGE_MEAN, age_out, out_ok),
-        KEY_METRIC_AGE_GAIN: ctx.mean(KEY_METRIC_AGE_GAIN, age_out - age_in, out_ok & np.isfinite(age_in)),
+        keys.KEY_METRIC_AGE_SCORE: ctx.mean(keys.KEY_METRIC_AGE_SCORE, score),
+        keys.KEY_METRIC_GAP_CLOSURE: ctx.mean(keys.KEY_METRIC_GAP_CLOSURE, closure, np.isfinite(closure)),
+        keys.KEY_METRIC_GAP: ctx.get("gap"),
+        keys.KEY_METRIC_AGE_ACC: ctx.rate(keys.KEY_METRIC_AGE_ACC, in_target.astype(np.float64)),
+        keys.KEY_METRIC_AGE_MEAN: ctx.mean(keys.KEY_METRIC_AGE_MEAN, age_out, out_ok),
+        keys.KEY_METRIC_AGE_GAIN: ctx.mean(keys.KEY_METRIC_AGE_GAIN, age_out - age_in, out_ok & np.isfinite(age_in)),
         # Estimator failures on outputs that exist (a missing output is counted in `missing`).
-        KEY_METRIC_AGE_FAIL: int((~np.isfinite(age_out) & ctx.present).sum()),
+        keys.KEY_METRIC_AGE_FAIL: int((~np.isfinite(age_out) & ctx.present).sum()),
     }
     age_real = ctx.get("age_real_target_test")
     real_idx = _resamples(len(age_real), ctx.scorer)
-    values[KEY_METRIC_AGE_ACC_REAL] = ctx.rate(
-        KEY_METRIC_AGE_ACC_REAL, stats.in_range(age_real, ctx.target_bounds).astype(np.float64), index=real_idx
+    values[keys.KEY_METRIC_AGE_ACC_REAL] = ctx.rate(
+        keys.KEY_METRIC_AGE_ACC_REAL, stats.in_range(age_real, ctx.target_bounds).astype(np.float64), index=real_idx
     )
-    acc, acc_real = values[KEY_METRIC_AGE_ACC], values[KEY_METRIC_AGE_ACC_REAL]
-    values[KEY_METRIC_AGE_ACC_REL] = acc / acc_real if acc_real else float("nan")
+    acc, acc_real = values[keys.KEY_METRIC_AGE_ACC], values[keys.KEY_METRIC_AGE_ACC_REAL]
+    values[keys.KEY_METRIC_AGE_ACC_REL] = acc / acc_real if acc_real else float("nan")
     return MetricResult(
         values,
-        per_face={KEY_FACE_AGE_IN: age_in, KEY_FACE_AGE_OUT: age_out, "closure": closure, KEY_FACE_AGE_SCORE: score},
-        rates={KEY_METRIC_AGE_ACC: in_target.astype(np.float64)},
+        per_face={
+            keys.KEY_FACE_AGE_IN: age_in,
+            keys.KEY_FACE_AGE_OUT: age_out,
+            "closure": closure,
+            keys.KEY_FACE_AGE_SCORE: score,
+        },
+        rates={keys.KEY_METRIC_AGE_ACC: in_target.astype(np.float64)},
     )
 
 
 def _realism(ctx: TaskContext) -> MetricResult:
     realistic = ctx.get("realistic").astype(np.float64)
     values: dict[str, Any] = {
-        KEY_METRIC_REALISM: ctx.rate(KEY_METRIC_REALISM, realistic),
-        KEY_N_MANIFOLD: int(ctx.real_target_train.sum()),
+        keys.KEY_METRIC_REALISM: ctx.rate(keys.KEY_METRIC_REALISM, realistic),
+        keys.KEY_N_MANIFOLD: int(ctx.real_target_train.sum()),
     }
-    return MetricResult(values, per_face={KEY_FACE_REALISTIC: realistic})
+    return MetricResult(values, per_face={keys.KEY_FACE_REALISTIC: realistic})
 
 
 def identity_metric(
-    judge: str, suffix: str = "", per_face_key: str = KEY_FACE_ID_SIM, mean_key: str = KEY_METRIC_ID_SIM
+    judge: str, suffix: str = "", per_face_key: str = keys.KEY_FACE_ID_SIM, mean_key: str = keys.KEY_METRIC_ID_SIM
 ) -> Metric:
     """id_rate{suffix} (verified by `judge`; failures count as not verified), the mean score over computed
     pairs (`mean_key`: id_sim for a cosine judge, id_dist for a distance judge) and id_fail{suffix}."""
 
     def compute(ctx: TaskContext) -> MetricResult:
         v = ctx.get(f"verification:{judge}")
-        rate = KEY_METRIC_ID_RATE + suffix
+        rate = keys.KEY_METRIC_ID_RATE + suffix
         values = {
             rate: ctx.rate(rate, v.same.astype(np.float64)),
             mean_key: ctx.mean(mean_key, v.score, ~v.failed),
-            KEY_METRIC_ID_FAIL + suffix: int(v.failed.sum()),
+            keys.KEY_METRIC_ID_FAIL + suffix: int(v.failed.sum()),
         }
         rates = {rate: v.same.astype(np.float64)} if not suffix else {}
-        per_face = {per_face_key: v.score, KEY_FACE_VERIFIED + suffix: v.same.astype(np.float64)}
+        per_face = {per_face_key: v.score, keys.KEY_FACE_VERIFIED + suffix: v.same.astype(np.float64)}
         return MetricResult(values, per_face=per_face, rates=rates)
 
     return Metric((f"verification:{judge}", "face_found"), compute, f"identity by {judge}")
@@ -340,13 +306,13 @@ def joint_metric(judge: str, suffix: str = "") -> Metric:
     def compute(ctx: TaskContext) -> MetricResult:
         verified = ctx.get(f"verification:{judge}").same
         joint = verified * ctx.get("age_score") * ctx.get("realistic")
-        name = KEY_METRIC_JOINT + suffix
+        name = keys.KEY_METRIC_JOINT + suffix
         values = {name: ctx.mean(name, joint)}
         if suffix:  # a second opinion: its joint only, kept out of the paired comparisons and breakdowns
             return MetricResult(values)
         decade = (ctx.get("in_target") & verified).astype(np.float64)
-        values[KEY_METRIC_JOINT_DECADE] = ctx.rate(KEY_METRIC_JOINT_DECADE, decade)
-        extra = {name: joint, KEY_METRIC_JOINT_DECADE: decade}
+        values[keys.KEY_METRIC_JOINT_DECADE] = ctx.rate(keys.KEY_METRIC_JOINT_DECADE, decade)
+        extra = {name: joint, keys.KEY_METRIC_JOINT_DECADE: decade}
         return MetricResult(values, per_face=extra, rates=extra)
 
     return Metric(("in_target", "age_score", "realistic", f"verification:{judge}"), compute, f"joint with {judge}")
@@ -354,13 +320,15 @@ def joint_metric(judge: str, suffix: str = "") -> Metric:
 
 def _fid(ctx: TaskContext) -> MetricResult:
     fake = ctx.fake
-    values: dict[str, Any] = {KEY_N_REAL_TARGET: len(ctx.real_target)}
+    values: dict[str, Any] = {keys.KEY_N_REAL_TARGET: len(ctx.real_target)}
     if not ctx.present.all():  # missing outputs are left out of the features, never scored as placeholders
         fake = fake[torch.from_numpy(np.flatnonzero(ctx.present))]
     if ctx.masked:
-        values[KEY_FID_N] = len(fake)
+        values[keys.KEY_FID_N] = len(fake)
     r = ctx.scorer.fid_kid(ctx.real_target, fake)
-    return MetricResult({**values, **{k: r[k] for k in (KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD)}})
+    return MetricResult(
+        {**values, **{k: r[k] for k in (keys.KEY_METRIC_FID, keys.KEY_METRIC_KID_MEAN, keys.KEY_METRIC_KID_STD)}}
+    )
 
 
 def _cycle(ctx: TaskContext) -> MetricResult:
@@ -368,7 +336,7 @@ def _cycle(ctx: TaskContext) -> MetricResult:
     if ctx.cycle is None or not ctx.cycle_present.any():
         return MetricResult({})
     l1 = stats.cycle_l1(ctx.inputs.numpy(), ctx.cycle.numpy())
-    return MetricResult({KEY_METRIC_CYCLE_L1: ctx.mean(KEY_METRIC_CYCLE_L1, l1, ctx.cycle_present)})
+    return MetricResult({keys.KEY_METRIC_CYCLE_L1: ctx.mean(keys.KEY_METRIC_CYCLE_L1, l1, ctx.cycle_present)})
 
 
 face_metric = Metric(("face_found", "face_found_in"), _face, "face_fail: outputs where YuNet finds no face")
@@ -461,11 +429,11 @@ def score_task(
         missing = [need for need in m.needs if not ctx.available(need)]
         if missing:
             raise KeyError(f"metric {name!r} needs {', '.join(missing)}, which this scorer cannot compute")
-    out: dict[str, Any] = {KEY_N: len(inputs)}
+    out: dict[str, Any] = {keys.KEY_N: len(inputs)}
     if ctx.masked:
-        out[KEY_MISSING] = int((~ctx.present).sum())
+        out[keys.KEY_MISSING] = int((~ctx.present).sum())
     if cycle_present is not None and cycle is not None and ctx.cycle_present.any():
-        out[KEY_CYCLE_MISSING] = int((~ctx.cycle_present).sum())
+        out[keys.KEY_CYCLE_MISSING] = int((~ctx.cycle_present).sum())
     rates: dict[str, np.ndarray] = {}
     for m in named.values():
         res = m(ctx)
@@ -473,11 +441,11 @@ def score_task(
         rates.update(res.rates)
         if per_face is not None:
             per_face.update(res.per_face)
-    out[KEY_CI95] = ctx.ci
+    out[keys.KEY_CI95] = ctx.ci
     if ctx.wilson:
-        out[KEY_CI_WILSON] = sorted(set(ctx.wilson))
+        out[keys.KEY_CI_WILSON] = sorted(set(ctx.wilson))
     if rates:
-        out[KEY_BREAKDOWN] = {
+        out[keys.KEY_BREAKDOWN] = {
             "gender": stats.breakdown(rates, gender, GENDER_NAMES),
             "race": stats.breakdown(rates, race, RACE_NAMES),
         }
