@@ -191,6 +191,21 @@ def task_head(
     return [f"## {_task_title(docs, task)}", "", *_md_table(header, rows), "", floor_note(df, task)]
 
 
+def reference_section(
+    df: pd.DataFrame,
+    table: Callable[[pd.DataFrame, str, bool], tuple[list[str], list[list[tuple[str, str]]]]],
+) -> list[str]:
+    """The reference rows' section (not ranked): a table per task built by `table`; empty when none has rows."""
+    refs = {task: table(df, task, False) for task in TASKS}
+    if not any(rows for _, rows in refs.values()):
+        return []
+    lines = ["## Reference rows (not ranked)", ""]
+    for task, (header, rows) in refs.items():
+        if rows:
+            lines += [f"### {task}", "", *_md_table(header, rows), ""]
+    return lines
+
+
 def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = ()) -> str:
     """Markdown: each task ranked by its own joint, reference rows, the real row, flags, provenance.
 
@@ -221,12 +236,7 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
             if rebuilt:
                 lines.append(f"Per-face joint rebuilt from data/scores (metrics file lacks it): {', '.join(rebuilt)}.")
         lines.append("")
-    refs = {task: task_table(df, task, ranked=False) for task in TASKS}
-    if any(rows for _, rows in refs.values()):
-        lines += ["## Reference rows (not ranked)", ""]
-        for task, (header, rows) in refs.items():
-            if rows:
-                lines += [f"### {task}", "", *_md_table(header, rows), ""]
+    lines += reference_section(df, task_table)
     notes = flag_notes(df)
     lines += appendix_markdown(df, docs, notes, seeds=False)
     return "\n".join(lines)

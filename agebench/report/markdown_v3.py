@@ -19,6 +19,7 @@ from agebench.report.markdown import (
     appendix_markdown,
     flag_notes,
     page_head,
+    reference_section,
     task_head,
     task_rows,
 )
@@ -169,12 +170,7 @@ def leaderboard_markdown(df: pd.DataFrame, docs: Sequence[Mapping[str, Any]] = (
             ]
         if r is not None:
             lines += [f"- {s}" for s in rank_sentences(r)] + [""]
-    refs = {task: task_table(df, task, ranked=False) for task in TASKS}
-    if any(rows for _, rows in refs.values()):
-        lines += ["## Reference rows (not ranked)", ""]
-        for task, (header, rows) in refs.items():
-            if rows:
-                lines += [f"### {task}", "", *_md_table(header, rows), ""]
+    lines += reference_section(df, task_table)
     real_rows = real_table(df)
     if real_rows:
         lines += [
