@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from agebench.data.faces import faces_nchw, test_faces
-from agebench.params.sections import Params
+from agebench.params.sections import GroupsConfig, Params
 from metrics import stats
 from metrics.fid import fid_kid_from_features
 from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
@@ -43,14 +43,13 @@ FALSE_ACCEPT_PAIRS = 3000
 FALSE_ACCEPT_SEED = 0
 
 
-def estimator_ceilings(scorer: Scorer, params: Params, index: Any, faces: np.ndarray) -> dict[str, Any]:
-    """Per scheme and group: fraction of real test faces the estimator places inside the group."""
+def estimator_ceilings(scorer: Scorer, groups: GroupsConfig, index: Any, faces: np.ndarray) -> dict[str, Any]:
+    """Per scheme and group of `groups`: fraction of real test faces the estimator places inside the group."""
     out: dict[str, Any] = {}
-    test = index[index["split"] == "test"]
-    for scheme, groups in params.groups.schemes().items():
+    for scheme, scheme_groups in groups.schemes().items():
         out[scheme] = {}
-        for g, bounds in groups.items():
-            rows = test.loc[test[scheme] == g, "row"].to_numpy()
+        for g, bounds in scheme_groups.items():
+            rows = test_faces(index, scheme, g)["row"].to_numpy()
             ages = scorer.estimate_ages(faces_nchw(faces, rows))
             idx = stats.bootstrap_indices(len(rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
             r = stats.rate_with_ci(stats.in_range(ages, tuple(bounds)).astype(np.float64), idx)
@@ -361,7 +360,7 @@ def real_row(
         "kind": "reference",
         "profile": params.profile,
         "tasks": real_floor(scorer, params, index, faces, per_face),
-        "age_ceiling": estimator_ceilings(scorer, params, index, faces),
+        "age_ceiling": estimator_ceilings(scorer, params.groups, index, faces),
         "face_detection": detection_rate(scorer, faces_nchw(faces, test_rows)),
         "false_accept": false_accepts(scorer, index, faces),
     }
