@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metrics.keys import KEY_METRIC_AGE_ACC, KEY_METRIC_AGE_SCORE, KEY_METRIC_FID, KEY_METRIC_ID_RATE, KEY_METRIC_JOINT
+
 
 def pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (figures are only ever written as PNG)."""
@@ -118,7 +120,7 @@ def sample_grid_html(
     return '<table class="grid">' + "".join(rows) + "</table>"
 
 
-def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None, x_metric: str = "age_acc") -> bytes:
+def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None, x_metric: str = KEY_METRIC_AGE_ACC) -> bytes:
     """`x_metric` (x: age_acc under protocol 2, age_score under 3) vs id_rate (y) per method with 95%
     intervals; reference rows in grey.
 
@@ -136,14 +138,14 @@ def tradeoff_png(board: pd.DataFrame, task: str, ceiling: float | None, x_metric
             continue
         ref = r["kind"] == "reference"
         xerr = _err(r, task, x_metric, x)
-        yerr = _err(r, task, "id_rate", y)
+        yerr = _err(r, task, KEY_METRIC_ID_RATE, y)
         ax.errorbar(
             x, y, xerr=xerr, yerr=yerr, fmt="s" if ref else "o", color="0.5" if ref else palette[i],
             capsize=3, label=f"{r['method']} (reference)" if ref else r["method"],
         )  # fmt: skip
     if ceiling is not None and math.isfinite(ceiling):
         ax.axvline(ceiling, color="0.3", ls="--", lw=1, label="real faces (estimator ceiling)")
-    xlabel = "age_score (against the real gap)" if x_metric == "age_score" else "age_acc (in target group)"
+    xlabel = "age_score (against the real gap)" if x_metric == KEY_METRIC_AGE_SCORE else "age_acc (in target group)"
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="id_rate (same person)")
     ax.set_title(task)
     ax.grid(alpha=0.3)
@@ -184,7 +186,7 @@ def age_distribution_png(
     return figure_png(fig)
 
 
-def breakdown_png(docs: Sequence[Mapping[str, Any]], task: str, metric: str = "joint") -> bytes:
+def breakdown_png(docs: Sequence[Mapping[str, Any]], task: str, metric: str = KEY_METRIC_JOINT) -> bytes:
     """Bars of `metric` per gender and per race for every method (PROTOCOL.md s.4 breakdowns)."""
     plt = pyplot()
     import seaborn as sns
@@ -313,7 +315,7 @@ def value_and_interval(row: Mapping[str, Any], task: str, col: str) -> tuple[str
         return "–", ""
     if col.endswith("_fail"):
         return f"{int(v)}", ""
-    digits = 1 if col == "fid" else 3
+    digits = 1 if col == KEY_METRIC_FID else 3
     sign = "+" if col.startswith("joint_diff") else ""
     lo, hi = row.get(f"{task}.{col}_lo"), row.get(f"{task}.{col}_hi")
     ci = "" if is_missing(lo) or is_missing(hi) else f"[{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"

@@ -33,6 +33,7 @@ from typing import Any
 
 from agebench.infra.common import atomic_path, write_json
 from agebench.infra.errors import UserError
+from metrics.keys import KEY_METRIC_ID_RATE
 
 #: The report's face-free chart folder and the other figures published (the age histogram).
 CHARTS = Path("reports/figures/charts")
@@ -130,7 +131,7 @@ def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
             lo, hi = t["ci95"]["age_gain"]
             ilo, ihi = ident["tasks"][task]["ci95"]["age_gain"]
             apart = lo > ihi if sign > 0 else hi < ilo
-            kept = t["id_rate"] >= min_id_rate
+            kept = t[KEY_METRIC_ID_RATE] >= min_id_rate
             lines.append(
                 f"| {method} | {task} | {t['age_gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] "
                 f"| {ident['tasks'][task]['age_gain']:+.2f} [{ilo:+.2f}, {ihi:+.2f}] | {'yes' if apart else 'no'} "
