@@ -205,3 +205,64 @@ def test_exact_rows_allow_float32_rounding_only(tmp_path: Path, baseline: Path, 
     code, out = gate(tmp_path, baseline, rounding, capsys)
     assert code == 0, out
     assert check.EXACT_RTOL <= 1e-6  # looser would let a real change of the scorer through
+
+
+def test_committed_smoke_baseline_admits_both_cpu_kinds_met() -> None:
+    """Smoke runs of the same methods made earlier on an Intel Xeon and on an AMD EPYC, held against
+    baselines/smoke.json (seeds trained on an AMD EPYC): the Intel run differs bit for bit yet lies inside the
+    seeds' statistical band; the AMD run trained to the same bits (FID and KID moved only by the float32
+    rounding of the faster Inception runtime, inside the exact tolerance)."""
+    from agebench.params.reading import read_params, section
+    from agebench.params.sections import CheckConfig
+
+    cfg = section(read_params(REPO / "params.yaml"), "check", CheckConfig)
+    base = json.loads((REPO / "baselines" / "smoke.json").read_text())
+    others = json.loads((REPO / "tests" / "data" / "smoke_other_machines.json").read_text())["machines"]
+    assert base["format"] == check.BASELINE_FORMAT and len(base["seed_runs"]) >= 2
+    intel = others["Intel Xeon"]
+    rows = check.compare_statistical({k: base["trained"][k] for k in intel}, intel, cfg)
+    assert len(rows) == len(intel) > 30
+    assert [r.key for r in rows if r.verdict != "ok"] == []
+    assert sum(not check._same(base["trained"][k]["value"], v["value"]) for k, v in intel.items()) > 10
+    amd = others["AMD EPYC"]
+    assert [k for k, v in amd.items() if not check._same(base["trained"][k]["value"], v["value"])] == []
+
+
+@pytest.mark.parametrize("broken_as", ["probe:blur", "identity", "probe:blank"])
+def test_committed_smoke_baseline_fails_a_method_that_returns_its_input_blurred(broken_as: str) -> None:
+    """Real numbers from baselines/smoke.json: each trained method replaced by a generator that returns its input
+    blurred (the blur probe's scores), returns it unchanged (identity's) or returns a blank (the blank probe's)
+    fails the statistical gate on another machine."""
+    from agebench.params.reading import read_params, section
+    from agebench.params.sections import CheckConfig
+
+    cfg = section(read_params(REPO / "params.yaml"), "check", CheckConfig)
+    base = json.loads((REPO / "baselines" / "smoke.json").read_text())
+    methods = sorted({k.split("/")[0] for k in base["trained"]})
+    assert len(methods) == 4
+    checked = []
+    for method in methods:
+        entries = {k: v for k, v in base["trained"].items() if k.startswith(f"{method}/")}
+        now = {}
+        for key in entries:
+            _, task, metric = key.split("/")
+            value = base["exact"].get(f"{broken_as}/tasks/{task}/{metric}")
+            if value is not None:
+                now[key] = {"value": value, "half_width": None}
+        rows = check.compare_statistical(entries, now, cfg)
+        failing = [r.key for r in rows if r.verdict in ("REGRESSED", "CHANGED")]
+        if broken_as == "probe:blank" and not finds_faces(base, method):
+            # A smoke method that already finds no face in some seed's outputs cannot be told from a blank one.
+            continue
+        checked.append(method)
+        assert failing, (method, broken_as)
+    assert len(checked) >= (1 if broken_as == "probe:blank" else 4)
+
+
+def finds_faces(base: dict, method: str) -> bool:
+    """Every training seed's outputs hold a face in at least 90% of the images, on both tasks."""
+    for task in ("aging", "rejuvenation"):
+        n = base["exact"][f"identity/tasks/{task}/n"]
+        if max(base["trained"][f"{method}/{task}/face_fail"]["seeds"]) > 0.1 * n:
+            return False
+    return True

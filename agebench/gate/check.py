@@ -57,7 +57,7 @@ from agebench.params.sections import CheckConfig
 #: scoring moves far more (swapping torch for OpenVINO's float32 Inception moved FID by 8.6e-8 relative).
 EXACT_RTOL = 1e-6
 #: Statistical rows: how many seed standard deviations beyond the seeds' range are still "the same method".
-SPREAD_K = 4.0
+SPREAD_K = 6.0
 #: Rows whose numbers involve no training: compared exactly on every machine.
 EXACT_KINDS = ("reference", "probe", "external")
 #: Parts of a metrics document that are not results (provenance and configuration).
