@@ -164,21 +164,21 @@ def exact_values(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal to `EXACT_RTOL` for floats, exactly for everything else (NaN equals NaN and null)."""
+    """Equal to `EXACT_RTOL` for floats, exactly for everything else; NaN and null are one missing value."""
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    num = (int, float)
-    if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):
-        if isinstance(a, int) and isinstance(b, int):
-            return a == b
-        fa, fb = float(a), float(b)
-        if math.isnan(fa) or math.isnan(fb):
-            return math.isnan(fa) and math.isnan(fb)
-        return abs(fa - fb) <= EXACT_RTOL * max(abs(fa), abs(fb), 1e-12)
-    nan_like = (None,)
-    if a in nan_like and isinstance(b, float) and math.isnan(b):
-        return True
-    return a == b
+    fa, fb = _scalar(a), _scalar(b)
+    if fa is None or fb is None:  # not both numbers: equal only as the same value, or both missing
+        return a == b or (_missing(a) and _missing(b))
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if math.isnan(fa) or math.isnan(fb):
+        return math.isnan(fa) and math.isnan(fb)
+    return abs(fa - fb) <= EXACT_RTOL * max(abs(fa), abs(fb), 1e-12)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _scalar(v: Any) -> float | None:

@@ -1,7 +1,7 @@
 """Reference transforms of the real test faces, scored by the pipeline's own scorer: the gate's probes.
 
-No training touches them, so on every machine they score exactly like the `identity` and `real` rows
-do, and the CI gate compares them bit for bit (`agebench.gate.check`). Each one drives a path of the scorer
+No training touches them, so on every machine they score like the `identity` and `real` rows do, and
+the CI gate compares them exactly (`agebench.gate.check`, to float32 rounding). Each one drives a path of the scorer
 that the identity row leaves alone:
 
 - `blur`: a fixed Gaussian blur (radius 3 px at 128 px). Identity mostly holds, realism and FID drop.
