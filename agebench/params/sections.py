@@ -118,11 +118,24 @@ class TrainConfig:
     #: CPU; the pre-flight (agebench.infra.preflight_speed) times a few real steps of each method and stops
     #: when the estimate is over 2x this. 0: none declared, not checked (GPU profiles, smoke).
     budget_core_minutes: float = 0.0
+    #: Share of the train split held out as the validation split (learning curves and every tuning choice;
+    #: never the test faces), chosen by a stable hash of the file name independent of the test split's
+    #: hash (`agebench.data.faces.in_validation`). Validation faces are never trained on. 0: none.
+    validation: float = 0.0
+    #: Evenly spaced model snapshots written during training (`models/<m>/snapshots/`, with the CPU time
+    #: spent so far) for the learning curves (`agebench curves`). 0: none.
+    snapshots: int = 0
     #: Speed switches applied from outside every method (agebench.infra.speed; none changes a method):
     #: NHWC layout of all networks, bfloat16 autocast around each train step, torch.compile in place.
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation < 1.0:
+            raise ValueError(f"validation must be in [0, 1), got {self.validation}")
+        if self.snapshots < 0:
+            raise ValueError(f"snapshots must be >= 0, got {self.snapshots}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -121,16 +121,17 @@ def progression(
 
 
 def load_trained_checkpoint(
-    name: str, params: Params, model_dir: Path, device: torch.device
+    name: str, params: Params, model_dir: Path, device: torch.device, file: str = "model.pt"
 ) -> tuple[Method, dict[str, Any]]:
-    """Rebuild method `name` from the config stored in `<model_dir>/model.pt` and load its weights.
+    """Rebuild method `name` from the config stored in `<model_dir>/<file>` (the final `model.pt`, or a
+    training snapshot `snapshots/step_<n>.pt`) and load its weights.
 
     The checkpoint, not today's params.yaml, says how the networks are shaped (a smoke model still
     loads after `profile` went back to full); params only locate this machine's aux networks. Returns
     (the method in eval mode, the checkpoint dict). Raises FileNotFoundError (no model) or
     CheckpointError (refused, unreadable, or made by code that has changed since), each one line.
     """
-    path = model_dir / "model.pt"
+    path = model_dir / file
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train the method first (dvc repro train@{name})")
     ckpt = load_checkpoint(path, device)

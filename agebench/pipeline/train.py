@@ -240,6 +240,7 @@ class _Run:
     world: distributed.World
     device: torch.device
     seed: int
+    snapshot_steps: frozenset[int] = frozenset()
 
 
 def _setup(name: str, params: Params, prepared: Path, out: Path) -> _Run:
@@ -254,7 +255,9 @@ def _setup(name: str, params: Params, prepared: Path, out: Path) -> _Run:
     if world.size > 1:
         distributed.broadcast_state(method.modules().values())
         distributed.average_gradients(method.modules().values(), world.size)
-    data = build_train_data(prepared, method.scheme, params.groups, method.train_resolutions(), device)
+    data = build_train_data(
+        prepared, method.scheme, params.groups, method.train_resolutions(), device, validation=tc.validation
+    )
     total = method.num_steps(data)
     if total < 1 and method.parameter_count() > 0:
         faces = int(next(iter(data.images.values())).shape[0])
@@ -268,14 +271,35 @@ def _setup(name: str, params: Params, prepared: Path, out: Path) -> _Run:
     gen = torch.Generator(device="cpu").manual_seed(tc.seed + RANK_SEED_STRIDE * world.rank)
     out.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(name, params, prepared)
-    return _Run(name, method, data, total, epoch_ends, fp, gen, out / "last.pt", world, device, tc.seed)
+    snaps = snapshot_steps(total, tc.snapshots)
+    return _Run(name, method, data, total, epoch_ends, fp, gen, out / "last.pt", world, device, tc.seed, snaps)
 
 
-def _resume(run: _Run) -> tuple[int, float]:
-    """(start step, elapsed seconds) from `last.pt` when it matches these params and data, else (0, 0)."""
+def snapshot_steps(total: int, n: int) -> frozenset[int]:
+    """The `n` evenly spaced steps (1..total, the last one included) after which a snapshot is written."""
+    if n <= 0 or total <= 0:
+        return frozenset()
+    return frozenset(max(1, round(total * k / n)) for k in range(1, n + 1))
+
+
+def _snapshot(run: _Run, out: Path, done: int, seconds: float, cpu_seconds: float) -> None:
+    """`snapshots/step_<done>.pt` (rank 0): the model after `done` steps with the wall and CPU time spent so far
+    (CPU time of this process, all its threads: the core-minutes the learning curves are plotted against)."""
+    if not (run.world.is_main and done in run.snapshot_steps):
+        return
+    timing = {"step": done, "train_seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3)}
+    save_checkpoint(
+        out / "snapshots" / f"step_{done:07d}.pt",
+        checkpoint_dict(run.method, run.name, done, run.fp, summary=timing),
+    )
+
+
+def _resume(run: _Run) -> tuple[int, float, float]:
+    """(start step, elapsed seconds, CPU seconds) from `last.pt` when it matches these params and data, else
+    zeros."""
     last, name = run.last, run.name
     if not last.is_file():
-        return 0, 0.0
+        return 0, 0.0, 0.0
     try:
         ckpt = load_checkpoint(last, run.device)
     except CheckpointError as exc:
@@ -283,10 +307,10 @@ def _resume(run: _Run) -> tuple[int, float]:
             bad = last.with_name(last.name + ".bad")
             os.replace(last, bad)
             print(f"train {name}: ignoring {exc}; moved it to {bad} and starting afresh")
-        return 0, 0.0
+        return 0, 0.0, 0.0
     if ckpt.get("fingerprint") != run.fp or not 0 < ckpt.get("step", -1) <= run.total:
         print(f"train {name}: {last} belongs to other params or data; starting afresh")
-        return 0, 0.0
+        return 0, 0.0, 0.0
     try:
         run.method.load_state_dict(ckpt["state"])
         restore_rng(ckpt["rng"], run.gen)
@@ -304,7 +328,7 @@ def _resume(run: _Run) -> tuple[int, float]:
     if run.world.size > 1:  # the checkpoint holds rank 0's sampler state: give the others their own
         run.gen.manual_seed(run.seed + RANK_SEED_STRIDE * run.world.rank + start)
     print(f"train {name}: resuming from step {start}/{run.total} ({last})")
-    return start, float(ckpt.get("elapsed_s", 0.0))
+    return start, float(ckpt.get("elapsed_s", 0.0)), float(ckpt.get("cpu_s", 0.0))
 
 
 def _one_step(run: _Run, step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -338,10 +362,12 @@ def _log(live: Any, run: _Run, batch: dict[str, torch.Tensor], losses: dict[str,
         _log_samples(live, run.method, batch, done)
 
 
-def _checkpoint(run: _Run, done: int, every: int, seconds: float) -> None:
+def _checkpoint(run: _Run, done: int, every: int, seconds: float, cpu_seconds: float) -> None:
     """Resumable `last.pt` every `every` steps (rank 0; never at the last step: `_finish` writes model.pt)."""
     if run.world.is_main and done % every == 0 and done < run.total:
-        state = checkpoint_dict(run.method, run.name, done, run.fp, rng=rng_state(run.gen), elapsed_s=seconds)
+        state = checkpoint_dict(
+            run.method, run.name, done, run.fp, rng=rng_state(run.gen), elapsed_s=seconds, cpu_s=cpu_seconds
+        )
         save_checkpoint(run.last, state)
 
 
@@ -386,9 +412,10 @@ def train(
     """Train method `name`; returns the training summary written to train.json."""
     tc = params.train
     run = _setup(name, params, prepared, out)
-    start, elapsed = _resume(run)
+    start, elapsed, cpu_spent = _resume(run)
     live = _open_live(live_dir, resume=start > 0) if run.world.is_main else None
     t0 = time.perf_counter() - elapsed
+    c0 = time.process_time() - cpu_spent
     images_seen = 0
     bar = tqdm(
         total=run.total, initial=start, desc=f"train {name}", unit="step", disable=not (progress and run.world.is_main)
@@ -397,7 +424,8 @@ def train(
         batch, losses = _one_step(run, step)
         done = step + 1
         _log(live, run, batch, losses, done, tc)
-        _checkpoint(run, done, tc.checkpoint_every, time.perf_counter() - t0)
+        _checkpoint(run, done, tc.checkpoint_every, time.perf_counter() - t0, time.process_time() - c0)
+        _snapshot(run, out, done, time.perf_counter() - t0, time.process_time() - c0)
         images_seen += _batch_size(batch) * run.world.size
         rate = images_seen / max(time.perf_counter() - t0 - elapsed, 1e-9)
         bar.set_postfix(
