@@ -81,6 +81,15 @@ class Method(ABC):
         self.group_names = tuple(group_names)
         self.device = device
         self.aux = dict(aux or {})
+        self.build()
+
+    def build(self) -> None:  # noqa: B027 (optional hook: a method without networks builds nothing)
+        """Build the networks, optimisers and pools from `self.config` (called once, at the end of `__init__`).
+
+        The one place a method's construction lives, so no subclass restates the constructor. An override
+        calls `super().build()` first; the order in which it creates networks decides the random draws of
+        their initial weights, so it is part of the method. Nothing to build by default.
+        """
 
     # ---- what the stages ask -----------------------------------------------------------------
     @property

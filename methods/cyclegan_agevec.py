@@ -36,7 +36,7 @@ exist only for that one call (the paper visualises them).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -109,17 +109,13 @@ class CycleGANAgeVec(CycleGANFamily):
     method_name = "cyclegan_agevec"
     scheme = "decades"
 
-    def __init__(
-        self,
-        config: CycleGANAgeVecConfig,
-        group_names: tuple[str, ...],
-        device: torch.device,
-        aux: Mapping[str, nn.Module] | None = None,
-    ) -> None:
-        super().__init__(config, group_names, device, aux)
+    config: CycleGANAgeVecConfig
+
+    def build(self) -> None:
+        super().build()
         if len(self.group_names) < 2:
             raise ValueError(f"cyclegan_agevec needs at least two decades, got {self.group_names}")
-        c, k = config, len(self.group_names)
+        c, k = self.config, len(self.group_names)
         self.G = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, cond_dim=k, fuse=c.fuse)
         d_in = 3 + k if c.conditioned_discriminator else 3
         self.D = NLayerDiscriminator(in_channels=d_in, ndf=c.ndf, n_layers=c.n_layers_d)

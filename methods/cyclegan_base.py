@@ -13,19 +13,19 @@ Configs of these methods carry `max_steps`, `amp_bf16`, `channels_last` and `com
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from methods.base import Method, TrainData
-from methods.blocks import Engine, eval_mode, group_indices, init_weights, random_faces
+from methods.blocks import Engine, eval_mode, group_indices, init_weights, lsgan_loss, random_faces, set_requires_grad
 
 
 class CycleGANFamily(Method):
-    """Shared skeleton; subclasses set `method_name`, `required_groups` and build their networks with
-    `_set_networks`, then implement the schedule, `sample_batch`, `train_step`, `_translator` and
+    """Shared skeleton; subclasses set `method_name`, `required_groups` and, in `build`, create their networks
+    with `_set_networks`, then implement the schedule, `sample_batch`, `train_step`, `_translator` and
     `_sample_images`, and list their optimisers/schedulers/pools in `_stateful`."""
 
     #: The registry name, for messages.
@@ -33,20 +33,16 @@ class CycleGANFamily(Method):
     #: Groups of `scheme` the method cannot work without (checked when it is built).
     required_groups: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self,
-        config: Any,
-        group_names: tuple[str, ...],
-        device: torch.device,
-        aux: Mapping[str, nn.Module] | None = None,
-    ) -> None:
-        super().__init__(config, group_names, device, aux)
+    def build(self) -> None:
+        """Check the groups and set up the engine; a subclass's `build` then creates its networks."""
+        super().build()
         for g in self.required_groups:
             if g not in self.group_names:
                 raise ValueError(
                     f"{self.method_name} needs group {g!r} in scheme {self.scheme!r}, got {self.group_names}"
                 )
-        self.engine = Engine(device, config.amp_bf16, config.channels_last, config.compile)
+        c = self.config
+        self.engine = Engine(self.device, c.amp_bf16, c.channels_last, c.compile)
         self._nets: dict[str, nn.Module] = {}
         self._run: dict[str, Callable[..., torch.Tensor]] = {}
 
@@ -115,6 +111,21 @@ class CycleGANFamily(Method):
             obj.load_state_dict(state[k])
 
 
+class GeneratorPass(NamedTuple):
+    """Both generators on a batch (a, b) of `TwoDomainCycleGAN`: translations fake_B = G(a), fake_A = F(b),
+    round trips rec_A = F(G(a)), rec_B = G(F(b)), identity maps idt_A = F(a), idt_B = G(b), and the
+    generators' adversarial losses loss_G_AB = LS(D_Y(G(a)), 1), loss_G_BA = LS(D_X(F(b)), 1)."""
+
+    fake_a: torch.Tensor
+    fake_b: torch.Tensor
+    rec_a: torch.Tensor
+    rec_b: torch.Tensor
+    idt_a: torch.Tensor
+    idt_b: torch.Tensor
+    loss_g_ab: torch.Tensor
+    loss_g_ba: torch.Tensor
+
+
 class TwoDomainCycleGAN(CycleGANFamily):
     """CycleGAN between domain A = "young" (20-29) and B = "old" (50-59) of the "pair" scheme.
 
@@ -135,6 +146,56 @@ class TwoDomainCycleGAN(CycleGANFamily):
         n = self._nets
         self.opt_G = torch.optim.Adam([*n["G_AB"].parameters(), *n["G_BA"].parameters()], lr=lr, betas=betas)
         self.opt_D = torch.optim.Adam([*n["D_A"].parameters(), *n["D_B"].parameters()], lr=lr, betas=betas)
+
+    def _generator_pass(self, real_a: torch.Tensor, real_b: torch.Tensor) -> GeneratorPass:
+        """Freeze both discriminators and run both generators (engine autocast); `_generator_update`
+        unfreezes them. The calls run in this order in every two-domain method (it fixes the float results)."""
+        g_ab, g_ba, d_a, d_b = (self._run[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
+        set_requires_grad([self._nets["D_A"], self._nets["D_B"]], False)
+        with self.engine.autocast():
+            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
+            idt_a, idt_b = g_ba(real_a), g_ab(real_b)
+            loss_g_ab = lsgan_loss(d_b(fake_b), True)
+            loss_g_ba = lsgan_loss(d_a(fake_a), True)
+        return GeneratorPass(fake_a, fake_b, rec_a, rec_b, idt_a, idt_b, loss_g_ab, loss_g_ba)
+
+    def _generator_update(self, loss_g: torch.Tensor) -> None:
+        """One optimiser step of both generators on `loss_g`, then unfreeze the discriminators."""
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+        set_requires_grad([self._nets["D_A"], self._nets["D_B"]], True)
+
+    def _discriminator_update(
+        self, real_a: torch.Tensor, real_b: torch.Tensor, fake_a: torch.Tensor, fake_b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step of both discriminators; returns (loss_D_A, loss_D_B), each
+        0.5 * (LS(D(real), 1) + LS(D(fake), 0)) of D_X / D_Y (`fake_*`: the fakes each one judges)."""
+        d_a, d_b = self._run["D_A"], self._run["D_B"]
+        with self.engine.autocast():
+            loss_d_a = 0.5 * (lsgan_loss(d_a(real_a), True) + lsgan_loss(d_a(fake_a), False))
+            loss_d_b = 0.5 * (lsgan_loss(d_b(real_b), True) + lsgan_loss(d_b(fake_b), False))
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss_d_a + loss_d_b).backward()
+        self.opt_D.step()
+        return loss_d_a, loss_d_b
+
+    @staticmethod
+    def _named_losses(
+        loss_d: tuple[torch.Tensor, torch.Tensor],
+        g: GeneratorPass,
+        loss_cycle: tuple[torch.Tensor, torch.Tensor],
+        loss_idt: tuple[torch.Tensor, torch.Tensor],
+        loss_g: torch.Tensor,
+    ) -> dict[str, float]:
+        """The step's loss terms by name (the `train_step` contract), as floats."""
+        losses = {
+            "loss_D_A": loss_d[0], "loss_D_B": loss_d[1], "loss_G_AB": g.loss_g_ab, "loss_G_BA": g.loss_g_ba,
+            "loss_cycle_A": loss_cycle[0], "loss_cycle_B": loss_cycle[1],
+            "loss_idt_A": loss_idt[0], "loss_idt_B": loss_idt[1], "loss_G": loss_g,
+        }  # fmt: skip
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def supported_tasks(self) -> list[tuple[str, str]]:
         return [(self.domain_a, self.domain_b), (self.domain_b, self.domain_a)]

@@ -29,14 +29,12 @@ left-right at random as Keras-GAN does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 import torch
-from torch import nn
 
 from methods.base import TrainData
-from methods.blocks import KerasPatchDiscriminator, ResnetGenerator, lsgan_loss, pixel_loss, set_requires_grad
+from methods.blocks import KerasPatchDiscriminator, ResnetGenerator, pixel_loss
 from methods.cyclegan_base import TwoDomainCycleGAN
 
 
@@ -99,15 +97,11 @@ class CycleGANKeras(TwoDomainCycleGAN):
     config_cls = CycleGANKerasConfig
     method_name = "cyclegan_keras"
 
-    def __init__(
-        self,
-        config: CycleGANKerasConfig,
-        group_names: tuple[str, ...],
-        device: torch.device,
-        aux: Mapping[str, nn.Module] | None = None,
-    ) -> None:
-        super().__init__(config, group_names, device, aux)
-        c = config
+    config: CycleGANKerasConfig
+
+    def build(self) -> None:
+        super().build()
+        c = self.config
         gen = dict(ngf=c.ngf, n_blocks=c.n_blocks, padding=c.padding, norm="keras", strided="tf_same")
         self.G_AB, self.G_BA = ResnetGenerator(**gen), ResnetGenerator(**gen)
         self.D_A, self.D_B = KerasPatchDiscriminator(ndf=c.ndf), KerasPatchDiscriminator(ndf=c.ndf)
@@ -165,7 +159,7 @@ class CycleGANKeras(TwoDomainCycleGAN):
         configured pixel loss, unweighted; loss_G = the weighted generator total.
         """
         c, e = self.config, self.engine
-        g_ab, g_ba, d_a, d_b = (self._run[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
+        g_ab, g_ba = self._run["G_AB"], self._run["G_BA"]
         real_a, real_b = e.inputs(batch["A"]), e.inputs(batch["B"])
         for net in self.modules().values():
             net.train()
@@ -173,37 +167,17 @@ class CycleGANKeras(TwoDomainCycleGAN):
         # Discriminators first, on the current generators' translations (Keras-GAN order).
         with torch.no_grad(), e.autocast():
             fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-        with e.autocast():
-            loss_d_a = 0.5 * (lsgan_loss(d_a(real_a), True) + lsgan_loss(d_a(fake_a), False))
-            loss_d_b = 0.5 * (lsgan_loss(d_b(real_b), True) + lsgan_loss(d_b(fake_b), False))
-        self.opt_D.zero_grad(set_to_none=True)
-        (loss_d_a + loss_d_b).backward()
-        self.opt_D.step()
+        loss_d = self._discriminator_update(real_a, real_b, fake_a, fake_b)
 
         # Generators through the frozen discriminators (Keras-GAN's `combined` model).
-        set_requires_grad([self.D_A, self.D_B], False)
-        with e.autocast():
-            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
-            idt_a, idt_b = g_ba(real_a), g_ab(real_b)
-            loss_g_ab = lsgan_loss(d_b(fake_b), True)
-            loss_g_ba = lsgan_loss(d_a(fake_a), True)
-        loss_cycle_a, loss_cycle_b = pixel_loss(c.pixel_loss, rec_a, real_a), pixel_loss(c.pixel_loss, rec_b, real_b)
-        loss_idt_a, loss_idt_b = pixel_loss(c.pixel_loss, idt_a, real_a), pixel_loss(c.pixel_loss, idt_b, real_b)
+        g = self._generator_pass(real_a, real_b)
+        loss_cycle = pixel_loss(c.pixel_loss, g.rec_a, real_a), pixel_loss(c.pixel_loss, g.rec_b, real_b)
+        loss_idt = pixel_loss(c.pixel_loss, g.idt_a, real_a), pixel_loss(c.pixel_loss, g.idt_b, real_b)
         loss_g = (
-            loss_g_ab
-            + loss_g_ba
-            + c.lambda_cycle * (loss_cycle_a + loss_cycle_b)
-            + c.lambda_id * (loss_idt_a + loss_idt_b)
+            g.loss_g_ab
+            + g.loss_g_ba
+            + c.lambda_cycle * (loss_cycle[0] + loss_cycle[1])
+            + c.lambda_id * (loss_idt[0] + loss_idt[1])
         )
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_G.step()
-        set_requires_grad([self.D_A, self.D_B], True)
-
-        losses = {
-            "loss_D_A": loss_d_a, "loss_D_B": loss_d_b, "loss_G_AB": loss_g_ab, "loss_G_BA": loss_g_ba,
-            "loss_cycle_A": loss_cycle_a, "loss_cycle_B": loss_cycle_b,
-            "loss_idt_A": loss_idt_a, "loss_idt_B": loss_idt_b, "loss_G": loss_g,
-        }  # fmt: skip
-        return {k: float(v.detach()) for k, v in losses.items()}
+        self._generator_update(loss_g)
+        return self._named_losses(loss_d, g, loss_cycle, loss_idt, loss_g)

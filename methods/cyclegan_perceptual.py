@@ -27,7 +27,6 @@ dataset; faces are drawn uniformly with replacement, independently per domain.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -38,10 +37,8 @@ from methods.blocks import (
     LinearDecay,
     NLayerDiscriminator,
     ResnetGenerator,
-    lsgan_loss,
     new_seed,
     pixel_loss,
-    set_requires_grad,
     steps_per_epoch,
     vgg16_features_from_state_dict,  # noqa: F401 - re-exported: builds aux["vgg16"]
 )
@@ -141,14 +138,11 @@ class CycleGANPerceptual(TwoDomainCycleGAN):
     aux_networks = ("vgg16",)
     sample_identity = True
 
-    def __init__(
-        self,
-        config: CycleGANPerceptualConfig,
-        group_names: tuple[str, ...],
-        device: torch.device,
-        aux: Mapping[str, nn.Module] | None = None,
-    ) -> None:
-        super().__init__(config, group_names, device, aux)
+    config: CycleGANPerceptualConfig
+
+    def build(self) -> None:
+        super().build()
+        c = self.config
         vgg = self.aux.get("vgg16")
         if vgg is None:
             raise ValueError(
@@ -156,15 +150,14 @@ class CycleGANPerceptual(TwoDomainCycleGAN):
                 "(build it with vgg16_features_from_state_dict from the weights file the train stage reads; "
                 "see docs/BACKBONES.md). A randomly initialised VGG is never built here."
             )
-        if not isinstance(vgg, nn.Sequential) or len(vgg) <= max(VGG16_RELU[n] for n in config.style_layers):
+        if not isinstance(vgg, nn.Sequential) or len(vgg) <= max(VGG16_RELU[n] for n in c.style_layers):
             raise ValueError("aux['vgg16'] must be torchvision's vgg16().features (an nn.Sequential of 31 layers)")
-        c = config
         self.G_AB = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)
         self.G_BA = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)
         self.D_A = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
         self.D_B = NLayerDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)
         self._set_networks({"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}, "normal", 0.02)
-        self.vgg = vgg.to(device).eval().requires_grad_(False)
+        self.vgg = vgg.to(self.device).eval().requires_grad_(False)
         self._adam(c.lr, (c.beta1, c.beta2))
         decay = LinearDecay(c.n_epochs, c.n_epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
@@ -206,47 +199,27 @@ class CycleGANPerceptual(TwoDomainCycleGAN):
         loss_D_A / loss_D_B = 0.5 * (LS(D(real), 1) + LS(D(pooled fake), 0)) of D_X / D_Y.
         """
         c, e = self.config, self.engine
-        g_ab, g_ba, d_a, d_b = (self._run[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
         real_a, real_b = e.inputs(batch["A"]), e.inputs(batch["B"])
         for net in self.modules().values():
             net.train()
 
         # Generators, with the discriminators frozen.
-        set_requires_grad([self.D_A, self.D_B], False)
+        g = self._generator_pass(real_a, real_b)
         with e.autocast():
-            fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-            rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
-            idt_a, idt_b = g_ba(real_a), g_ab(real_b)
-            loss_g_ab = lsgan_loss(d_b(fake_b), True)
-            loss_g_ba = lsgan_loss(d_a(fake_a), True)
-            loss_idt_a, loss_idt_b = self._style(idt_a, real_a), self._style(idt_b, real_b)
-        loss_cycle_a, loss_cycle_b = pixel_loss("mae", rec_a, real_a), pixel_loss("mae", rec_b, real_b)
+            loss_idt = self._style(g.idt_a, real_a), self._style(g.idt_b, real_b)
+        loss_cycle = pixel_loss("mae", g.rec_a, real_a), pixel_loss("mae", g.rec_b, real_b)
         loss_g = (
-            loss_g_ab
-            + loss_g_ba
-            + c.lambda_cycle * (loss_cycle_a + loss_cycle_b)
-            + c.lambda_cycle * c.lambda_identity * (loss_idt_a + loss_idt_b)
+            g.loss_g_ab
+            + g.loss_g_ba
+            + c.lambda_cycle * (loss_cycle[0] + loss_cycle[1])
+            + c.lambda_cycle * c.lambda_identity * (loss_idt[0] + loss_idt[1])
         )
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_G.step()
-        set_requires_grad([self.D_A, self.D_B], True)
+        self._generator_update(loss_g)
 
         # Discriminators on real faces and on fakes drawn through the history pools.
-        pooled_a, pooled_b = self.fake_A_pool.query(fake_a), self.fake_B_pool.query(fake_b)
-        with e.autocast():
-            loss_d_a = 0.5 * (lsgan_loss(d_a(real_a), True) + lsgan_loss(d_a(pooled_a), False))
-            loss_d_b = 0.5 * (lsgan_loss(d_b(real_b), True) + lsgan_loss(d_b(pooled_b), False))
-        self.opt_D.zero_grad(set_to_none=True)
-        (loss_d_a + loss_d_b).backward()
-        self.opt_D.step()
-
-        losses = {
-            "loss_D_A": loss_d_a, "loss_D_B": loss_d_b, "loss_G_AB": loss_g_ab, "loss_G_BA": loss_g_ba,
-            "loss_cycle_A": loss_cycle_a, "loss_cycle_B": loss_cycle_b,
-            "loss_idt_A": loss_idt_a, "loss_idt_B": loss_idt_b, "loss_G": loss_g,
-        }  # fmt: skip
-        return {k: float(v.detach()) for k, v in losses.items()}
+        pooled_a, pooled_b = self.fake_A_pool.query(g.fake_a), self.fake_B_pool.query(g.fake_b)
+        loss_d = self._discriminator_update(real_a, real_b, pooled_a, pooled_b)
+        return self._named_losses(loss_d, g, loss_cycle, loss_idt, loss_g)
 
     def end_of_epoch(self, epoch: int) -> None:
         """Step junyanz's linear-decay schedules (constant for n_epochs, then linear to ~0)."""

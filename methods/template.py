@@ -1,7 +1,8 @@
 """`template`: a new face-aging method to copy (`agebench new-method NAME` copies it; replace the network and loss).
 
 The contract (methods/base.py), in short:
-- `__init__(config, group_names, device, aux)`: build networks and optimisers; no file IO, no printing.
+- `build()`: build networks and optimisers from `self.config`, `self.group_names`, `self.device`, `self.aux`
+  (`Method.__init__` calls it once); no file IO, no printing.
 - `num_steps(data)`: how many optimisation steps to run on `data` (a `TrainData` of uint8 faces).
 - `sample_batch(data, step, generator)`: draw a batch with `generator` only (so resuming is exact).
 - `train_step(batch, step) -> {"loss_<name>": float}`: one optimisation step, every loss named.
@@ -17,7 +18,6 @@ the input (loss_stats + lambda_keep * loss_keep). It ages nothing convincingly; 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,21 +43,18 @@ class Template(Method):
     config_cls = TemplateConfig
     scheme = "pair"
 
-    def __init__(
-        self,
-        config: TemplateConfig,
-        group_names: tuple[str, ...],
-        device: torch.device,
-        aux: Mapping[str, nn.Module] | None = None,
-    ) -> None:
-        super().__init__(config, group_names, device, aux)
+    config: TemplateConfig
+
+    def build(self) -> None:
+        super().build()
+        names = self.group_names
         self.nets = nn.ModuleDict(
-            {f"{s}_to_{t}": nn.Conv2d(3, 3, 3, padding=1) for s in group_names for t in group_names if s != t}
-        ).to(device)
+            {f"{s}_to_{t}": nn.Conv2d(3, 3, 3, padding=1) for s in names for t in names if s != t}
+        ).to(self.device)
         for net in self.nets.values():
             nn.init.zeros_(net.weight)
             nn.init.zeros_(net.bias)
-        self.opt = torch.optim.Adam(self.nets.parameters(), lr=config.lr)
+        self.opt = torch.optim.Adam(self.nets.parameters(), lr=self.config.lr)
 
     @property
     def resolution(self) -> int:
