@@ -1,9 +1,10 @@
 """The `agebench` command: score folders of faces, and the benchmark's helper commands.
 
-Each command is a module of `agebench.commands` with `add_parser(sub)` (its arguments, importing nothing
-heavy, so `--help` is instant), `run(args) -> int` (the exit status) and `EXAMPLE` (one command line),
-registered in COMMANDS. A user-caused error (`agebench.infra.errors`) becomes one
-`agebench CMD: error: ...` line on stderr and exit status 2, here and nowhere else.
+Each command is a module of `agebench.commands` with `add_parser(sub)` (its parser, made by
+`agebench.commands._help_format.command_parser`, and its arguments, importing nothing heavy, so `--help` is
+instant), `run(args) -> int` (the exit status) and `EXAMPLE` (one command line), registered in COMMANDS.
+A user-caused error (`agebench.infra.errors`) becomes one `agebench CMD: error: ...` line on stderr and exit
+status 2, here and nowhere else.
 """
 
 from __future__ import annotations
@@ -53,11 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     for module in modules.values():
-        parser = module.add_parser(sub)
-        # defaults and an example in every subcommand's --help
-        parser.formatter_class = HelpFormatter
-        if parser.epilog is None:
-            parser.epilog = f"example:\n  {module.EXAMPLE}"
+        module.add_parser(sub)  # through `command_parser`: defaults and examples in every command's --help
     return p
 
 

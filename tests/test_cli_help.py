@@ -100,13 +100,13 @@ def command_contract_problems(package_dir: Path, table: dict[str, str]) -> list[
         defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
         problems += [f"{path.name}: no {need}" for need in ("add_parser", "run", "EXAMPLE") if need not in defined]
+        # A command registers through `command_parser(sub, NAME, ...)` (or argparse's own `sub.add_parser(NAME)`).
+        calls = [c for c in ast.walk(tree) if isinstance(c, ast.Call)]
         names = [
-            c.args[0].value
-            for c in ast.walk(tree)
-            if isinstance(c, ast.Call)
-            and getattr(c.func, "attr", "") == "add_parser"
-            and c.args
-            and isinstance(c.args[0], ast.Constant)
+            c.args[i].value
+            for c in calls
+            for i in [{"add_parser": 0, "command_parser": 1}.get(getattr(c.func, "attr", getattr(c.func, "id", "")))]
+            if i is not None and len(c.args) > i and isinstance(c.args[i], ast.Constant)
         ]
         if listed[path.stem] not in names:
             problems.append(f"{path.name}: add_parser does not register {listed[path.stem]!r}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from agebench.commands._help_format import summary
+from agebench.commands._help_format import command_parser, summary
 
 EXAMPLE = "agebench age aged_faces/ --csv ages.csv"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser("age", help="estimated age of every image in a folder")
+    p = command_parser(sub, "age", "estimated age of every image in a folder", [EXAMPLE])
     p.add_argument("dir", help="folder of face images (UTKFace-like crops)")
     p.add_argument("--csv", dest="csv_out", help="write file,age here (default: stdout)")
     return p

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.commands._help_format import HelpFormatter
+from agebench.commands._help_format import command_parser
 
 _DESCRIPTION = "`agebench age-photo`: age (or rejuvenate) every face of an ordinary photo with trained methods."
 EXAMPLE = "agebench age-photo me.jpg --method cyclegan_keras --to old --out me_old.png"
@@ -16,15 +16,12 @@ EXAMPLE = "agebench age-photo me.jpg --method cyclegan_keras --to old --out me_o
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers (imports nothing heavy: `--help` is instant)."""
-    parser = sub.add_parser(
-        "age-photo",
-        help="age every face of a photo with trained methods",
-        description=_DESCRIPTION,
-        formatter_class=HelpFormatter,
-        epilog=f"examples:\n  {EXAMPLE}\n"
-        "  agebench age-photo me.jpg --all-methods --to young --out compare.png\n"
-        "  agebench age-photo me.jpg --method cyclegan_agevec --progression --out strip.png",
-    )
+    examples = [
+        EXAMPLE,
+        "agebench age-photo me.jpg --all-methods --to young --out compare.png",
+        "agebench age-photo me.jpg --method cyclegan_agevec --progression --out strip.png",
+    ]
+    parser = command_parser(sub, "age-photo", "age every face of a photo with trained methods", examples, _DESCRIPTION)
     parser.add_argument("photo", type=Path, help="a photo with one or more faces (JPEG, PNG, ...)")
     parser.add_argument("--method", help="a trained method (models/<method>/model.pt)")
     parser.add_argument("--all-methods", action="store_true", help="one figure: the photo aged by every method")

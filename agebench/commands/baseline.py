@@ -5,28 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.commands._help_format import HelpFormatter
+from agebench.commands._help_format import add_gate_options, command_parser
 
 EXAMPLE = "agebench baseline update --baseline baselines/cpu.json --metrics reports/metrics"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command (and its one action, `update`) on the `agebench` subparsers."""
-    p = sub.add_parser("baseline", help="manage the regression baseline")
+    p = command_parser(sub, "baseline", "manage the regression baseline", [EXAMPLE])
     actions = p.add_subparsers(dest="action", required=True)
-    upd = actions.add_parser(
+    upd = command_parser(
+        actions,
         "update",
-        help="write the current metrics as the new baseline (on purpose)",
-        description="Replace the baseline file with the current metrics (this is the point of the command). "
+        "write the current metrics as the new baseline (on purpose)",
+        [EXAMPLE],
+        "Replace the baseline file with the current metrics (this is the point of the command). "
         "Exit status: 0 written; 2 bad input, nothing written (malformed metrics, results of another protocol "
         "version than this agebench's or of mixed profiles, a baseline path that is a folder).",
-        formatter_class=HelpFormatter,
-        epilog=f"example:\n  {EXAMPLE}",
     )
-    upd.add_argument("--baseline", required=True, help="baseline JSON to (over)write")
-    upd.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
-    upd.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
-    upd.add_argument("--probes", default=None, help="folder of the probes' metrics files (`agebench probes`)")
+    add_gate_options(upd, "baseline JSON to (over)write")
     upd.add_argument(
         "--seed-runs",
         nargs="*",

@@ -5,26 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agebench.commands._help_format import add_gate_options, command_parser
+
 EXAMPLE = "agebench check --baseline baselines/cpu.json --metrics reports/metrics"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "check",
-        help="regression gate: compare metrics with a baseline (PROTOCOL.md s.6)",
-        description="Compare metrics with a baseline (PROTOCOL.md s.6). Exit status: 0 all metrics within "
+        "regression gate: compare metrics with a baseline (PROTOCOL.md s.6)",
+        [EXAMPLE],
+        "Compare metrics with a baseline (PROTOCOL.md s.6). Exit status: 0 all metrics within "
         "tolerance; 1 a regression or a metric missing now; 2 bad input (a missing or malformed file, a "
         "non-numeric value, results of another protocol_version or profile than the baseline).",
     )
-    p.add_argument("--baseline", required=True, help="baseline JSON written by `agebench baseline update`")
-    p.add_argument("--metrics", default="reports/metrics", help="folder of <method>.json metrics files")
-    p.add_argument("--params", default="params.yaml", help="where `check:` (directions, tolerances) is read")
-    p.add_argument(
-        "--probes",
-        default=None,
-        help="folder of the probes' metrics files (`agebench probes`), for a format-3 baseline",
-    )
+    add_gate_options(p, "baseline JSON written by `agebench baseline update`")
     return p
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.commands._help_format import HelpFormatter
+from agebench.commands._help_format import command_parser
 
 EXAMPLE = "agebench doctor --params params.yaml"
 #: The first paragraph of `agebench.infra.preflight`'s docstring (not imported: `--help` stays instant).
@@ -18,13 +18,12 @@ DESCRIPTION = (
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "doctor",
-        help="pre-flight: check data, weights, disk and device for params.yaml in seconds",
-        description=DESCRIPTION,
-        formatter_class=HelpFormatter,
-        epilog="examples:\n  agebench doctor\n  agebench doctor --params params.yaml\n"
-        "  agebench doctor --measure-cpu path/to/UTKFace",
+        "pre-flight: check data, weights, disk and device for params.yaml in seconds",
+        [EXAMPLE, "agebench doctor", "agebench doctor --measure-cpu path/to/UTKFace"],
+        DESCRIPTION,
     )
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file to check")
     p.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from agebench.commands._help_format import add_run_options, command_parser
+
 EXAMPLE = "agebench export-inputs --out external/inputs"
 #: Where `export-inputs` writes by default: a folder the repository's .gitignore lists (`/external/`), since
 #: the inputs are UTKFace faces, which must never be committed; outputs made from them belong beside it.
@@ -14,8 +16,8 @@ DEFAULT_EXPORT = "external/inputs"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
-        "export-inputs", help="write the protocol's test inputs as PNG + manifest for a method run elsewhere"
+    p = command_parser(
+        sub, "export-inputs", "write the protocol's test inputs as PNG + manifest for a method run elsewhere", [EXAMPLE]
     )
     p.add_argument(
         "--out",
@@ -23,8 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="folder to write (replaced if it is an earlier export); the default is git-ignored: it holds faces",
     )
     p.add_argument("--task", action="append", default=None, help="a task to export (repeatable; default all)")
-    p.add_argument("--params", default="params.yaml", help="the params file (data, groups, tasks, evaluate)")
-    p.add_argument("--data", default="data/prepared", help="the prepare stage's output")
+    add_run_options(p, "the params file (data, groups, tasks, evaluate)", cache=False)
     p.add_argument("--source", default="data/raw", help="UTKFace originals: data/raw or a folder of images")
     return p
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agebench.commands._help_format import HelpFormatter
+from agebench.commands._help_format import command_parser
 
 # numpy, PIL, torch and the methods are imported where they are used: `feature-maps --help` stays fast.
 if TYPE_CHECKING:
@@ -76,12 +76,12 @@ EXAMPLE = "agebench feature-maps face.png --method cyclegan_agevec --to 60s --ou
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    parser = sub.add_parser(
+    parser = command_parser(
+        sub,
         "feature-maps",
-        help="dump cyclegan_agevec's intermediate feature maps for a face",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=HelpFormatter,
-        epilog="example:\n  agebench feature-maps face.jpg --method cyclegan_agevec --to 60s --out maps/",
+        "dump cyclegan_agevec's intermediate feature maps for a face",
+        [EXAMPLE],
+        __doc__.split("\n\n")[0],
     )
     parser.add_argument("face", type=Path, help="a face crop (any size; resized to the method's resolution)")
     parser.add_argument(

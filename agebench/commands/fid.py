@@ -6,14 +6,16 @@ import argparse
 import json
 import math
 
-from agebench.commands._help_format import positive_int, summary
+from agebench.commands._help_format import command_parser, positive_int, summary
 
 EXAMPLE = "agebench fid real_faces/ aged_faces/ --json fid.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser("fid", help="FID/KID between two folders of images (TF-Inception, torch-fidelity compatible)")
+    p = command_parser(
+        sub, "fid", "FID/KID between two folders of images (TF-Inception, torch-fidelity compatible)", [EXAMPLE]
+    )
     p.add_argument("real_dir", help="folder of real images (PNG/JPEG, any size: resized to 299 for Inception)")
     p.add_argument("fake_dir", help="folder of generated images")
     p.add_argument("--json", dest="json_out", help="write {fid, kid_mean, kid_std, n_real, n_fake} here")

@@ -11,15 +11,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from agebench.commands._help_format import command_parser
+
 EXAMPLE = "agebench leaderboard results/cpu/metrics --out leaderboard.md"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "leaderboard",
-        help="rebuild leaderboard.md from metrics files alone (no images, data or networks)",
-        description=__doc__.split("\n\n")[0] + " Exit status: 0 written; 2 unusable metrics files, nothing written.",
+        "rebuild leaderboard.md from metrics files alone (no images, data or networks)",
+        [EXAMPLE],
+        __doc__.split("\n\n")[0] + " Exit status: 0 written; 2 unusable metrics files, nothing written.",
     )
     p.add_argument("metrics_dir", metavar="METRICS_DIR", help="folder of <row>.json metrics files")
     p.add_argument(

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from agebench.commands._help_format import summary
+from agebench.commands._help_format import command_parser, summary
 
 EXAMPLE = "agebench merge-seeds run_seed0/reports/metrics run_seed1/reports/metrics --out merged/metrics"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "merge-seeds",
-        help="merge the metrics files of runs with different training seeds (PROTOCOL.md s.4 v3)",
-        description="Merge the metrics files of the same methods from separate runs (one training seed each, same "
+        "merge the metrics files of runs with different training seeds (PROTOCOL.md s.4 v3)",
+        [EXAMPLE],
+        "Merge the metrics files of the same methods from separate runs (one training seed each, same "
         "code revision and profile) into files with S seeds: means over seeds, per-face means, seed_spread and "
         "two-level bootstrap intervals (seeds, then faces). real.json must be identical in every run and is copied. "
         "Exit status: 0 written; 2 runs that cannot be merged (another revision or profile, a seed twice).",

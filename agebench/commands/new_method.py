@@ -11,6 +11,7 @@ import keyword
 import re
 from pathlib import Path
 
+from agebench.commands._help_format import command_parser
 from agebench.infra.errors import UserError
 
 
@@ -85,7 +86,9 @@ EXAMPLE = "agebench new-method my_method && dvc repro"
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser("new-method", help="add a method: methods/NAME.py, its params section and registration")
+    p = command_parser(
+        sub, "new-method", "add a method: methods/NAME.py, its params section and registration", [EXAMPLE]
+    )
     p.add_argument("name", help="the method's name: lowercase letters, digits and _ (e.g. my_method)")
     p.add_argument("--repo", default=".", help="the agebench repository")
     return p

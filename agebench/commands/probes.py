@@ -5,24 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agebench.commands._help_format import summary
+from agebench.commands._help_format import add_run_options, command_parser, summary
 
 EXAMPLE = "agebench probes --data data/prepared --out reports/probes"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "probes",
-        help="score fixed transforms of the real test faces (the gate's exact probes)",
-        description="Score fixed transforms of the prepared test faces (blur, brighten, another person's face, "
+        "score fixed transforms of the real test faces (the gate's exact probes)",
+        [EXAMPLE],
+        "Score fixed transforms of the prepared test faces (blur, brighten, another person's face, "
         "a blank image) with the pipeline's scorer; writes one metrics file per probe. No image is written "
         "outside a temporary folder. Exit status: 0 written; 2 bad input (no prepared data, bad params).",
     )
-    p.add_argument("--params", default="params.yaml", help="the run's params.yaml")
-    p.add_argument("--data", default="data/prepared", help="the prepare stage's folder")
+    add_run_options(p, "the run's params.yaml")
     p.add_argument("--out", default="reports/probes", help="folder for probe:<name>.json files")
-    p.add_argument("--cache", default=None, help="content-keyed scoring cache (default: as the evaluate stage)")
     return p
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agebench.commands._help_format import HelpFormatter
+from agebench.commands._help_format import command_parser
 
 #: What `agebench.report.publish` does (not imported: `--help` stays instant).
 DESCRIPTION = "`agebench publish`: copy a finished pipeline run's face-free results into `results/<profile>/`."
@@ -13,12 +13,12 @@ EXAMPLE = "agebench publish --workspace ../cpu-run --out results/cpu --load-log 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "publish",
-        help="copy a finished run's face-free results to results/<profile>",
-        description=DESCRIPTION + " Exit status: 0 written; 2 refused, nothing written.",
-        formatter_class=HelpFormatter,
-        epilog=f"example:\n  {EXAMPLE}",
+        "copy a finished run's face-free results to results/<profile>",
+        [EXAMPLE],
+        DESCRIPTION + " Exit status: 0 written; 2 refused, nothing written.",
     )
     p.add_argument("--workspace", default=".", help="checkout where `dvc repro` finished")
     p.add_argument("--out", required=True, help="results folder to (re)write, e.g. results/cpu")

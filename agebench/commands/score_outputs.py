@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agebench.commands._help_format import add_run_options, command_parser
+
 EXAMPLE = "agebench score-outputs external/my_method/ --name my_method --json my_method.json"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser("score-outputs", help="score a folder of outputs made elsewhere (an external row)")
+    p = command_parser(sub, "score-outputs", "score a folder of outputs made elsewhere (an external row)", [EXAMPLE])
     p.add_argument("folder", help="FOLDER/<task>/<id>.png (and optionally FOLDER/<task>_cycle/<id>.png)")
     p.add_argument("--name", required=True, help="the row's name (letters, digits, _ and -)")
     p.add_argument("--source", default="", help="free text: paper, commit, weights")
     p.add_argument("--json", dest="json_out", default=None, help="write the metrics file here")
     p.add_argument("--scores", default=None, help="write per-face ages and distances (.npz) here")
     p.add_argument("--manifest", default=None, help="manifest.json to check (default: FOLDER/manifest.json)")
-    p.add_argument("--params", default="params.yaml", help="the params file (data, groups, tasks, evaluate)")
-    p.add_argument("--data", default="data/prepared", help="the prepare stage's output")
-    p.add_argument("--cache", default=None, help="content-keyed cache (default: $AGEBENCH_CACHE or ~/.cache)")
+    add_run_options(p, "the params file (data, groups, tasks, evaluate)")
     return p
 
 

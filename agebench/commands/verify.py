@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 import math
 
-from agebench.commands._help_format import summary
+from agebench.commands._help_format import command_parser, summary
 
 EXAMPLE = "agebench verify inputs/ aged_faces/ --judge sface --csv same.csv"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the command on the `agebench` subparsers."""
-    p = sub.add_parser(
+    p = command_parser(
+        sub,
         "verify",
-        help="face verification of same-named files in two folders",
-        description="Face verification of same-named files in two folders. CSV columns: file; similarity "
+        "face verification of same-named files in two folders",
+        [EXAMPLE],
+        "Face verification of same-named files in two folders. CSV columns: file; similarity "
         "(--judge sface: cosine of SFace embeddings after YuNet alignment on a 50% black border) or distance "
         "(--judge dlib: Euclidean distance of dlib descriptors); same (true when similarity >= 0.363, or "
         "distance < 0.6). Empty score and same=false where no face was found in either image.",
