@@ -33,6 +33,7 @@ COMMANDS = {
     "doctor": "agebench.commands.doctor",
     "publish": "agebench.commands.publish",
     "leaderboard": "agebench.commands.leaderboard",
+    "curves": "agebench.commands.curves",
 }
 
 
