@@ -20,6 +20,7 @@ References matched:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import warnings
@@ -291,6 +292,16 @@ def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> floa
     return float((sum_xx + sum_yy) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
 
 
+@dataclasses.dataclass(frozen=True)
+class KidSettings:
+    """KID's subset draw (PROTOCOL.md s.4; `evaluate.kid_*` in params.yaml): `subsets` draws of `subset_size`
+    rows of each set (capped at the smaller set), from `np.random.RandomState(seed)`."""
+
+    subsets: int = 100
+    subset_size: int = 1000
+    seed: int = 0
+
+
 def kid_from_features(
     f1: torch.Tensor | np.ndarray,
     f2: torch.Tensor | np.ndarray,
@@ -405,9 +416,7 @@ def fid_kid(
     fake: torch.Tensor,
     model: nn.Module,
     batch_size: int = 64,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
+    kid: KidSettings = KidSettings(),
     cache: FeatureCache | None = None,
     namespace: str = "",
 ) -> dict[str, float]:
@@ -417,7 +426,7 @@ def fid_kid(
         real, fake: (N, 3, H, W) uint8 in [0, 255], N >= 2 each (ValueError else); sizes may differ
             (both resized to 299 inside the extractor).
         model: from `load_inception()`.
-        kid_subsets, kid_subset_size, seed: KID settings (subset size capped at the smaller set).
+        kid: KID's subset draw.
         cache: optional feature cache, e.g. for the real reference set reused across methods.
     Returns:
         {KEY_FID, KEY_KID_MEAN, KEY_KID_STD, KEY_N_REAL, KEY_N_FAKE} -> float (the counts as int).
@@ -428,21 +437,19 @@ def fid_kid(
             raise ValueError(f"{what}: need at least 2 images for FID/KID, got {images.shape[0]}")
     f_real = cached_features(real, model, cache, batch_size, namespace)
     f_fake = cached_features(fake, model, cache, batch_size, namespace)
-    return fid_kid_from_features(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    return fid_kid_from_features(f_real, f_fake, kid)
 
 
 def fid_kid_from_features(
     f_real: torch.Tensor | np.ndarray,
     f_fake: torch.Tensor | np.ndarray,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
+    kid: KidSettings = KidSettings(),
 ) -> dict[str, float]:
     """The one place FID and KID are assembled (pipeline, reference row, CLI), from pool3 features.
 
     Args:
         f_real, f_fake: (N, 2048) features of the real and generated sets.
-        kid_subsets, kid_subset_size, seed: KID settings (`EvaluateConfig`; subset size capped at the smaller set).
+        kid: KID's subset draw.
     Returns:
         {KEY_FID, KEY_KID_MEAN, KEY_KID_STD, KEY_N_REAL, KEY_N_FAKE}; the three values are NaN when either
         set has fewer than 2 images (FID/KID are undefined there).
@@ -451,7 +458,7 @@ def fid_kid_from_features(
     out: dict[str, float] = {KEY_N_REAL: int(n_real), KEY_N_FAKE: int(n_fake)}
     if n_real < 2 or n_fake < 2:
         return {KEY_FID: float("nan"), KEY_KID_MEAN: float("nan"), KEY_KID_STD: float("nan"), **out}
-    kid_mean, kid_std = kid_from_features(f_real, f_fake, kid_subsets, kid_subset_size, seed)
+    kid_mean, kid_std = kid_from_features(f_real, f_fake, kid.subsets, kid.subset_size, kid.seed)
     return {KEY_FID: fid_from_features(f_real, f_fake), KEY_KID_MEAN: kid_mean, KEY_KID_STD: kid_std, **out}
 
 

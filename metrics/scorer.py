@@ -192,9 +192,9 @@ class Scorer:
 
         Returns `metrics.fid.fid_kid_from_features`'s dict (NaN values when a set has < 2 images).
         """
-        from metrics.fid import fid_kid_from_features
+        from metrics.fid import KidSettings, fid_kid_from_features
 
         enough = len(real) >= 2 and len(fake) >= 2
         f_real = self.inception_features(real) if enough else np.zeros((len(real), 0))
         f_fake = self.inception_features(fake) if enough else np.zeros((len(fake), 0))
-        return fid_kid_from_features(f_real, f_fake, self.kid_subsets, self.kid_subset_size, self.kid_seed)
+        return fid_kid_from_features(f_real, f_fake, KidSettings(self.kid_subsets, self.kid_subset_size, self.kid_seed))

@@ -32,6 +32,7 @@ from metrics.fid import (
     KEY_KID_STD,
     KEY_N_FAKE,
     KEY_N_REAL,
+    KidSettings,
     MemoryFeatureCache,
     accelerate,
     cached_features,
@@ -209,7 +210,7 @@ def test_runtime_matches_torch_fidelity_calculate_metrics(utk_images, runtimes, 
     """End to end, CPU runtime path (what scoring uses on the CPU): the protocol's parity bounds, FID within
     1e-4 relative and KID within 1e-4 absolute of torch-fidelity (~40 s per runtime on 2 idle cores)."""
     feats = [inception_features(images, runtimes[runtime], batch_size=32) for images in utk_images]
-    result = fid_kid_from_features(*feats, kid_subsets=100, kid_subset_size=N_PER_GROUP, seed=0)
+    result = fid_kid_from_features(*feats, KidSettings(subsets=100, subset_size=N_PER_GROUP, seed=0))
     ref = torch_fidelity_result
     assert result[KEY_FID] == pytest.approx(ref[KEY_METRIC_FID], rel=PARITY_RTOL)
     assert abs(result[KEY_KID_MEAN] - ref[KEY_METRIC_KID_MEAN]) < 1e-4

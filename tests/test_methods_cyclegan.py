@@ -47,18 +47,11 @@ from methods.cyclegan_perceptual import (
 NAMES = ("cyclegan_keras", "cyclegan_perceptual", "cyclegan_agevec")
 DECADES = ("10s", "20s", "30s", "40s", "50s", "60s")
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

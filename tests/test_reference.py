@@ -20,7 +20,7 @@ from agebench.pipeline.reference import (
     real_floor,
     same_n_floor,
 )
-from metrics.fid import fid_kid_from_features
+from metrics.fid import KidSettings, fid_kid_from_features
 from metrics.scorer import Verification
 from tests.conftest import REPO
 
@@ -120,7 +120,7 @@ def test_real_floor_uses_each_tasks_number_of_outputs(dataset) -> None:
         f = feats(torch.from_numpy(faces[target]).permute(0, 3, 1, 2))
         pick = np.sort(np.random.Generator(np.random.PCG64(0)).choice(len(target), size=n_outputs, replace=False))
         rest = np.setdiff1d(np.arange(len(target)), pick)
-        want = fid_kid_from_features(f[rest], f[pick], 10, 1000, 0)
+        want = fid_kid_from_features(f[rest], f[pick], KidSettings(10, 1000, 0))
         assert res["fid"] == pytest.approx(want["fid"], rel=1e-12)
         assert res["kid_mean"] == pytest.approx(want["kid_mean"], rel=1e-12)
         test_target = index.loc[(index["pair"] == t.target) & test, "row"].to_numpy()

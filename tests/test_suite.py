@@ -234,16 +234,16 @@ def test_a_new_metric_is_a_peer_without_touching_score_task() -> None:
 
 
 def test_fid_kid_notes_on_small_sets() -> None:
-    from metrics.fid import fid_kid_caveats, fid_kid_from_features
+    from metrics.fid import KidSettings, fid_kid_caveats, fid_kid_from_features
 
     assert fid_kid_caveats(5000, 5000, 1000) == []
     notes = fid_kid_caveats(214, 214, 1000)
     assert len(notes) == 2 and "214 real and 214 generated" in notes[0] and "kid_std is 0" in notes[1]
     assert len(fid_kid_caveats(214, 702, 1000)) == 1  # the larger set still varies between subsets
     f = np.random.default_rng(0).normal(size=(6, 4))
-    same = fid_kid_from_features(f, f[::-1].copy(), 3, 1000, 0)
+    same = fid_kid_from_features(f, f[::-1].copy(), KidSettings(3, 1000, 0))
     assert same["kid_std"] == pytest.approx(0.0, abs=1e-15)  # the explained case, checked
-    assert np.isnan(fid_kid_from_features(f[:1], f, 3, 1000, 0)["fid"])
+    assert np.isnan(fid_kid_from_features(f[:1], f, KidSettings(3, 1000, 0))["fid"])
 
 
 def test_mean_with_ci_matches_explicit_bootstrap() -> None:

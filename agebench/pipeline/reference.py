@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from agebench.data.faces import faces_nchw, test_faces
 from agebench.params.sections import GroupsConfig, Params
 from metrics import stats
-from metrics.fid import fid_kid_from_features
+from metrics.fid import KidSettings, fid_kid_from_features
 from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from metrics.precision import K_NEAREST, kynkaenniemi_inside
 from metrics.scorer import Scorer
@@ -93,9 +93,8 @@ def same_n_floor(features: np.ndarray, n: int, scorer: Scorer) -> dict[str, Any]
         return {**out, KEY_METRIC_FID: nan, KEY_METRIC_KID_MEAN: nan, KEY_METRIC_KID_STD: nan, "floor_skipped": reason}
     picked, rest = floor_split(len(features), n)
     # The one FID/KID assembly, in the methods' argument order (metrics.suite: real group first, then the N).
-    r = fid_kid_from_features(
-        features[rest], features[picked], scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed
-    )
+    kid = KidSettings(scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed)
+    r = fid_kid_from_features(features[rest], features[picked], kid)
     return {**out, **{k: r[k] for k in (KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD)}}
 
 

@@ -175,7 +175,7 @@ def cmd_fid(
     a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
     from agebench.pipeline.scoring import on_runtime
-    from metrics.fid import fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
+    from metrics.fid import KidSettings, fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
 
     cfg = cfg or EvaluateConfig()
     check_output(json_out)
@@ -207,7 +207,8 @@ def cmd_fid(
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")
         # Sorted names, as torch-fidelity orders a folder (KID's subset draws depend on row order).
         feats[key] = np.stack([rows[n] for n in sorted(rows)])
-    result = fid_kid_from_features(feats["real"], feats["fake"], cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
+    kid = KidSettings(cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
+    result = fid_kid_from_features(feats["real"], feats["fake"], kid)
     result.update(n_real_no_face=len(faceless["real"]), n_fake_no_face=len(faceless["fake"]))
     if json_out:
         check_output(json_out)
