@@ -16,6 +16,7 @@ from agebench.infra.common import run_main, write_json, write_npz
 from agebench.params.load import load_params
 from agebench.pipeline.evaluate import evaluate_method
 from agebench.pipeline.scoring import scorer_for_params
+from agebench.pipeline.tasks import read_outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     scorer = scorer_for_params(params, args.params, args.cache)
     per_face: dict[str, np.ndarray] = {}
     runtime: dict[str, Any] = {"method": args.method}
-    doc = evaluate_method(args.method, params, Path(args.data), Path(args.outputs), scorer, per_face, runtime)
+    outputs = read_outputs(Path(args.outputs))
+    doc = evaluate_method(args.method, params, Path(args.data), outputs, scorer, per_face, runtime)
     write_json(args.out, doc)
     if args.scores:
         write_npz(args.scores, per_face)

@@ -271,6 +271,7 @@ def builtin_identity(world: dict, tmp: Path) -> dict:
     """The pipeline's own identity row (resolution 64: its outputs are resized to 128 by `generate`)."""
     from agebench.pipeline import train as train_stage
     from agebench.pipeline.evaluate import evaluate_method
+    from agebench.pipeline.tasks import read_outputs
     from stages import generate as generate_stage
 
     params = load_params(world["params"])
@@ -284,7 +285,7 @@ def builtin_identity(world: dict, tmp: Path) -> dict:
         )
         == 0
     )  # fmt: skip
-    return evaluate_method("identity", params, world["prepared"], outputs, stub_scorer())
+    return evaluate_method("identity", params, world["prepared"], read_outputs(outputs), stub_scorer())
 
 
 def strip(doc: dict) -> dict:
@@ -309,7 +310,8 @@ def test_parity_builtin_outputs_exported_as_png_score_identically(world: dict, e
     assert doc["external"]["problems"] == []
     assert doc["resolution"] == 64
     # The built-in outputs themselves (generate's 128x128 arrays) written as PNGs score identically too.
-    ids = {t: sub.set_index("row")["id"] for t, sub in tasks.task_inputs(params, load_index(world["prepared"])).items()}
+    inputs = tasks.task_inputs(params.tasks, load_index(world["prepared"]))
+    ids = {t: sub.set_index("row")["id"] for t, sub in inputs.items()}
     pngs = tmp_path / "pngs"
     for task in ("aging", "rejuvenation"):
         data = np.load(tmp_path / "outputs" / "identity" / f"{task}.npz")
@@ -334,15 +336,17 @@ def test_toy_method_through_score_outputs(world: dict, exported: Path, tmp_path:
     assert "cycle_l1" in doc["tasks"]["aging"] and "cycle_l1" not in doc["tasks"]["rejuvenation"]
     assert "cycle_l1" not in doc["tasks"]["rejuvenation"]["ci95"]
     assert "| rejuvenation |" in out and "–" in out.split("| rejuvenation |")[1].splitlines()[0]
-    # The same arrays (and masks) through the built-in evaluate path give the same numbers, nothing patched after.
+    # The same arrays (and masks), written as an outputs folder and read back, through the built-in evaluate path
+    # give the same numbers, nothing patched after.
     from agebench.pipeline.evaluate import evaluate_method
+    from agebench.pipeline.tasks import read_outputs, write_outputs
 
     params = load_params(world["params"])
     layout = tmp_path / "layout"
-    outputs, _ = external.read_folder(folder, params, world["prepared"])
-    external.write_generate_layout(layout, outputs, params)
+    read, _ = external.read_folder(folder, params, world["prepared"])
+    write_outputs(layout, read.outputs, params.evaluate.resolution)
     assert "cycle" not in np.load(layout / "rejuvenation.npz").files  # no placeholder round trips
-    ref = evaluate_method("toy", params, world["prepared"], layout, stub_scorer())
+    ref = evaluate_method("toy", params, world["prepared"], read_outputs(layout), stub_scorer())
     assert doc["tasks"] == json.loads(json.dumps(ref["tasks"]))
     assert all(t["missing"] == 0 and t["fid_n"] == t["n"] for t in doc["tasks"].values())
 
@@ -385,23 +389,23 @@ def test_missing_outputs_count_as_failures_for_every_metric(world: dict, exporte
     assert a["age_acc"] == a["id_rate"] == a["joint_decade"] == (n - 2) / n
     assert a["age_mean"] == 55.0
     index = load_index(world["prepared"])
-    ids = tasks.task_inputs(params, index)["aging"]["id"].tolist()
+    ids = tasks.task_inputs(params.tasks, index)["aging"]["id"].tolist()
     gone_pos = sorted(ids.index(p.stem) for p in gone)
     assert np.flatnonzero(np.isnan(per_face["aging/age_out"])).tolist() == gone_pos
     assert np.flatnonzero(per_face["aging/joint_decade"] == 0).tolist() == gone_pos  # row-aligned, paired
     assert all(per_face["aging/joint"][gone_pos] == 0) and a["joint"] == np.mean(a["per_face"]["joint"])
     # FID/KID on the outputs that exist, never on placeholders.
-    outputs, _ = external.read_folder(folder, params, world["prepared"])
-    t = outputs.tasks["aging"]
+    read, _ = external.read_folder(folder, params, world["prepared"])
+    t = read.outputs.tasks["aging"]
     faces = load_faces(world["prepared"], 128)
     real = faces_nchw(faces, index.loc[index["pair"] == "old", "row"].to_numpy())
-    fake = torch.from_numpy(t["fake"][t["present"]]).permute(0, 3, 1, 2).contiguous()
+    fake = torch.from_numpy(t.fake[t.present]).permute(0, 3, 1, 2).contiguous()
     assert a["fid"] == stub_scorer().fid_kid(real, fake)["fid"]
     # A missing round trip is left out of cycle_l1 and counted.
-    r, tr = doc["tasks"]["rejuvenation"], outputs.tasks["rejuvenation"]
+    r, tr = doc["tasks"]["rejuvenation"], read.outputs.tasks["rejuvenation"]
     assert r["missing"] == 0 and r["cycle_missing"] == 1 and a["cycle_missing"] == 0
-    l1 = stats.cycle_l1(faces[tr["rows"]], tr["cycle"])
-    assert r["cycle_l1"] == pytest.approx(l1[tr["cycle_present"]].mean(), rel=1e-12)
+    l1 = stats.cycle_l1(faces[tr.rows], tr.cycle)
+    assert r["cycle_l1"] == pytest.approx(l1[tr.cycle_present].mean(), rel=1e-12)
     problems = _problems(doc)
     assert problems[("aging", "missing")] == [p.stem for p in gone]
     assert problems[("rejuvenation_cycle", "cycle_missing")] == [cycle_gone.stem]
@@ -413,17 +417,18 @@ def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, expor
     tasks.json (top level, else the training summary), [] by default."""
     from agebench.infra.common import read_json, write_json
     from agebench.pipeline.evaluate import evaluate_method
+    from agebench.pipeline.tasks import read_outputs, write_outputs
     from metrics.stats import in_range, pack_outcomes
 
     params = load_params(world["params"])
     folder = toy_method(exported, tmp_path / "toy", size=128, transform=old_red)
     for p in sorted((folder / "aging").iterdir())[1:3]:
         p.unlink()
-    outputs, _ = external.read_folder(folder, params, world["prepared"])
+    read, _ = external.read_folder(folder, params, world["prepared"])
     layout = tmp_path / "layout"
-    external.write_generate_layout(layout, outputs, params)
+    write_outputs(layout, read.outputs, params.evaluate.resolution)
     per_face: dict[str, np.ndarray] = {}
-    doc = evaluate_method("toy", params, world["prepared"], layout, stub_scorer(), per_face)
+    doc = evaluate_method("toy", params, world["prepared"], read_outputs(layout), stub_scorer(), per_face)
     schemes = params.groups.schemes()
     for task, res in doc["tasks"].items():
         bounds = schemes[res["scheme"]][res["target"]]
@@ -442,12 +447,12 @@ def test_evaluate_records_per_face_joint_and_scoring_networks(world: dict, expor
     del meta["uses_scoring_networks"]
     meta["train"] = {"uses_scoring_networks": ["dlib"]}
     write_json(layout / "tasks.json", meta)
-    assert evaluate_method("toy", params, world["prepared"], layout, stub_scorer())["uses_scoring_networks"] == ["dlib"]
+    assert read_outputs(layout).uses_scoring_networks == ("dlib",)
     meta["uses_scoring_networks"] = ["facenet"]
     write_json(layout / "tasks.json", meta)
-    assert evaluate_method("toy", params, world["prepared"], layout, stub_scorer())["uses_scoring_networks"] == [
-        "facenet"
-    ]
+    assert read_outputs(layout).uses_scoring_networks == ("facenet",)
+    doc = evaluate_method("toy", params, world["prepared"], read_outputs(layout), stub_scorer())
+    assert doc["uses_scoring_networks"] == ["facenet"]
 
 
 def test_partial_and_wrong_names_are_listed(world: dict, exported: Path, tmp_path: Path, stub, capsys) -> None:

@@ -341,6 +341,7 @@ def test_leaderboard_of_files_the_scoring_code_wrote(tiny_run, tmp_path: Path) -
     from agebench.cli import main
     from agebench.pipeline.evaluate import evaluate_method
     from agebench.pipeline.reference import real_floor
+    from agebench.pipeline.tasks import read_outputs
     from tests.test_suite import make_scorer
 
     params = tiny_run["params"]
@@ -350,9 +351,10 @@ def test_leaderboard_of_files_the_scoring_code_wrote(tiny_run, tmp_path: Path) -
 
     docs = [
         run_eval(tiny_run, tiny_run["outputs"], 0),
-        as_read(evaluate_method("cyclegan_perceptual", params, tiny_run["prepared"], tiny_run["root"] / "outputs_b",
+        as_read(evaluate_method("cyclegan_perceptual", params, tiny_run["prepared"],
+                                read_outputs(tiny_run["root"] / "outputs_b"), make_scorer())),
+        as_read(evaluate_method("identity", params, tiny_run["prepared"], read_outputs(tiny_run["outputs"]),
                                 make_scorer())),
-        as_read(evaluate_method("identity", params, tiny_run["prepared"], tiny_run["outputs"], make_scorer())),
     ]  # fmt: skip
     real_tasks = real_floor(make_scorer(), params, tiny_run["index"], tiny_run["faces"])
     first = docs[0]

@@ -22,6 +22,7 @@ from agebench.params.reading import ParamsError
 from agebench.pipeline.evaluate import evaluate_method, reconstruction_rates
 from agebench.pipeline.reference import real_floor
 from agebench.pipeline.seeds import PER_FACE_KEYS, SeedMergeError, merge_seed_dirs, merge_seed_docs, per_face_record
+from agebench.pipeline.tasks import read_outputs
 from metrics import stats
 from metrics.precision import kynkaenniemi_inside, kynkaenniemi_precision, kynkaenniemi_radii
 from metrics.scorer import verify_pairs
@@ -243,7 +244,7 @@ def tiny_run(tmp_path_factory) -> dict:
 def run_eval(tiny_run: dict, outputs: Path, seed: int) -> dict:
     params = tiny_run["params"]
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, seed=seed))
-    doc = evaluate_method("cyclegan_keras", params, tiny_run["prepared"], outputs, make_scorer())
+    doc = evaluate_method("cyclegan_keras", params, tiny_run["prepared"], read_outputs(outputs), make_scorer())
     return json.loads(json.dumps(doc, default=float))  # as read back from the metrics file
 
 
@@ -286,7 +287,8 @@ def test_evaluate_writes_per_face_records_seeds_and_the_real_rows_gap(tiny_run) 
         want = brute_inside(f_test, f_train, 3)
         assert prf["realistic_target"] == want.astype(int).tolist() and 0 < want.mean() < 1
         assert rt["age_score_real"] > t["age_score"] * 0  # defined
-    ident = evaluate_method("identity", tiny_run["params"], tiny_run["prepared"], tiny_run["outputs"], make_scorer())
+    outputs = read_outputs(tiny_run["outputs"])
+    ident = evaluate_method("identity", tiny_run["params"], tiny_run["prepared"], outputs, make_scorer())
     assert ident["seeds"][0]["seed"] is None
 
 

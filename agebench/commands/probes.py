@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         [EXAMPLE],
         "Score fixed transforms of the prepared test faces (blur, brighten, another person's face, "
         "a blank image) with the pipeline's scorer; writes one metrics file per probe. No image is written "
-        "outside a temporary folder. Exit status: 0 written; 2 bad input (no prepared data, bad params).",
+        "(the transforms stay in memory). Exit status: 0 written; 2 bad input (no prepared data, bad params).",
     )
     add_run_options(p, "the run's params.yaml")
     p.add_argument("--out", default="reports/probes", help="folder for probe:<name>.json files")

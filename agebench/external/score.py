@@ -19,7 +19,6 @@ listed in the metrics file (`external.problems`) and printed.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -41,15 +40,15 @@ from agebench.external.tasks import (
     task_digest,
     task_inputs,
 )
-from agebench.infra.common import atomic_path, read_json, write_json
-from agebench.params.sections import Params
-from agebench.pipeline.tasks import TaskSpec
+from agebench.infra.common import atomic_path, read_json
+from agebench.params.sections import Params, TasksConfig
+from agebench.pipeline.tasks import MethodOutputs, TaskOutputs, TaskSpec, write_outputs
 
 if TYPE_CHECKING:  # pandas and the data module load on first use: `agebench --help` stays fast
     import pandas as pd
 
 
-def check_manifest(path: Path, params: Params, digests: dict[str, str]) -> None:
+def check_manifest(path: Path, digests: dict[str, str]) -> None:
     """Refuse (ExternalError, one line) a manifest of another protocol version or of other test inputs."""
     try:
         manifest = read_json(path)
@@ -236,38 +235,40 @@ def read_task_folder(
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class FolderOutputs:
-    """A folder's outputs as the `generate` stage's arrays, with what was missing and every problem."""
+    """A folder's outputs as scoring takes them (masks of what is present; nothing trained here, no seed),
+    the original image sizes per task ({"WxH": count}) and every problem found."""
 
-    tasks: dict[str, dict[str, Any]]  # task -> {rows, fake, cycle, present, cycle_present, sizes}
+    outputs: MethodOutputs
+    sizes: dict[str, dict[str, int]]
     problems: Problems
 
 
-def check_layout(folder: Path, params: Params, prepared: Path | None = None) -> None:
+def check_layout(folder: Path, tasks: TasksConfig, prepared: Path | None = None) -> None:
     """Refuse, in a second and before any network loads, a folder that cannot be scored: missing, empty,
     without a `<task>/` folder of any task, or (with `prepared`) without one file named by an input id.
-    Raises ExternalError naming the expected layout."""
+    Raises ExternalError naming the expected layout. `tasks`: the `tasks:` section."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ExternalError(f"{folder}: output folder not found; expected {folder}/<task>/<id>.png")
     entries = [p for p in folder.iterdir() if p.name not in IGNORED_NAMES]
     if not entries:
         raise ExternalError(f"{folder}: output folder is empty; expected {folder}/<task>/<id>.png")
-    tasks = [t for t, _ in params.tasks.items()]
-    present = [t for t in tasks if (folder / t).is_dir()]
+    names = [t for t, _ in tasks.items()]
+    present = [t for t in names if (folder / t).is_dir()]
     if not present:
         found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
         more = f", ... ({len(found) - 5} more)" if len(found) > 5 else ""
         raise ExternalError(
-            f"{folder}: no task folder ({', '.join(t + '/' for t in tasks)}); expected {folder}/<task>/<id>.png, "
+            f"{folder}: no task folder ({', '.join(t + '/' for t in names)}); expected {folder}/<task>/<id>.png, "
             f"found {', '.join(found[:5])}{more}"
         )
     if prepared is None:
         return
     from agebench.data.faces import load_index
 
-    per_task = task_inputs(params, load_index(prepared))
+    per_task = task_inputs(tasks, load_index(prepared))
     stems = {(t, p.name.rsplit(".", 1)[0]) for t in present for p in (folder / t).iterdir()}
     if not any((t, i) in stems for t, sub in per_task.items() for i in sub["id"]):
         t, sub = next((t, per_task[t]) for t in present)
@@ -286,19 +287,21 @@ def read_folder(
     no file matches any input id (wrong names; the message shows an expected name).
     """
     folder = Path(folder)
-    check_layout(folder, params)
+    check_layout(folder, params.tasks)
     from agebench.data.faces import load_faces, load_index
 
     index = load_index(prepared)
     size = params.evaluate.resolution
     faces = load_faces(prepared, size)
-    per_task = task_inputs(params, index)
+    per_task = task_inputs(params.tasks, index)
     manifest = manifest if manifest is not None else folder / "manifest.json"
     if manifest.is_file():
-        check_manifest(manifest, params, {k: task_digest(k, params, v, faces) for k, v in per_task.items()})
+        check_manifest(manifest, {k: task_digest(k, params.tasks, v, faces) for k, v in per_task.items()})
     fill = np.zeros((size, size, 3), np.uint8)  # placeholder pixels of a missing output: masked, never scored
     problems = Problems()
-    tasks: dict[str, dict[str, Any]] = {}
+    groups = dict(params.tasks.items())
+    tasks: dict[str, TaskOutputs] = {}
+    task_sizes: dict[str, dict[str, int]] = {}
     for task_id, sub in per_task.items():
         ids = sub["id"].tolist()
         fake, present, sizes = read_task_folder(folder / task_id, task_id, ids, size, fill, problems, "missing")
@@ -309,48 +312,23 @@ def read_folder(
             # A missing round trip is filled with its input (masked out of cycle_l1 by `cycle_present`).
             cycle, cycle_present, _ = read_task_folder(cycle_dir, task_id, ids, size, fill, problems, "cycle_missing")
             cycle[~cycle_present] = inputs[~cycle_present]
-        tasks[task_id] = {
-            "rows": sub["row"].to_numpy(),
-            "fake": fake,
-            "cycle": cycle,
-            "present": present,
-            "cycle_present": cycle_present,
-            "sizes": dict(sizes),
-        }
+        g = groups[task_id]
+        spec = TaskSpec.same_groups(g.scheme, g.source, g.target)
+        rows = sub["row"].to_numpy()
+        tasks[task_id] = TaskOutputs(spec, rows, fake, cycle, present, cycle_present if cycle is not None else None)
+        task_sizes[task_id] = dict(sizes)
     known = set(per_task) | {f"{t}_cycle" for t in per_task}
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name not in known and entry.name not in IGNORED_NAMES and not entry.name.startswith("."):
             problems.add("-", "extra", entry.name)
-    if not any(t["present"].any() for t in tasks.values()):
+    if not any(t.present.any() for t in tasks.values()):
         first = next(iter(per_task.items()))
         example = f"{folder}/{first[0]}/{first[1]['id'].iloc[0]}.png" if len(first[1]) else f"{folder}/<task>/<id>.png"
         raise ExternalError(
             f"{folder}: no output matches an input id (expected e.g. {example}; ids are in the exported manifest.csv)"
         )
-    return FolderOutputs(tasks, problems), per_task
-
-
-def write_generate_layout(out: Path, outputs: FolderOutputs, params: Params) -> None:
-    """Write `out/<task>.npz` and `out/tasks.json` as the `generate` stage does, plus the masks.
-
-    Each npz holds `rows`, `fake`, `present` and, when the folder has round trips, `cycle` and
-    `cycle_present` (`agebench.pipeline.evaluate.evaluate_method` reads them).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"method": None, "resolution": None, "eval_resolution": params.evaluate.resolution}
-    meta["train"] = {}
-    meta["uses_scoring_networks"] = []
-    meta["seed"] = None  # trained elsewhere: no training seed of this pipeline
-    meta["tasks"] = {}
-    groups = dict(params.tasks.items())
-    for task_id, t in outputs.tasks.items():
-        arrays = {"rows": t["rows"], "fake": t["fake"], "present": t["present"]}
-        if t["cycle"] is not None:
-            arrays.update(cycle=t["cycle"], cycle_present=t["cycle_present"])
-        np.savez(out / f"{task_id}.npz", **arrays)
-        g = groups[task_id]
-        meta["tasks"][task_id] = TaskSpec.same_groups(g.scheme, g.source, g.target).record(len(t["rows"]))
-    write_json(out / "tasks.json", meta)
+    # Trained elsewhere: no training seed of this pipeline, no training summary.
+    return FolderOutputs(MethodOutputs(tasks, seed=None), task_sizes, problems), per_task
 
 
 def score_folder(
@@ -370,27 +348,25 @@ def score_folder(
     `fid_n` (outputs in FID/KID) and, with round trips, `cycle_missing` per task come from
     `metrics.suite.score_task`; `cycle_l1` is absent without round trips), with `kind: "external"`,
     `source` and `external: {folder, outputs, problems}`. `outputs_dir`, when given, receives the arrays
-    in the `generate` stage's layout (the report's sample grids read them).
+    in the `generate` stage's layout (`agebench.pipeline.tasks.write_outputs`; the report's sample grids
+    read them); it appears only when scoring succeeded.
     """
     from agebench.pipeline.evaluate import evaluate_method
 
     check_name(name)
-    outputs, _ = read_folder(folder, params, prepared, manifest)
+    read, _ = read_folder(folder, params, prepared, manifest)
     with contextlib.ExitStack() as stack:
-        if outputs_dir is not None:  # appears only when scoring succeeded
+        if outputs_dir is not None:
             layout = stack.enter_context(atomic_path(outputs_dir, kind="dir"))
-        else:
-            layout = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agebench-external-"))) / "outputs"
-        write_generate_layout(layout, outputs, params)
-        doc = evaluate_method(name, params, prepared, layout, scorer, per_face)
+            write_outputs(layout, read.outputs, params.evaluate.resolution)
+        doc = evaluate_method(name, params, prepared, read.outputs, scorer, per_face)
     summary: dict[str, Any] = {}
-    for task_id, t in outputs.tasks.items():
-        n, n_present = len(t["rows"]), int(t["present"].sum())
+    for task_id, t in read.outputs.tasks.items():
         summary[task_id] = {
-            "n": n,
-            "present": n_present,
-            "cycle_present": int(t["cycle_present"].sum()),
-            "sizes": t["sizes"],
+            "n": len(t.rows),
+            "present": int(t.present.sum()),
+            "cycle_present": int(t.cycle_present.sum()) if t.cycle_present is not None else 0,
+            "sizes": read.sizes[task_id],
         }
     doc["kind"] = "external"
     doc["source"] = source
@@ -400,7 +376,7 @@ def score_folder(
     for s in summary.values():
         sizes.update(s["sizes"])
     doc["resolution"] = int(sizes.most_common(1)[0][0].split("x")[0]) if sizes else None
-    doc["external"] = {"folder": str(folder), "outputs": summary, "problems": outputs.problems.as_list()}
+    doc["external"] = {"folder": str(folder), "outputs": summary, "problems": read.problems.as_list()}
     return doc
 
 

@@ -11,6 +11,7 @@ run measured about the machine (training wall time, hardware) goes to `reports/r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,11 @@ import torch
 from tqdm import tqdm
 
 from agebench.data.faces import faces_nchw, load_faces, load_index, test_faces
-from agebench.infra.common import read_json
 from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
 from agebench.pipeline.scoring import result_context
 from agebench.pipeline.seeds import add_seed_records, per_face_record
-from agebench.pipeline.tasks import TaskSpec
+from agebench.pipeline.tasks import MethodOutputs
 from metrics.keys import KEY_PER_FACE
 from metrics.scorer import Scorer
 from metrics.stats import wilson_interval
@@ -44,41 +44,36 @@ def evaluate_method(
     name: str,
     params: Params,
     prepared: Path,
-    outputs: Path,
+    outputs: MethodOutputs,
     scorer: Scorer,
     per_face: dict[str, np.ndarray] | None = None,
     runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score every task in `outputs/tasks.json`; returns the metrics document.
+    """Score every task of `outputs` (in memory; `agebench.pipeline.tasks.read_outputs` reads a folder); returns
+    the metrics document.
 
-    A task's `<task>.npz` holds `rows`, `fake` and optionally `cycle` (round trips), `present` and
-    `cycle_present` ((N,) bool masks of the outputs / round trips that exist; an external row writes them,
-    the `generate` stage does not: every output present). Each task result carries `per_face`
+    A task's masks (`present`, `cycle_present`) are given by an external row; without them every output
+    counts as present. Each task result carries `per_face`
     (`agebench.pipeline.seeds.per_face_record`: the face-free per-face record, ordered by input file name) and
-    `seed_spread`; the document carries `seeds`, one entry whose seed is `tasks.json`'s `seed` when it names
-    one (an external row: null), else null for a reference method (nothing trained) and `train.seed`
+    `seed_spread`; the document carries `seeds`, one entry whose seed is `outputs.seed` when it names one (an
+    external row: null), else ("train") null for a reference method (nothing trained) and `train.seed`
     otherwise. The real gap G of each task comes from the real test faces of its two groups (found by
     YuNet), the realism manifold from the real train faces of the target group, as in the `real` row.
-    The document's `uses_scoring_networks` (a list, [] by default) comes from `tasks.json` (top level,
-    else its `train` summary).
+    The document's `uses_scoring_networks` is `outputs.uses_scoring_networks`, as a list.
 
     `per_face`, when given, receives `<task>/rows` and the metrics' per-face arrays `<task>/<name>` (age_in,
     age_out, face_found, id_sim, id_dist, ...);
     `runtime` receives the training summary's machine-dependent keys (`RUNTIME_KEYS`), which the
     document leaves out.
     """
-    meta = read_json(outputs / "tasks.json")
     index = load_index(prepared)
     faces = load_faces(prepared, params.evaluate.resolution)
     schemes = params.groups.schemes()
     metrics = resolve_metrics(params.evaluate.metrics)
     tasks: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    for task_id, record in tqdm(meta["tasks"].items(), desc=f"evaluate {name}", unit="task"):
-        t = TaskSpec.from_record(record)
-        data = np.load(outputs / f"{task_id}.npz")
-        rows = data["rows"]
-        masks = {k: data[k].astype(bool) for k in ("present", "cycle_present") if k in data.files}
+    for task_id, out in tqdm(outputs.tasks.items(), desc=f"evaluate {name}", unit="task"):
+        t, rows = out.spec, out.rows
         faces_out: dict[str, np.ndarray] = {}
         sub = index.set_index("row").loc[rows]
         in_target = index[t.scheme] == t.target
@@ -89,8 +84,8 @@ def evaluate_method(
         result = score_task(
             scorer,
             faces_nchw(faces, rows),
-            nchw(data["fake"]),
-            nchw(data["cycle"]) if "cycle" in data.files else None,
+            nchw(out.fake),
+            nchw(out.cycle) if out.cycle is not None else None,
             faces_nchw(faces, target_rows),
             faces_nchw(faces, target_test),
             tuple(schemes[t.scheme][t.target]),
@@ -100,7 +95,7 @@ def evaluate_method(
             per_face=faces_out,
             real_source_test=faces_nchw(faces, source_test),
             real_target_train=target_train,
-            **masks,
+            **out.masks(),
         )
         result[KEY_PER_FACE] = per_face_record(sub["file"].astype(str).tolist(), faces_out)
         if per_face is not None:
@@ -116,22 +111,23 @@ def evaluate_method(
     }
     if extra:
         doc["extra_tasks"] = extra
-    seed = meta.get("seed", None if name in REFERENCE_METHODS else params.train.seed)
+    seed = outputs.seed
+    if seed == "train":
+        seed = None if name in REFERENCE_METHODS else params.train.seed
     add_seed_records(doc, seed)
-    recon = outputs / "reconstruction.npz"
-    if recon.is_file():
-        doc["reconstruction"] = reconstruction_rates(np.load(recon), faces, scorer)
-    train = meta.get("train", {})
-    doc["uses_scoring_networks"] = list(meta.get("uses_scoring_networks", train.get("uses_scoring_networks", [])))
+    if outputs.reconstruction is not None:
+        doc["reconstruction"] = reconstruction_rates(outputs.reconstruction, faces, scorer)
+    train = outputs.train
+    doc["uses_scoring_networks"] = list(outputs.uses_scoring_networks)
     doc["train"] = {k: v for k, v in train.items() if k not in RUNTIME_KEYS}
     if runtime is not None:
         runtime.update({k: v for k, v in train.items() if k in RUNTIME_KEYS})
-    doc["resolution"] = meta.get("resolution")
+    doc["resolution"] = outputs.resolution
     doc.update(result_context(params, name))
     return doc
 
 
-def reconstruction_rates(data: Any, faces: np.ndarray, scorer: Scorer) -> dict[str, Any]:
+def reconstruction_rates(data: Mapping[str, np.ndarray], faces: np.ndarray, scorer: Scorer) -> dict[str, Any]:
     """Identity rate of reconstructions per latent mode (Age-cGAN's initial / pixel-wise / IP table), by
     every judge of the scorer, through the face-validity gate like every output (PROTOCOL.md s.4 v3).
 

@@ -10,14 +10,12 @@ that the identity row leaves alone:
   real face of another person: the judges must reject it, while age and realism stay real.
 - `blank`: a flat grey image. The face check must reject every one (`face_fail` = n).
 
-The images are made at run time from the prepared data and only live in a temporary folder: nothing
-derived from UTKFace is ever written where it could be committed.
+The images are made at run time from the prepared data and only live in memory: nothing derived from
+UTKFace is ever written.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +24,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 if TYPE_CHECKING:
-    from agebench.pipeline.tasks import TaskSpec
+    from agebench.params.sections import Params
+    from agebench.pipeline.tasks import MethodOutputs, TaskSpec
+    from metrics.scorer import Scorer
 
 BLUR_RADIUS = 3.0
 BRIGHTEN_BY = 48
@@ -67,25 +67,28 @@ def row_name(probe: str) -> str:
     return f"probe:{probe}"
 
 
-def write_probe_outputs(
-    folder: Path, probe: str, tasks: Mapping[str, TaskSpec], rows: Mapping[str, np.ndarray], faces: np.ndarray
-) -> None:
-    """Write `probe`'s outputs of every task in the `generate` stage's format (see agebench.pipeline.generate).
+def probe_outputs(
+    probe: str, tasks: Mapping[str, TaskSpec], rows: Mapping[str, np.ndarray], faces: np.ndarray
+) -> MethodOutputs:
+    """`probe`'s outputs of every task, as scoring takes them: the transform of each input, and as round
+    trip the transform of that output; every output present, nothing trained (the seed reads as a method's).
 
     `tasks`: task id -> the task; `rows`: task id -> (N,) index rows of its inputs; `faces`: the
     prepared (M, S, S, 3) uint8 faces at the evaluation resolution, indexed by row.
     """
+    from agebench.pipeline.tasks import MethodOutputs, TaskOutputs
+
     fn = PROBES[probe]
-    folder.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"tasks": {}, "train": {}, "resolution": int(faces.shape[1])}
+    outputs = {}
     for task_id, t in tasks.items():
         fake = fn(faces[rows[task_id]])
-        np.savez(folder / f"{task_id}.npz", rows=rows[task_id], fake=fake, cycle=fn(fake))
-        meta["tasks"][task_id] = t.record(len(rows[task_id]))
-    (folder / "tasks.json").write_text(json.dumps(meta), encoding="utf-8")
+        outputs[task_id] = TaskOutputs(t, rows[task_id], fake, fn(fake))
+    return MethodOutputs(outputs, resolution=int(faces.shape[1]))
 
 
-def score_probes(params: Any, prepared: Path, scorer: Any, probes: tuple[str, ...] = tuple(PROBES)) -> dict[str, Any]:
+def score_probes(
+    params: Params, prepared: Path, scorer: Scorer, probes: tuple[str, ...] = tuple(PROBES)
+) -> dict[str, Any]:
     """Score every probe on the two common tasks; returns {row name: metrics document}.
 
     `params`: the loaded `Params`; `prepared`: the prepare stage's folder; `scorer`: the pipeline's
@@ -101,11 +104,8 @@ def score_probes(params: Any, prepared: Path, scorer: Any, probes: tuple[str, ..
     rows = {task_id: t.test_rows(index) for task_id, t in tasks.items()}
     faces = load_faces(prepared, params.evaluate.resolution)
     docs: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="agebench-probes-") as tmp:
-        for probe in probes:
-            folder = Path(tmp) / probe
-            write_probe_outputs(folder, probe, tasks, rows, faces)
-            doc = evaluate_method(row_name(probe), params, prepared, folder, scorer)
-            doc["kind"] = "probe"
-            docs[row_name(probe)] = doc
+    for probe in probes:
+        doc = evaluate_method(row_name(probe), params, prepared, probe_outputs(probe, tasks, rows, faces), scorer)
+        doc["kind"] = "probe"
+        docs[row_name(probe)] = doc
     return docs
