@@ -202,11 +202,11 @@ def test_loading_the_judge_logs_no_opencv_warning() -> None:
 def test_disk_need_is_the_prepared_arrays_and_a_shortfall_is_a_problem(tmp_path: Path) -> None:
     params = load_params(write_params(tmp_path / "params.yaml", **{"data.source": str(faces(tmp_path / "f", 10))}))
     # Independent statement: 1,000 faces kept at 64, 128 and 256 px, 3 bytes a pixel.
-    assert doctor.prepared_bytes(1000, params) == 1000 * (64 * 64 + 128 * 128 + 256 * 256) * 3
+    assert doctor.prepared_bytes(1000, params.data) == 1000 * (64 * 64 + 128 * 128 + 256 * 256) * 3
     need = 23_708 * (64 * 64 + 128 * 128 + 256 * 256) * 3
-    problems = doctor.check_disk(params, tmp_path / "data", 23_708, free=lambda p: need // 2)
+    problems = doctor.check_disk(params.data, tmp_path / "data", 23_708, free=lambda p: need // 2)
     assert len(problems) == 1 and "GB free" in problems[0].what and "data.resolutions" in problems[0].fix
-    assert doctor.check_disk(params, tmp_path / "data", 23_708, free=lambda p: 2 * need) == []
+    assert doctor.check_disk(params.data, tmp_path / "data", 23_708, free=lambda p: 2 * need) == []
 
 
 def test_full_profile_without_gpu_stops_with_the_estimate_unless_allowed(tmp_path: Path, no_gpu, monkeypatch) -> None:

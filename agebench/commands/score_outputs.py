@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.scores):
         if out:
             check_output_path(out, "file", inputs=[args.folder])
-    check_layout(Path(args.folder), params, Path(args.data))
+    check_layout(Path(args.folder), params.tasks, Path(args.data))
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     # The fixed costs (networks, the real faces' features) are phases of their own.

@@ -86,14 +86,14 @@ def export_inputs(
     size = params.evaluate.resolution
     faces = load_faces(prepared, size)
     originals = images_dir(Path(source))
-    per_task = task_inputs(params, index, tasks)
+    per_task = task_inputs(params.tasks, index, tasks)
     groups = dict(params.tasks.items())
     rows_out: list[dict[str, Any]] = []
     digests: dict[str, str] = {}
     with atomic_path(out, kind="dir") as tmp:
         for task_id, sub in per_task.items():
             t = groups[task_id]
-            digests[task_id] = task_digest(task_id, params, sub, faces)
+            digests[task_id] = task_digest(task_id, params.tasks, sub, faces)
             for res in (ORIGINAL_SIZE, size):
                 (tmp / str(res) / task_id).mkdir(parents=True)
             for rec in sub.itertuples(index=False):

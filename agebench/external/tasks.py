@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agebench.infra.errors import UserError
-from agebench.params.sections import Params
+from agebench.params.sections import TasksConfig
 
 if TYPE_CHECKING:  # pandas and the data module load on first use: `agebench --help` stays fast
     import pandas as pd
@@ -57,20 +57,21 @@ def check_name(name: str) -> str:
     return name
 
 
-def task_inputs(params: Params, index: pd.DataFrame, tasks: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Task name -> its test inputs (index rows, ordered as the `generate` stage orders them) with an `id` column.
+def task_inputs(tasks: TasksConfig, index: pd.DataFrame, names: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Task name -> its test inputs (index rows, ordered as the `generate` stage orders them) with an `id` column,
+    for every task of `tasks` (or those in `names`).
 
     Raises ExternalError for an unknown task name.
     """
     from agebench.data.faces import test_faces
 
-    known = dict(params.tasks.items())
-    for name in tasks or ():
+    known = dict(tasks.items())
+    for name in names or ():
         if name not in known:
             raise ExternalError(f"unknown task {name!r}; tasks: {', '.join(known)}")
     out = {}
     for task_id, t in known.items():
-        if tasks and task_id not in tasks:
+        if names and task_id not in names:
             continue
         sub = test_faces(index, t.scheme, t.source).copy()
         sub["id"] = [face_id(f) for f in sub["file"]]
@@ -81,9 +82,10 @@ def task_inputs(params: Params, index: pd.DataFrame, tasks: Sequence[str] | None
     return out
 
 
-def task_digest(task_id: str, params: Params, sub: pd.DataFrame, faces: np.ndarray) -> str:
-    """sha256 of a task's definition and its inputs (ids, labels, evaluation-size pixels), in order."""
-    t = dict(params.tasks.items())[task_id]
+def task_digest(task_id: str, tasks: TasksConfig, sub: pd.DataFrame, faces: np.ndarray) -> str:
+    """sha256 of task `task_id`'s definition (in `tasks`) and its inputs (ids, labels, evaluation-size pixels), in
+    order."""
+    t = dict(tasks.items())[task_id]
     h = hashlib.sha256(f"{task_id}\t{t.scheme}\t{t.source}\t{t.target}\t{faces.shape[1]}\n".encode())
     for rec, row in zip(sub.itertuples(index=False), sub["row"].to_numpy()):
         h.update(f"{rec.id}\t{rec.age}\t{rec.gender}\t{rec.race}\t".encode())

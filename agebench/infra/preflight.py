@@ -105,11 +105,12 @@ def _reachable(url: str) -> str | None:
     return None if r.status_code < 400 else f"HTTP {r.status_code}"
 
 
-def check_data(params: Any, base: Path, data_dir: Path, probe: Callable[[str], str | None]) -> tuple[list, int]:
-    """Problems with `data.source`, and the number of image files it holds (or UTKFace's when unknown)."""
+def check_data(data: Any, base: Path, data_dir: Path, probe: Callable[[str], str | None]) -> tuple[list, int]:
+    """Problems with `data.source` (`data`: the `data:` section, a `DataConfig`), and the number of image files
+    it holds (or UTKFace's when unknown)."""
     from agebench.data.download import is_url, resolve_source, url_filename
 
-    source = params.data.source
+    source = data.source
     located = resolve_source(source, base)
     if isinstance(located, Path):
         if not located.exists():
@@ -239,20 +240,22 @@ def check_method_files(params: Any, base: Path, probe: Callable[[str], str | Non
     return problems
 
 
-def prepared_bytes(n_files: int, params: Any) -> int:
-    """Bytes of the prepared arrays: kept files x sum over resolutions of R*R*3 (uint8 RGB)."""
-    n = round(n_files * params.data.subsample)
-    return n * sum(3 * r * r for r in params.data.resolutions)
+def prepared_bytes(n_files: int, data: Any) -> int:
+    """Bytes of the prepared arrays (`data`: the `data:` section): kept files x sum over resolutions of R*R*3
+    (uint8 RGB)."""
+    n = round(n_files * data.subsample)
+    return n * sum(3 * r * r for r in data.resolutions)
 
 
-def check_disk(params: Any, data_dir: Path, n_files: int, free: Callable[[Path], int] | None = None) -> list[Problem]:
-    """Free space where `data/` lives for the archive, the unpacked images and the prepared arrays."""
+def check_disk(data: Any, data_dir: Path, n_files: int, free: Callable[[Path], int] | None = None) -> list[Problem]:
+    """Free space where `data/` lives for the archive, the unpacked images and the prepared arrays (`data`: the
+    `data:` section)."""
     from agebench.data.download import is_url
 
-    need = prepared_bytes(n_files, params)
-    if is_url(params.data.source):
+    need = prepared_bytes(n_files, data)
+    if is_url(data.source):
         need += UTKFACE_ARCHIVE_BYTES + UTKFACE_UNPACKED_BYTES
-    elif not Path(params.data.source).is_dir():
+    elif not Path(data.source).is_dir():
         need += UTKFACE_UNPACKED_BYTES
     need = int(need * 1.1)  # the atomic writes hold a temporary copy of one resolution at a time
     where = data_dir
@@ -264,7 +267,7 @@ def check_disk(params: Any, data_dir: Path, n_files: int, free: Callable[[Path],
     return [
         Problem(
             f"disk: {have / 1e9:.1f} GB free at {where}, the data needs about {need / 1e9:.1f} GB "
-            f"({round(n_files * params.data.subsample):,} faces at {', '.join(map(str, params.data.resolutions))} px)",
+            f"({round(n_files * data.subsample):,} faces at {', '.join(map(str, data.resolutions))} px)",
             "free some space, or lower data.resolutions / data.subsample (the smoke profile keeps 8% of the faces)",
         )
     ]
@@ -398,11 +401,11 @@ def run_checks(
     base = params_path.parent
     data_dir = data_dir if data_dir is not None else base / "data"
     report.notes.append(f"params: {params_path} (profile {params.profile}; methods {', '.join(params.methods)})")
-    data_problems, n_files = check_data(params, base, data_dir, probe)
+    data_problems, n_files = check_data(params.data, base, data_dir, probe)
     report.problems += data_problems
     report.problems += check_backbones()
     report.problems += check_method_files(params, base, probe)
-    report.problems += check_disk(params, data_dir, n_files)
+    report.problems += check_disk(params.data, data_dir, n_files)
     from agebench.data.download import is_url, resolve_source
 
     located = None if is_url(params.data.source) else Path(resolve_source(params.data.source, base))
