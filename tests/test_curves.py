@@ -83,6 +83,10 @@ def test_validation_split_relabels_only_validation_faces_and_drops_the_test_spli
     for scheme, names in schemes.items():
         for g in names:
             assert ((out["split"] == "test") & (out[scheme] == g)).sum() <= 3
+    capped = validation_split(index, 0.5, 3, schemes, reference_limit=2, reference_schemes=("pair",)).index
+    for g in schemes["pair"]:
+        assert ((capped["split"] == "train") & (capped["pair"] == g)).sum() == 2
+    assert capped.loc[capped["split"] == "test", "file"].tolist() == out.loc[out["split"] == "test", "file"].tolist()
     with pytest.raises(UserError, match=r"train\.validation is 0"):
         validation_split(index, 0.0, 3, schemes)
 

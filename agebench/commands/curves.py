@@ -29,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models", default="models", help="folder of models/<method>/snapshots")
     p.add_argument("--out", default="reports/curves", help="folder for <method>.json and learning_curves.png")
     p.add_argument("--limit", type=positive_int, default=200, help="validation faces per group (stable hash pick)")
+    p.add_argument(
+        "--reference-limit",
+        type=int,
+        default=2000,
+        help="train faces per target group kept as the realism manifold and FID reference (0: all)",
+    )
     p.add_argument("--figure-only", action="store_true", help="only redraw the figure from the JSONs in --out")
     return p
 
@@ -51,7 +57,16 @@ def run(args: argparse.Namespace) -> int:
         scorer = scorer_for_params(params, args.params, args.cache)
         device = select_device(params.train.device)
         for name in args.method:
-            doc = learning_curve(name, params, Path(args.data), Path(args.models) / name, scorer, args.limit, device)
+            doc = learning_curve(
+                name,
+                params,
+                Path(args.data),
+                Path(args.models) / name,
+                scorer,
+                args.limit,
+                device,
+                args.reference_limit,
+            )
             write_json(out / f"{name}.json", doc)
     docs = [read_json(p) for p in sorted(out.glob("*.json"))]
     if not docs:

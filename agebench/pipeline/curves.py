@@ -77,23 +77,38 @@ def hash_order(names: list[str]) -> np.ndarray:
 
 
 def validation_split(
-    index: pd.DataFrame, fraction: float, limit: int, schemes: dict[str, dict[str, Any]]
+    index: pd.DataFrame,
+    fraction: float,
+    limit: int,
+    schemes: dict[str, dict[str, Any]],
+    reference_limit: int = 0,
+    reference_schemes: tuple[str, ...] = (),
 ) -> ValidationSplit:
     """The relabelled index (see `ValidationSplit`): per group of every scheme, at most `limit` validation
     faces (by `hash_order`) become "test"; the real test faces and the other validation faces are dropped.
+    With `reference_limit`, each group of `reference_schemes` keeps at most that many train faces (by
+    `hash_order`): the realism manifold and FID reference of a curve point, capped so that scoring stays cheaper
+    than training (the ceilings are drawn against the same capped manifold, so targets stay comparable).
 
     Raises UserError when `fraction` is 0 (no validation split is configured).
     """
     if fraction <= 0.0:
         raise UserError("train.validation is 0: no validation split to draw learning curves on; set it (cpu: 0.1)")
     val = validation_mask(index, fraction)
+    train = (index["split"] == "train").to_numpy() & ~val
+    names = index["file"].astype(str)
     keep_val = np.zeros(len(index), bool)
     for scheme, groups in schemes.items():
         for group in groups:
             rows = np.flatnonzero(val & (index[scheme] == group).to_numpy())
-            order = hash_order(index["file"].iloc[rows].astype(str).tolist())
-            keep_val[rows[order[:limit]]] = True
-    out = index.loc[(index["split"] == "train").to_numpy() & (~val | keep_val)].copy()
+            keep_val[rows[hash_order(names.iloc[rows].tolist())[:limit]]] = True
+    keep_train = train.copy()
+    if reference_limit > 0:
+        for scheme in reference_schemes:
+            for group in schemes[scheme]:
+                rows = np.flatnonzero(train & (index[scheme] == group).to_numpy())
+                keep_train[rows[hash_order(names.iloc[rows].tolist())[reference_limit:]]] = False
+    out = index.loc[keep_train | keep_val].copy()
     out.loc[keep_val[out.index.to_numpy()], "split"] = "test"
     return ValidationSplit(out, fraction, limit)
 
@@ -168,7 +183,14 @@ def score_method(
 
 
 def learning_curve(
-    name: str, params: Params, prepared: Path, model_dir: Path, scorer: Scorer, limit: int, device: torch.device
+    name: str,
+    params: Params,
+    prepared: Path,
+    model_dir: Path,
+    scorer: Scorer,
+    limit: int,
+    device: torch.device,
+    reference_limit: int = 0,
 ) -> dict[str, Any]:
     """Score every snapshot of `model_dir` (and the untouched input, `identity`, and the real faces' ceilings) on
     the validation split.
@@ -179,7 +201,10 @@ def learning_curve(
     """
     files = snapshot_files(model_dir)
     index = load_index(prepared)
-    split = validation_split(index, params.train.validation, limit, params.groups.schemes())
+    task_schemes = tuple(sorted({t.scheme for _, t in params.tasks.items()}))
+    split = validation_split(
+        index, params.train.validation, limit, params.groups.schemes(), reference_limit, task_schemes
+    )
     eval_faces = load_faces(prepared, params.evaluate.resolution)
     floor = real_floor(scorer, params, split.index, eval_faces)
     ceiling = {
@@ -208,7 +233,7 @@ def learning_curve(
     n = {task: int(v["n"]) for task, v in identity.items()}
     return {
         "method": name,
-        "validation": {"fraction": params.train.validation, "limit": limit, "n": n},
+        "validation": {"fraction": params.train.validation, "limit": limit, "reference_limit": reference_limit, "n": n},
         "ceiling": ceiling,
         "identity": identity,
         "points": points,
