@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from agebench.data.faces import build_train_data, in_validation, load_index, validation_mask
-from agebench.data.prepare import prepare, split_of
+from agebench.data.prepare import split_of
 from agebench.infra.errors import UserError
 from agebench.params.load import load_params
-from agebench.params.sections import DataConfig, GroupsConfig, TrainConfig
+from agebench.params.sections import GroupsConfig, TrainConfig
 from agebench.pipeline import train as train_stage
 from agebench.pipeline.curves import NoSnapshotsError, hash_order, snapshot_files, validation_split
 
@@ -24,18 +23,8 @@ TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "sizes": [32], "epochs_per_size": [1]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(0)
-    for i in range(120):
-        age = (22, 55, 35)[i % 3]
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
-            root / f"{age}_{i % 2}_0_2017{i:011d}.jpg.chip.jpg"
-        )
-    out = tmp_path_factory.mktemp("prepared") / "p"
-    prepare(root, out, DataConfig(resolutions=(32,)), GroupsConfig(), workers=1, progress=False)
-    (out / "data.json").write_text("{}")
-    return out
+def prepared(synthetic_prepared) -> Path:
+    return synthetic_prepared(120, (22, 55, 35))
 
 
 def test_validation_is_a_stable_share_of_train_independent_of_the_test_rule() -> None:

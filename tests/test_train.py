@@ -14,11 +14,9 @@ import torch
 import yaml
 from PIL import Image
 
-from agebench.data.prepare import prepare
 from agebench.infra.common import run_main
 from agebench.params.load import load_params
 from agebench.params.reading import ParamsError
-from agebench.params.sections import DataConfig, GroupsConfig
 from agebench.pipeline import train as train_stage
 from agebench.pipeline.generate import load_trained
 
@@ -27,18 +25,8 @@ TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "sizes": [32], "epochs_per_size": [1]
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        age = (22, 55)[i % 2]
-        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
-            root / f"{age}_{i % 2}_0_2017{i:011d}.jpg.chip.jpg"
-        )
-    out = tmp_path_factory.mktemp("prepared") / "p"
-    prepare(root, out, DataConfig(resolutions=(32,)), GroupsConfig(), workers=1, progress=False)
-    (out / "data.json").write_text("{}")
-    return out
+def prepared(synthetic_prepared) -> Path:
+    return synthetic_prepared(40, (22, 55))
 
 
 def params_file(tmp_path: Path, checkpoint_every: int = 2, **method: object) -> Path:
