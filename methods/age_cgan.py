@@ -3,6 +3,9 @@
 Antipov, Baccouche, Dugelay 2017, "Face aging with conditional generative adversarial networks"
 (arXiv:1702.01983), as given by the Keras walk-through the project was created from. Networks, losses,
 optimiser settings and stage order follow that walk-through; deviations are marked "Deviation:".
+The network widths are parameters (`g_dense`, `g_channels`, `d_channels`, `e_channels`, `e_dense`) whose
+defaults build the walk-through's networks; a profile that narrows them (the cpu profile: every width / 4)
+trains the same layer structure with fewer channels and dense units, a stated deviation.
 
 Three stages share one step counter (`num_steps`):
   1. cGAN: G(z, y) and D(x, y) trained with binary cross-entropy (the paper's eq. 1).
@@ -58,6 +61,20 @@ _G_CONV_BN_MOMENTUM = 0.2
 class AgeCganConfig:
     """`age_cgan:` hyper-parameters; defaults are the source's (walk-through / paper) unless noted."""
 
+    #: Network widths; the defaults are the walk-through's networks (docs/METHODS.md s.3). Each stage of a
+    #: network keeps the source's ratio to the one before (G halves its channels per upsampling, D and E
+    #: double theirs per stride-2 conv), so one base count per network sets the whole stack. Deviation
+    #: where a profile narrows them (the cpu profile): same shape, fewer channels and dense units.
+    #: G's dense layer after concat(z, y) (walk-through 2048).
+    g_dense: int = 2048
+    #: G's channels at 8x8 after the reshape (256), then 128 and 64 at 16 and 32 px; divisible by 4.
+    g_channels: int = 256
+    #: D's first conv (64), then 128, 256, 512; D's dense head reads 8 * d_channels * 4 * 4 values.
+    d_channels: int = 64
+    #: E's first conv (32), then 64, 128, 256.
+    e_channels: int = 32
+    #: E's dense layer before the 100-d latent (4096).
+    e_dense: int = 4096
     #: Faces per cGAN step. Deviation (engineering, docs/METHODS.md preamble): the walk-through uses 2.
     batch_size: int = 64
     #: Passes over the labelled training faces in stage 1 (paper: about 100).
@@ -101,6 +118,14 @@ class AgeCganConfig:
             raise ValueError(
                 f"batch_size and encoder_batch_size must be >= 2, got {self.batch_size}, {self.encoder_batch_size}"
             )
+        for name in ("g_dense", "g_channels", "d_channels", "e_channels", "e_dense"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive width, got {getattr(self, name)}")
+        if self.g_channels % 4:
+            raise ValueError(
+                f"g_channels must be divisible by 4 (G halves it twice: 256 -> 128 -> 64), "
+                f"got {self.g_channels}; use e.g. {max(4, self.g_channels // 4 * 4)}"
+            )
         for name in ("lr", "encoder_lr", "latent_lr", "adam_eps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -143,21 +168,24 @@ class Generator(nn.Module):
     Walk-through order: Dense 2048 -> LeakyReLU 0.2 -> Dropout 0.2 -> Dense 256*8*8 -> BN -> LeakyReLU ->
     Dropout -> 8x8x256 -> [Up x2, Conv5 128, BN(0.8), LeakyReLU] -> [Up x2, Conv5 64, BN(0.8), LeakyReLU]
     -> [Up x2, Conv5 3] -> tanh. The last block has no BN/LeakyReLU: tanh is the output activation.
+    `dense` (2048) and `channels` (256; the conv blocks then have channels / 2 and channels / 4) set the
+    widths; the defaults are the walk-through's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dense: int = 2048, channels: int = 256) -> None:
         super().__init__()
+        self.channels = channels
         self.fc = nn.Sequential(
-            nn.Linear(Z_DIM + NUM_GROUPS, 2048),
+            nn.Linear(Z_DIM + NUM_GROUPS, dense),
             nn.LeakyReLU(0.2),
             nn.Dropout(0.2),
-            nn.Linear(2048, 256 * 8 * 8),
-            nn.BatchNorm1d(256 * 8 * 8, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM),
+            nn.Linear(dense, channels * 8 * 8),
+            nn.BatchNorm1d(channels * 8 * 8, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM),
             nn.LeakyReLU(0.2),
             nn.Dropout(0.2),
         )
         blocks: list[nn.Module] = []
-        for c_in, c_out in ((256, 128), (128, 64)):
+        for c_in, c_out in ((channels, channels // 2), (channels // 2, channels // 4)):
             blocks += [
                 nn.Upsample(scale_factor=2, mode="nearest"),  # Keras UpSampling2D default
                 nn.Conv2d(c_in, c_out, 5, padding=2),
@@ -165,7 +193,7 @@ class Generator(nn.Module):
                 nn.BatchNorm2d(c_out, eps=_KERAS_BN_EPS, momentum=_G_CONV_BN_MOMENTUM),
                 nn.LeakyReLU(0.2),
             ]
-        blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(64, 3, 5, padding=2), nn.Tanh()]
+        blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels // 4, 3, 5, padding=2), nn.Tanh()]
         self.up = nn.Sequential(*blocks)
         _keras_init(self)
 
@@ -173,7 +201,7 @@ class Generator(nn.Module):
         h = self.fc(torch.cat([z, y], dim=1))
         # Keras reshapes to (8, 8, 256) channels-last; channels-first is the same up to a fixed permutation
         # of the dense layer's outputs, i.e. the same function class.
-        return self.up(h.view(-1, 256, 8, 8))
+        return self.up(h.view(-1, self.channels, 8, 8))
 
 
 class Discriminator(nn.Module):
@@ -181,20 +209,22 @@ class Discriminator(nn.Module):
 
     The walk-through ends in Dense 1 sigmoid trained with binary cross-entropy; we return the logit and
     use `binary_cross_entropy_with_logits`, the same loss computed without the sigmoid's saturation.
+    `channels` (64) is the first conv's width; the next three have 2x, 4x and 8x (the walk-through's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 64) -> None:
         super().__init__()
-        self.stem = nn.Sequential(_keras_same_conv(3, 64, 3, 2), nn.LeakyReLU(0.2))
+        c = channels
+        self.stem = nn.Sequential(_keras_same_conv(3, c, 3, 2), nn.LeakyReLU(0.2))
         layers: list[nn.Module] = []
-        for c_in, c_out in ((64 + NUM_GROUPS, 128), (128, 256), (256, 512)):
+        for c_in, c_out in ((c + NUM_GROUPS, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c)):
             layers += [
                 _keras_same_conv(c_in, c_out, 3, 2),
                 nn.BatchNorm2d(c_out, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM),
                 nn.LeakyReLU(0.2),
             ]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(512 * 4 * 4, 1)
+        self.head = nn.Linear(8 * c * 4 * 4, 1)
         _keras_init(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -209,23 +239,25 @@ class Encoder(nn.Module):
     """E(x): (N, 3, 64, 64) float in [-1, 1] -> (N, 100) float latent.
 
     Conv5 s2 32 (no BN), 64, 128, 256 (BN), LeakyReLU 0.2 each; flatten; Dense 4096 + BN + LeakyReLU;
-    Dense 100.
+    Dense 100. `channels` (32) is the first conv's width, the next three have 2x, 4x, 8x; `dense` (4096)
+    is the hidden dense layer's. The defaults are the walk-through's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, channels: int = 32, dense: int = 4096) -> None:
         super().__init__()
+        c = channels
         layers: list[nn.Module] = []
-        for i, (c_in, c_out) in enumerate(((3, 32), (32, 64), (64, 128), (128, 256))):
+        for i, (c_in, c_out) in enumerate(((3, c), (c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c))):
             layers.append(_keras_same_conv(c_in, c_out, 5, 2))
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM))
             layers.append(nn.LeakyReLU(0.2))
         self.conv = nn.Sequential(*layers)
         self.fc = nn.Sequential(
-            nn.Linear(256 * 4 * 4, 4096),
-            nn.BatchNorm1d(4096, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM),
+            nn.Linear(8 * c * 4 * 4, dense),
+            nn.BatchNorm1d(dense, eps=_KERAS_BN_EPS, momentum=_KERAS_BN_MOMENTUM),
             nn.LeakyReLU(0.2),
-            nn.Linear(4096, Z_DIM),
+            nn.Linear(dense, Z_DIM),
         )
         _keras_init(self)
 
@@ -265,9 +297,9 @@ class AgeCgan(Method):
         super().__init__(config, group_names, device, aux)
         if len(self.group_names) != NUM_GROUPS:
             raise ValueError(f"age_cgan needs the {NUM_GROUPS} cgan6 groups, got {self.group_names}")
-        self.generator = Generator().to(device)
-        self.discriminator = Discriminator().to(device)
-        self.encoder = Encoder().to(device)
+        self.generator = Generator(config.g_dense, config.g_channels).to(device)
+        self.discriminator = Discriminator(config.d_channels).to(device)
+        self.encoder = Encoder(config.e_channels, config.e_dense).to(device)
         betas = (config.beta1, config.beta2)
         # fused: one kernel per parameter group (4x faster than foreach on CPU for G's 35M parameters).
         adam = dict(eps=config.adam_eps, betas=betas, fused=True)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agebench.infra.registry import METHODS
+from agebench.params.reading import ParamsError, build
 from methods.age_cgan import (
     GROUP_FOR_PAIR,
     AgeCgan,
@@ -123,6 +124,99 @@ def test_encoder_shape() -> None:
     # BN on all conv blocks but the first.
     assert sum(isinstance(m, nn.BatchNorm2d) for m in e.conv) == 3
     assert isinstance(e.conv[1], nn.LeakyReLU)
+
+
+# ---- widths ------------------------------------------------------------------------------------------
+# Parameter counts written from docs/METHODS.md s.3's layer list (weights + biases; BN's gamma and beta),
+# for a base width: G halves its channels per upsampling block, D and E double theirs per conv.
+
+
+def g_params(dense: int, c: int) -> int:
+    """concat(z, y) -> Dense -> Dense c*8*8 + BN -> Conv5 c/2 + BN -> Conv5 c/4 + BN -> Conv5 3."""
+    return (
+        (100 + 6) * dense + dense
+        + dense * c * 64 + c * 64 + 2 * c * 64
+        + 25 * c * (c // 2) + c // 2 + 2 * (c // 2)
+        + 25 * (c // 2) * (c // 4) + c // 4 + 2 * (c // 4)
+        + 25 * (c // 4) * 3 + 3
+    )  # fmt: skip
+
+
+def d_params(c: int) -> int:
+    """Conv3 c -> concat 6 label maps -> Conv3 2c, 4c, 8c with BN -> Dense 1 on 8c x 4 x 4."""
+    return (
+        9 * 3 * c + c
+        + 9 * (c + 6) * 2 * c + 2 * c + 2 * 2 * c
+        + 9 * 2 * c * 4 * c + 4 * c + 2 * 4 * c
+        + 9 * 4 * c * 8 * c + 8 * c + 2 * 8 * c
+        + 8 * c * 16 + 1
+    )  # fmt: skip
+
+
+def e_params(c: int, dense: int) -> int:
+    """Conv5 c, 2c, 4c, 8c (BN on all but the first) -> Dense + BN -> Dense 100."""
+    return (
+        25 * 3 * c + c
+        + 25 * c * 2 * c + 2 * c + 2 * 2 * c
+        + 25 * 2 * c * 4 * c + 4 * c + 2 * 4 * c
+        + 25 * 4 * c * 8 * c + 8 * c + 2 * 8 * c
+        + 8 * c * 16 * dense + dense + 2 * dense
+        + dense * 100 + 100
+    )  # fmt: skip
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_default_widths_are_the_walk_throughs_networks() -> None:
+    """Default config -> G (Dense 2048, 256/128/64 channels), D (64..512), E (32..256, Dense 4096): the
+    networks every profile without width overrides trains, ~35M parameters in G."""
+    m = make_method(AgeCganConfig(batch_size=4, encoder_batch_size=4), fr=False)
+    assert n_params(m.generator) == g_params(2048, 256)
+    assert n_params(m.discriminator) == d_params(64)
+    assert n_params(m.encoder) == e_params(32, 4096)
+    assert 34e6 < g_params(2048, 256) < 36e6
+    convs = [mod.out_channels for mod in m.generator.up if isinstance(mod, nn.Conv2d)]
+    assert convs == [128, 64, 3]
+    d_convs = [mod.out_channels for mod in m.discriminator.modules() if isinstance(mod, nn.Conv2d)]
+    e_convs = [mod.out_channels for mod in m.encoder.modules() if isinstance(mod, nn.Conv2d)]
+    assert d_convs == [64, 128, 256, 512] and e_convs == [32, 64, 128, 256]
+
+
+def test_reduced_widths_build_train_and_scale_parameter_counts() -> None:
+    widths = dict(g_dense=256, g_channels=32, d_channels=8, e_channels=4, e_dense=64)
+    m = make_method(dataclasses.replace(TINY, **widths))
+    assert n_params(m.generator) == g_params(256, 32)
+    assert n_params(m.discriminator) == d_params(8)
+    assert n_params(m.encoder) == e_params(4, 64)
+    convs = [mod.out_channels for mod in m.generator.up if isinstance(mod, nn.Conv2d)]
+    assert convs == [16, 8, 3] and m.generator.fc[0].out_features == 256
+    assert m.discriminator.head.in_features == 8 * 8 * 4 * 4
+    # Same shapes in and out as at full width, and both stages train.
+    data = make_data()
+    gen = torch.Generator().manual_seed(3)
+    cgan, _ = m.stage_lengths(data)
+    for step in (0, cgan):
+        losses = m.train_step(m.sample_batch(data, step, gen), step)
+        assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    x = faces(3)
+    assert m.encode(x).shape == (3, 100)
+    assert m.translate(x, "young", "old").shape == (3, 3, 64, 64)
+    # Halving the channel counts quarters the conv kernels (the dense layers aside).
+    assert n_params(Discriminator(32)) < 0.3 * n_params(Discriminator(64))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("g_channels", 0), ("g_channels", 30), ("g_dense", -1), ("d_channels", 0), ("e_channels", 0), ("e_dense", 0)],
+)
+def test_invalid_widths_are_a_clear_error(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=f"^{field} must be"):
+        AgeCganConfig(**{field: value})
+    # Through params.yaml the message names the file and the section.
+    with pytest.raises(ParamsError, match=f"^params.yaml: age_cgan: {field} must be"):
+        build(AgeCganConfig, {field: value}, "params.yaml: age_cgan")
 
 
 # ---- schedule and batches ----------------------------------------------------------------------------
