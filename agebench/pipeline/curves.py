@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from agebench.data.faces import faces_nchw, load_faces, load_index, validation_mask
+from agebench.infra.common import provenance
 from agebench.infra.errors import UserError
 from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
@@ -225,6 +226,8 @@ def learning_curve(
         points.append(
             {
                 "step": int(ckpt["step"]),
+                # The code that trained the snapshot (scoring's own revision is the document's).
+                "trained_git_revision": ckpt.get("provenance", {}).get("git_revision"),
                 "core_minutes": round(float(timing.get("cpu_seconds", float("nan"))) / 60.0, 3),
                 "train_minutes": round(float(timing.get("train_seconds", float("nan"))) / 60.0, 3),
                 "tasks": score_method(method, scorer, params, split, prepared, eval_faces),
@@ -237,4 +240,5 @@ def learning_curve(
         "ceiling": ceiling,
         "identity": identity,
         "points": points,
+        **provenance(),
     }
