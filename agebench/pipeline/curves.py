@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from agebench.data.faces import faces_nchw, load_faces, load_index, validation_mask
 from agebench.infra.common import provenance
@@ -220,7 +221,7 @@ def learning_curve(
         build_method("identity", params, device, need_aux=False), scorer, params, split, prepared, eval_faces
     )
     points = []
-    for path in files:
+    for path in tqdm(files, desc=f"curves {name}", unit="snapshot"):
         method, ckpt = load_trained_checkpoint(name, params, model_dir, device, file=str(path.relative_to(model_dir)))
         timing = ckpt.get("summary", {})
         points.append(
