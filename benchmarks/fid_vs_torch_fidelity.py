@@ -1,21 +1,22 @@
-"""`agebench fid` against torch-fidelity's `calculate_metrics` on the same two folders, in one run.
+"""`agebench fid` against torch-fidelity's `calculate_metrics` on the same two folders, interleaved in one run.
 
 Two folders of N UTKFace faces each (20-29 and 50-59 years, spread over the sorted names; the 200x200
-originals copied unchanged to a temporary folder, deleted at the end) are scored twice, each as a fresh
-process with the same thread settings:
+originals copied unchanged to a temporary folder, deleted at the end) are scored by both tools in turn,
+ours then torch-fidelity's, `--rounds` times (A, B, A, B, ...), each run a fresh process with the same
+thread settings, so that a busy machine's load falls on both alike:
 - ours: `agebench fid REAL FAKE --json` (it has no feature cache), face check included. `AGEBENCH_CACHE`
   points to a fresh folder where Inception is first converted for the CPU runtime (a one-time step, like
-  torch-fidelity's weights download; timed and printed apart, and the ratio is given with and without it);
+  torch-fidelity's weights download; timed and printed apart);
 - torch-fidelity 0.4.0: `calculate_metrics(input1=REAL, input2=FAKE, fid=True, kid=True)` with the same
   KID settings and the same TF-Inception weights (`metrics.fid.inception_state_dict`, saved to a file
   before timing), its defaults otherwise (batch 64, its DataLoader, torch eager).
 
 Only faces in which YuNet finds a face are copied, so both tools score the same images (`agebench fid`
-leaves faceless images out). Printed: wall time of each, the speed ratio (target >= 2.5x), FID and KID of
-each, FID's relative difference (target < 1e-4) and KID's absolute difference, and the load average
-before and after each run.
+leaves faceless images out). Printed: each run's wall time with the load average before and after it, the
+median of each tool and the ratio of the medians (target >= 2.5x) with each round's ratio, FID and KID of
+each, FID's relative difference (target < 1e-4) and KID's absolute difference.
 
-Usage: .venv/bin/python benchmarks/fid_vs_torch_fidelity.py [-n 300] [--data DIR]
+Usage: .venv/bin/python benchmarks/fid_vs_torch_fidelity.py [-n 200] [--rounds 3] [--data DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,15 +101,16 @@ def main(argv: list[str] | None = None) -> None:
     """Run the comparison (argv: command-line arguments, for tests)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / "../shared/data/utkface/UTKFace", help="UTKFace folder")
-    parser.add_argument("-n", type=int, default=300, help="faces per folder")
+    parser.add_argument("-n", type=int, default=200, help="faces per folder")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, interleaved")
     args = parser.parse_args(argv)
     data = args.data.resolve()
     if not data.is_dir():
         raise SystemExit(f"--data {data}: not a folder (UTKFace's aligned crops are expected there)")
     from agebench.params.sections import EvaluateConfig
     from agebench.pipeline.score_folders import load_face_check
-    from agebench.pipeline.scoring import inception_network, scoring_threads
-    from metrics.fid import inception_state_dict
+    from agebench.pipeline.scoring import default_cache_dir, scoring_threads
+    from metrics.fid import inception_state_dict, load_inception_runtime
 
     cfg = EvaluateConfig()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -124,28 +127,37 @@ def main(argv: list[str] | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "AGEBENCH_CACHE": str(root / "cache")}
         os.environ["AGEBENCH_CACHE"] = env["AGEBENCH_CACHE"]
         start = time.perf_counter()
-        runtime = getattr(inception_network(), "runtime", "torch")
+        runtime = load_inception_runtime(threads=scoring_threads(), cache_dir=default_cache_dir() / "networks").runtime
         convert_s = time.perf_counter() - start
         print(f"one-time conversion of Inception for {runtime}: {convert_s:.1f} s (load {load()})")
-        ours_s, _, ours_l0, ours_l1 = timed(
-            [sys.executable, "-m", "agebench.cli", "fid", str(root / "real"), str(root / "fake"), "--json",
-             str(root / "ours.json")], env,
-        )  # fmt: skip
+        ours_cmd = [sys.executable, "-m", "agebench.cli", "fid", str(root / "real"), str(root / "fake"), "--json",
+                    str(root / "ours.json")]  # fmt: skip
+        tf_cmd = [sys.executable, "-c", _TORCH_FIDELITY, str(root / "real"), str(root / "fake"), str(weights),
+                  str(cfg.kid_subsets), str(cfg.kid_subset_size), str(cfg.kid_seed)]  # fmt: skip
+        ours_s, tf_s = [], []
+        for k in range(args.rounds):
+            seconds, _, l0, l1 = timed(ours_cmd, env)
+            ours_s.append(seconds)
+            print(f"round {k + 1}: agebench fid     {seconds:7.1f} s   load before {l0} / after {l1}", flush=True)
+            seconds, tf_out, l0, l1 = timed(tf_cmd, env)
+            tf_s.append(seconds)
+            print(f"round {k + 1}: torch-fidelity   {seconds:7.1f} s   load before {l0} / after {l1}", flush=True)
+            fid_ours = json.loads((root / "ours.json").read_text())["fid"]
+            fid_tf = json.loads(tf_out.strip().splitlines()[-1])["frechet_inception_distance"]
+            print(f"round {k + 1}: ratio {tf_s[-1] / ours_s[-1]:.2f}x, FID {fid_ours:.6f} vs {fid_tf:.6f}", flush=True)
         ours = json.loads((root / "ours.json").read_text())
-        tf_s, tf_out, tf_l0, tf_l1 = timed(
-            [sys.executable, "-c", _TORCH_FIDELITY, str(root / "real"), str(root / "fake"), str(weights),
-             str(cfg.kid_subsets), str(cfg.kid_subset_size), str(cfg.kid_seed)], env,
-        )  # fmt: skip
         tf = json.loads(tf_out.strip().splitlines()[-1])
     if ours["n_real_no_face"] or ours["n_fake_no_face"]:
         print(f"WARNING: agebench fid left out {ours['n_real_no_face']} + {ours['n_fake_no_face']} faceless images")
-    ratio = tf_s / ours_s
+    ours_med, tf_med = statistics.median(ours_s), statistics.median(tf_s)
+    ratio = tf_med / ours_med
     fid_rel = abs(ours["fid"] / tf["frechet_inception_distance"] - 1)
     kid_abs = abs(ours["kid_mean"] - tf["kernel_inception_distance_mean"])
-    print(f"agebench fid (no feature cache):  {ours_s:7.1f} s   load before {ours_l0} / after {ours_l1}")
-    print(f"torch-fidelity calculate_metrics: {tf_s:7.1f} s   load before {tf_l0} / after {tf_l1}")
-    print(f"speed ratio {ratio:.2f}x (target >= {TARGET_RATIO}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
-          f"{tf_s / (ours_s + convert_s):.2f}x counting the one-time conversion")  # fmt: skip
+    print(f"agebench fid (no feature cache):  median {ours_med:7.1f} s of {len(ours_s)} runs")
+    print(f"torch-fidelity calculate_metrics: median {tf_med:7.1f} s of {len(tf_s)} runs")
+    print(f"speed ratio of the medians {ratio:.2f}x (target >= {TARGET_RATIO}x: "
+          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}); per round "
+          f"{', '.join(f'{b / a:.2f}x' for a, b in zip(ours_s, tf_s))}")  # fmt: skip
     verdict = "met" if fid_rel < TARGET_FID_RTOL else "NOT met"
     print(f"FID ours {ours['fid']:.6f} vs torch-fidelity {tf['frechet_inception_distance']:.6f}")
     print(f"  relative difference {fid_rel:.1e} (target < {TARGET_FID_RTOL:.0e}: {verdict})")

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
+import inspect
 import io
 import warnings
 from collections.abc import Callable
@@ -31,10 +33,14 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from metrics.backbones import resolve
-from metrics.inception_runtime import RuntimeInception, accelerate, extractor_namespace  # noqa: F401 (public)
+from metrics.backbones import BACKBONES, resolve
+from metrics.inception_runtime import (  # noqa: F401 (public)
+    RuntimeInception,
+    accelerate,
+    cached_runtime,
+    extractor_namespace,
+)
 from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 
 KEY_FID = KEY_METRIC_FID
@@ -177,11 +183,39 @@ def load_inception(torchscript_path: str | Path | None = None) -> nn.Module:
     only (about 1e-5 max abs). The uint8 input may stay NCHW: torch-fidelity's resize runs on it as
     before and the first convolution switches to the weights' layout.
     """
+    # torch-fidelity's package import is slow (it loads every extractor it ships): only here, where it is used.
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
     buffer = io.BytesIO()
     torch.save(inception_state_dict(torchscript_path), buffer)
     buffer.seek(0)
     model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=buffer)
     return model.to(memory_format=torch.channels_last)
+
+
+def inception_source_key() -> str:
+    """Key of what `load_inception()` builds, without building it: the pinned sha256 of the TorchScript file
+    (`resolve` refuses any other file), the torch-fidelity version whose module receives the weights, and the
+    code that maps them (the name tables and the two functions' source). For `cached_runtime`."""
+    digest = hashlib.sha256()
+    digest.update(f"{BACKBONES['tf_inception'].sha256}|{importlib.metadata.version('torch-fidelity')}|".encode())
+    digest.update(repr((_CONV_MAP, _PARAM_MAP, _TS_PREFIX, EXTRACTOR_NAME, FEATURE_LAYER, _N_CLASSES)).encode())
+    digest.update((inspect.getsource(inception_state_dict) + inspect.getsource(load_inception)).encode())
+    return digest.hexdigest()
+
+
+def load_inception_runtime(
+    runtime: str = "auto", threads: int | None = None, cache_dir: str | Path | None = None
+) -> nn.Module:
+    """`load_inception()` on the CPU through a CPU runtime (`accelerate`), the torch module built only when the
+    converted network is not in `cache_dir` yet (`cached_runtime`); same call and features as `accelerate`'s."""
+
+    def load() -> nn.Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
+            return load_inception()
+
+    return cached_runtime(inception_source_key(), load, runtime, threads, cache_dir)
 
 
 def _check_images(images: torch.Tensor, what: str) -> None:
@@ -211,7 +245,7 @@ def inception_features(images: torch.Tensor, model: nn.Module, batch_size: int =
     _check_images(images, "inception_features")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = next(model.parameters()).device
+    device = model.device if isinstance(model, RuntimeInception) else next(model.parameters()).device
     chunks = []
     for start in range(0, images.shape[0], batch_size):
         (feats,) = model(images[start : start + batch_size].to(device))

@@ -1,13 +1,16 @@
-"""TF-Inception on a CPU inference runtime (OpenVINO or ONNX Runtime), with torch's exact TF1 resize in front.
+"""TF-Inception on a CPU inference runtime (OpenVINO or ONNX Runtime), with torch-fidelity's exact TF1 resize in front.
 
 `accelerate(model)` turns `metrics.fid.load_inception()`'s torch module into a drop-in module with the same
 call (`model(x)`, x (N, 3, H, W) uint8 -> 1-tuple of (N, 2048) float32 pool3 features) that runs the
 network's convolutions through a CPU runtime, which is 2-3x faster than torch eager on a busy 2-core machine
 (`benchmarks/score.py` prints both side by side). The steps:
 
-1. Resize and scale stay in torch, through torch-fidelity's own functions, so they are bit-exact with
-   torch-fidelity: `interpolate_bilinear_2d_like_tensorflow1x` to 299x299 (align_corners=False), then
-   `(x - 128) / 128`, float32.
+1. Resize and scale stay outside the runtime and bit-exact with torch-fidelity: its
+   `interpolate_bilinear_2d_like_tensorflow1x` to 299x299 (align_corners=False), then `(x - 128) / 128`,
+   float32. `preprocess` does the same float32 operations in the same order in numpy, separably (each
+   output row is the vertical blend of two horizontally blended input rows, which is how torch-fidelity's
+   four-corner formula groups its operations), so its output equals torch-fidelity's bit for bit at about
+   a tenth of the time (its gathers along the last axis are slow in torch; tests/test_fid.py checks equality).
 2. The layers after that (`InceptionBody`: conv stem to pool3) are exported once to ONNX
    (`torch.onnx.export`, the TorchScript exporter) and the file is kept in `cache_dir` under a content key:
    the sha256 of the weights' bytes, `EXPORT_VERSION` (bump it when this export code changes), the torch
@@ -15,9 +18,15 @@ network's convolutions through a CPU runtime, which is 2-3x faster than torch ea
    is never read.
 3. The runtime runs the file in float32 only: OpenVINO with `INFERENCE_PRECISION_HINT = f32` (on CPUs with
    bf16 support it would otherwise pick bf16; the compiled model is checked to report f32), ONNX Runtime's
-   CPU provider (float32 throughout). No bf16, no int8. The runtimes fold batch norm into the convolutions
+   CPU provider (float32 throughout). OpenVINO keeps its compiled network in `cache_dir/openvino` (its own
+   `CACHE_DIR`, keyed by the model, device and settings), so later processes skip the compilation.
+   No bf16, no int8. The runtimes fold batch norm into the convolutions
    and reorder sums, so features move by float32 rounding only (about 1e-5 max abs on features of scale ~5;
    FID/KID stay inside PROTOCOL.md's 1e-4 parity with torch-fidelity, tests/test_fid.py).
+
+`cached_runtime(source_key, load, ...)` does the same without building the torch module when the converted
+file for `source_key` (a key of the weights' source file and of the code that maps them) is already cached:
+the torch module is loaded only if it is needed (a CUDA input, or the conversion itself).
 
 Runtime choice (`runtime="auto"`): torch on CUDA (the runtimes here are CPU builds); on CPU OpenVINO when it
 imports, else ONNX Runtime. When the chosen runtime cannot export or load, one line on stderr says so and
@@ -38,7 +47,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 #: Bump when the export below (the body, opset, names) changes: it is part of the converted file's key.
 EXPORT_VERSION = 1
@@ -75,16 +83,47 @@ def preprocessing_key() -> str:
     return f"resize=tf1-bilinear-{INPUT_SIZE}-align_corners=False|scale=(x-128)/128|float32"
 
 
+def _resize_grid(in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch-fidelity's `resample_manually` grid for one axis (align_corners=False): source index below,
+    above (clamped) and the float32 blend weight of each of the `INPUT_SIZE` outputs."""
+    pos = np.arange(INPUT_SIZE, dtype=np.float32) * np.float32(in_size / INPUT_SIZE)
+    lo = pos.astype(np.int64)  # truncation, as torch's .long() (positions are >= 0)
+    return lo, np.minimum(lo + 1, in_size - 1), pos - lo.astype(np.float32)
+
+
+def preprocess_array(images: np.ndarray) -> np.ndarray:
+    """torch-fidelity's input steps, bit for bit: (N, 3, H, W) uint8 -> (N, 3, 299, 299) float32 in [-1, 1).
+
+    torch-fidelity computes out = t + (b - t) * dy with t = p00 + (p01 - p00) * dx, b = p10 + (p11 - p10) * dx
+    from the four corner pixels, one rounded float32 operation at a time; here t and b are rows of the
+    horizontally blended image (the same values), then blended vertically the same way, then (x - 128) / 128.
+    """
+    x = images.astype(np.float32)
+    x_lo, x_hi, dx = _resize_grid(images.shape[3])
+    y_lo, y_hi, dy = _resize_grid(images.shape[2])
+    rows = np.take(x, x_lo, axis=3)
+    right = np.take(x, x_hi, axis=3)
+    right -= rows
+    right *= dx
+    rows += right
+    out = np.take(rows, y_lo, axis=2)
+    below = np.take(rows, y_hi, axis=2)
+    below -= out
+    below *= dy[:, None]
+    out += below
+    out -= 128
+    out /= 128
+    return out
+
+
 def preprocess(images: torch.Tensor) -> torch.Tensor:
     """torch-fidelity's input steps, bit for bit: (N, 3, H, W) uint8 -> (N, 3, 299, 299) float32 in [-1, 1).
 
     The TF1-compatible bilinear resize (NOT `F.interpolate`, which differs) and the scaling of
-    `FeatureExtractorInceptionV3.forward`, with the same functions in the same order.
+    `FeatureExtractorInceptionV3.forward`, the same float32 operations in the same order
+    (`preprocess_array`, on the CPU).
     """
-    x = interpolate_bilinear_2d_like_tensorflow1x(
-        images.to(torch.float32), size=(INPUT_SIZE, INPUT_SIZE), align_corners=False
-    )
-    return (x - 128) / 128
+    return torch.from_numpy(preprocess_array(images.detach().cpu().numpy()))
 
 
 class InceptionBody(nn.Module):
@@ -163,8 +202,11 @@ def _openvino_runner(path: Path, threads: int) -> Callable[[np.ndarray], np.ndar
     import openvino as ov
 
     core = ov.Core()
+    # OpenVINO's own cache of the compiled network (keyed by the file, device and settings): a later process
+    # loads it instead of reading the ONNX file and compiling again (about 2 s of a short `agebench fid`).
+    core.set_property({"CACHE_DIR": str(path.parent / "openvino")})
     compiled = core.compile_model(
-        core.read_model(str(path)),
+        str(path),
         "CPU",
         {
             "INFERENCE_PRECISION_HINT": "f32",
@@ -200,28 +242,47 @@ class RuntimeInception(nn.Module):
     1-tuple of (N, 2048) float32 pool3 features, with the convolutions run by `runtime` on the CPU.
 
     Attributes:
-        extractor: the torch module (its parameters give `inception_features` the device; inputs on
-            another device than the CPU go through it unchanged).
+        extractor: the torch module (inputs on another device than the CPU go through it unchanged). Given
+            as a function that builds it, it is built on first use, so scoring on the CPU never pays for it.
+        device: where inputs go (`inception_features` moves them there): the CPU when a runtime runs, else
+            the torch module's device.
         runtime: "openvino", "onnxruntime" or "torch".
         namespace: what besides the weights shapes a feature (preprocessing, runtime and its version), for
             cache keys.
     """
 
-    def __init__(self, extractor: nn.Module, runner: Callable[[np.ndarray], np.ndarray] | None, runtime: str) -> None:
+    def __init__(
+        self,
+        extractor: nn.Module | Callable[[], nn.Module],
+        runner: Callable[[np.ndarray], np.ndarray] | None,
+        runtime: str,
+    ) -> None:
         super().__init__()
-        self.extractor = extractor
+        self._build_extractor = None if isinstance(extractor, nn.Module) else extractor
+        if isinstance(extractor, nn.Module):
+            self._modules["extractor"] = extractor  # a registered submodule, read through the property below
         self.runner = runner
         self.runtime = runtime if runner is not None else "torch"
         self.namespace = f"{preprocessing_key()}|runtime={self.runtime}-{runtime_version(self.runtime)}-cpu"
+
+    @property
+    def extractor(self) -> nn.Module:
+        if "extractor" not in self._modules:
+            self._modules["extractor"] = self._build_extractor()
+        return self._modules["extractor"]
+
+    @property
+    def device(self) -> torch.device:
+        if self.runner is not None:
+            return torch.device("cpu")
+        return next(self.extractor.parameters()).device
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if self.runner is None or x.device.type != "cpu":
             return self.extractor(x)
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"Inception input must be (N, 3, H, W) uint8, got {tuple(x.shape)} {x.dtype}")
-        with torch.no_grad():
-            pixels = preprocess(x).contiguous().numpy()
-        return (torch.from_numpy(self.runner(pixels)),)
+        return (torch.from_numpy(self.runner(preprocess_array(x.numpy()))),)
 
 
 def extractor_namespace(model: nn.Module) -> str:
@@ -229,8 +290,11 @@ def extractor_namespace(model: nn.Module) -> str:
     the device type for torch (CUDA and CPU convolutions round differently). Mixed into feature cache keys."""
     if isinstance(model, RuntimeInception) and model.runner is not None:
         return model.namespace
-    params = next(model.parameters(), None)
-    where = params.device.type if params is not None else "cpu"
+    if isinstance(model, RuntimeInception):
+        where = model.device.type
+    else:
+        params = next(model.parameters(), None)
+        where = params.device.type if params is not None else "cpu"
     return f"{preprocessing_key()}|runtime=torch-{torch.__version__}-{where}"
 
 
@@ -275,17 +339,78 @@ def accelerate(
         return model.to(device)
     if chosen == "torch":
         return RuntimeInception(model, None, "torch")
-    threads = threads or torch.get_num_threads()
+    runner = _convert_and_load(model, chosen, threads or torch.get_num_threads(), cache_dir)
+    return RuntimeInception(model, runner, chosen if runner is not None else "torch")
+
+
+def _convert_and_load(
+    model: nn.Module, runtime: str, threads: int, cache_dir: str | Path | None, alias: Path | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The runner of `model` converted for `runtime` (converted file kept in `cache_dir`; `alias`, if given,
+    records its name); None, with one line on stderr, when the runtime cannot export or load it."""
     try:
-        runtime_version(chosen)
+        runtime_version(runtime)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
-            path = folder / f"inception-{export_key(weights_digest(model), chosen)}.onnx"
+            path = folder / f"inception-{export_key(weights_digest(model), runtime)}.onnx"
             if not path.is_file():
                 export_onnx(model, path)
-            runner = _RUNNERS[chosen](path, threads)
+            runner = _RUNNERS[runtime](path, threads)
+            if alias is not None:
+                _write_atomic(alias, path.name)
+            return runner
     except Exception as exc:  # any failure of an optional runtime falls back to the reference path
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"TF-Inception: {chosen} unavailable ({first}); running torch eager instead", file=sys.stderr)
-        return RuntimeInception(model, None, "torch")
-    return RuntimeInception(model, runner, chosen)
+        print(f"TF-Inception: {runtime} unavailable ({first}); running torch eager instead", file=sys.stderr)
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def cached_runtime(
+    source_key: str,
+    load: Callable[[], nn.Module],
+    runtime: str = "auto",
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> nn.Module:
+    """`accelerate(load(), "cpu", runtime, threads, cache_dir)`, without calling `load` when it is not needed.
+
+    A small alias file in `cache_dir`, keyed like the converted file but on `source_key` instead of the
+    weights' digest (`export_key(source_key, runtime)`), names the converted file made from the module that
+    `load` built. When both are there, the runtime loads that file and `load` runs only if the torch module
+    is needed later (`RuntimeInception.extractor`): building TF-Inception in torch takes longer than running
+    the converted network on a few hundred images. Otherwise `load()` is converted as by `accelerate` and the
+    alias written.
+
+    Args:
+        source_key: identifies the weights `load` builds: e.g. the sha256 of the weights file and of the code
+            that maps it onto the module (a change of either must change the key).
+        load: builds `metrics.fid.load_inception()`'s module.
+        runtime, threads, cache_dir: as `accelerate`; without a `cache_dir` this is `accelerate(load(), ...)`.
+    Returns:
+        A `RuntimeInception` on the CPU.
+    """
+    if runtime != "auto" and runtime not in RUNTIMES:
+        raise ValueError(f"unknown Inception runtime {runtime!r}; use one of {', '.join(RUNTIMES)} or 'auto'")
+    chosen = pick_runtime("cpu") if runtime == "auto" else runtime
+    if cache_dir is None or chosen == "torch":
+        return accelerate(load(), "cpu", chosen, threads, cache_dir)
+    threads = threads or torch.get_num_threads()
+    folder = Path(cache_dir)
+    alias = folder / f"inception-source-{export_key(source_key, chosen)}.txt"
+    target = folder / alias.read_text().strip() if alias.is_file() else None
+    if target is not None and target.is_file():
+        try:
+            return RuntimeInception(load, _RUNNERS[chosen](target, threads), chosen)
+        except Exception:  # an unreadable cached file: converted again below, from the torch module
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    model = load()
+    runner = _convert_and_load(model, chosen, threads, folder, alias)
+    return RuntimeInception(model, runner, chosen if runner is not None else "torch")

@@ -6,6 +6,7 @@ bicubic, as the benchmark feeds them); their features are extracted once per mod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import warnings
@@ -480,6 +481,53 @@ def test_failed_runtime_falls_back_to_torch_with_one_line(model: nn.Module, tmp_
     assert torch.equal(inception_features(images, fast), inception_features(images, model))
     with pytest.raises(ValueError, match="unknown Inception runtime"):
         accelerate(model, runtime="tensorrt")
+
+
+def test_numpy_resize_equals_torch_fidelitys_bit_for_bit() -> None:
+    """`preprocess` (numpy, separable) against torch-fidelity's own resize and scaling, up and down, odd sizes,
+    a single pixel and 299 itself: equal, not close."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    gen = torch.Generator().manual_seed(5)
+    for height, width in ((200, 200), (128, 128), (37, 53), (1, 1), (2, 3), (299, 299), (640, 480), (1000, 17)):
+        x = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=gen)
+        theirs = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False)
+        ours = preprocess(x)
+        assert ours.dtype == torch.float32 and ours.shape == (2, 3, 299, 299)
+        assert torch.equal(ours, (theirs - 128) / 128), (height, width)
+
+
+@pytest.mark.skipif(not CPU_RUNTIMES, reason="no CPU runtime installed")
+def test_cached_runtime_builds_the_torch_module_only_to_convert(model: nn.Module, tmp_path: Path) -> None:
+    """The first call converts `load()`'s module; a later one reads the converted file without calling `load`
+    (until the torch module itself is asked for), with the same features; another source key converts again."""
+    runtime = CPU_RUNTIMES[-1]
+    loads = []
+
+    def load() -> nn.Module:
+        loads.append(1)
+        return model
+
+    images = _synthetic_images()[:3]
+    first = inception_runtime.cached_runtime("weights-a", load, runtime, cache_dir=tmp_path)
+    assert first.runtime == runtime and len(loads) == 1
+    second = inception_runtime.cached_runtime("weights-a", load, runtime, cache_dir=tmp_path)
+    assert second.runtime == runtime and len(loads) == 1  # read from the cache: no torch module built
+    assert torch.equal(inception_features(images, second), inception_features(images, first))
+    assert extractor_namespace(second) == extractor_namespace(first) and len(loads) == 1
+    assert second.extractor is model and len(loads) == 2  # built on first use
+    inception_runtime.cached_runtime("weights-b", load, runtime, cache_dir=tmp_path)
+    assert len(loads) == 3  # a different source: converted from its own module
+
+
+def test_inception_source_key_follows_the_weights_file(monkeypatch) -> None:
+    from metrics import fid
+
+    key = fid.inception_source_key()
+    assert key == fid.inception_source_key() and len(key) == 64
+    pinned = fid.BACKBONES["tf_inception"]
+    monkeypatch.setitem(fid.BACKBONES, "tf_inception", dataclasses.replace(pinned, sha256="0" * 64))
+    assert fid.inception_source_key() != key
 
 
 def test_feature_cache_namespace_follows_runtime_and_resize(model: nn.Module, runtimes, monkeypatch) -> None:

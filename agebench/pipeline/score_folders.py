@@ -174,8 +174,14 @@ def cmd_fid(
     checked (>= 2 images with a face each) before Inception is loaded. Sets too small for
     a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
-    from agebench.pipeline.scoring import on_runtime
-    from metrics.fid import KidSettings, fid_kid_caveats, fid_kid_from_features, inception_features, load_inception
+    from agebench.pipeline.scoring import default_cache_dir, scoring_threads
+    from metrics.fid import (
+        KidSettings,
+        fid_kid_caveats,
+        fid_kid_from_features,
+        inception_features,
+        load_inception_runtime,
+    )
 
     cfg = cfg or EvaluateConfig()
     check_output(json_out)
@@ -198,10 +204,9 @@ def cmd_fid(
             )
     for note in fid_kid_caveats(len(folders["real"]), len(folders["fake"]), cfg.kid_subset_size):
         print(f"fid: warning: {note}", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch's TorchScript deprecation notices, not ours
-        model = load_inception()
-    model = on_runtime(model)  # a CPU inference runtime when one loads (same features to float32 rounding)
+    # A CPU inference runtime when one loads (same features to float32 rounding); the torch module is built
+    # only when the converted network is not cached yet.
+    model = load_inception_runtime(threads=scoring_threads(), cache_dir=default_cache_dir() / "networks")
     feats = {}
     for key, images in folders.items():
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")
