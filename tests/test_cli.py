@@ -561,6 +561,8 @@ def test_json_output_is_atomic_and_equals_stdout(tmp_path: Path, capsys, monkeyp
         sets[name] = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         _folder(tmp_path, name, {f"{i}.png": Image.fromarray(img) for i, img in enumerate(sets[name])})
     monkeypatch.setattr(metrics.fid, "load_inception", _StubInception)
+    # The command's loader converts Inception for a CPU runtime; the stub runs as it is.
+    monkeypatch.setattr(metrics.fid, "load_inception_runtime", lambda **_: _StubInception())
     monkeypatch.setattr(cli_score, "load_face_check", lambda: lambda x: np.ones(len(x), bool))  # noise: no faces
     out = tmp_path / "out" / "fid.json"
     code, stdout, err = _run(capsys, "fid", tmp_path / "real", tmp_path / "fake", "--json", out)
