@@ -34,7 +34,7 @@ from agebench.infra.common import provenance
 from agebench.infra.errors import UserError
 from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
-from agebench.pipeline.generate import build_method, load_trained_checkpoint, to_eval_resolution
+from agebench.pipeline.generate import build_method, load_trained_checkpoint, task_list, to_eval_resolution
 from agebench.pipeline.reference import real_floor
 from agebench.pipeline.tasks import TaskSpec
 from methods.base import Method, float_to_uint8, uint8_to_float
@@ -173,11 +173,11 @@ def score_outputs(
 def score_method(
     method: Method, scorer: Scorer, params: Params, split: ValidationSplit, prepared: Path, eval_faces: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """Task id -> curve values of `method` on the validation inputs of each common task."""
+    """Task id -> curve values of `method` on the validation inputs of each common task (asked in the method's
+    own groups, as `generate` asks it: e.g. a decade method translates 20s -> 50s for young -> old)."""
     inputs_at = load_faces(prepared, method.resolution)
     out = {}
-    for task_id, t in params.tasks.items():
-        spec = TaskSpec.same_groups(t.scheme, t.source, t.target)
+    for task_id, spec in task_list(method, params.groups, params.tasks, extra_tasks=False).items():
         rows = spec.test_rows(split.index)
         fake = translate(method, faces_nchw(inputs_at, rows), spec, eval_faces.shape[1], params.generate.batch_size)
         out[task_id] = score_outputs(scorer, params, split, eval_faces, task_id, fake)
