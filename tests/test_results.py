@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from agebench.gate.check import collect_versioned
 from agebench.params.reading import read_params, section
 from agebench.params.sections import CheckConfig
 from agebench.report import ranks_markdown, render_leaderboard
+from agebench.report.curves_figure import curves_markdown
 from agebench.report.publish import learns_table
 from tests.conftest import REPO
 
@@ -22,7 +25,8 @@ RESULTS = REPO / "results" / "cpu"
 #: Everything a results folder may hold: numbers and charts, never a face (UTKFace licence).
 ALLOWED = re.compile(
     r"^(metrics/\w+\.json|runtime/\w+\.json|leaderboard\.(md|csv)|learns\.md|data\.json|run\.json"
-    r"|figures/(age_histogram|training_curves|(tradeoff|age_distribution|breakdown)_\w+)\.png)$"
+    r"|figures/(age_histogram|training_curves|learning_curves|(tradeoff|age_distribution|breakdown)_\w+)\.png"
+    r"|curves/(\w+\.json|learning_curves\.md))$"
 )
 
 
@@ -55,6 +59,20 @@ def test_readme_rank_sentences_are_generated_from_the_committed_metrics() -> Non
     outside = readme.replace(m.group(0), "")
     results = outside[outside.index("## Results") : outside.index("## What is produced where")]
     assert not re.search(r"share rank|not significant|do(es)? not differ|is above", results)
+
+
+def test_committed_learning_curves_table_is_the_rendering_of_the_committed_curves() -> None:
+    """The published learning curves (validation split) and their table agree, and every point was scored on
+    validation faces, with the test split never part of it."""
+    docs = [json.loads(p.read_text()) for p in sorted((RESULTS / "curves").glob("*.json"))]
+    if not docs:
+        pytest.skip("no learning curves published in results/cpu/curves")
+    assert (RESULTS / "curves" / "learning_curves.md").read_text(encoding="utf-8") == curves_markdown(docs)
+    assert (RESULTS / "figures" / "learning_curves.png").is_file()
+    for doc in docs:
+        assert doc["validation"]["fraction"] > 0 and doc["points"], doc["method"]
+        steps = [p["step"] for p in doc["points"]]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps)
 
 
 def test_results_hold_only_face_free_files_of_one_run() -> None:
