@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=2000,
         help="train faces per target group kept as the realism manifold and FID reference (0: all)",
     )
+    p.add_argument("--last", type=int, default=0, help="score only the last N snapshots (0: all)")
     p.add_argument("--figure-only", action="store_true", help="only redraw the figure from the JSONs in --out")
     return p
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 args.limit,
                 device,
                 args.reference_limit,
+                args.last,
             )
             write_json(out / f"{name}.json", doc)
     docs = [read_json(p) for p in sorted(out.glob("*.json"))]

@@ -193,15 +193,19 @@ def learning_curve(
     limit: int,
     device: torch.device,
     reference_limit: int = 0,
+    last: int = 0,
 ) -> dict[str, Any]:
     """Score every snapshot of `model_dir` (and the untouched input, `identity`, and the real faces' ceilings) on
-    the validation split.
+    the validation split (`last` > 0: only the last `last` snapshots).
 
     Returns {"method", "validation": {"fraction", "limit", "n": {task: inputs}}, "ceiling": {task: {gap,
     age_score_real, realism_real, fid (the same-N floor)}}, "identity": {task: values}, "points": [{"step",
     "core_minutes", "train_minutes", "tasks": {task: values}}]} with values as `score_outputs` returns them.
     """
     files = snapshot_files(model_dir)
+    # `last` > 0 scores only the last snapshots: a method whose translation is itself an optimisation
+    # (Age-cGAN's latents) costs minutes per snapshot.
+    files = files[-last:] if last > 0 else files
     index = load_index(prepared)
     task_schemes = tuple(sorted({t.scheme for _, t in params.tasks.items()}))
     split = validation_split(
