@@ -152,3 +152,35 @@ def _tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
             out.update(_tensors(v, f"{prefix}/{k}"))
         return out
     return {}
+
+
+def test_each_method_is_asked_in_its_own_groups(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    """A decade method translates 20s -> 50s for the protocol's young -> old, as `generate` asks it (asking it
+    for "young" raised: its groups are decades)."""
+    from agebench.data.faces import load_faces
+    from agebench.pipeline import curves
+    from agebench.pipeline.generate import build_method
+
+    p = tmp_path / "params.yaml"
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "methods": ["cyclegan_agevec"],
+                "train": {"device": "cpu", "validation": 0.5},
+                "cyclegan_agevec": {"ngf": 4, "ndf": 4, "n_blocks": 1, "resolution": 32, "epochs": 1},
+            }
+        )
+    )
+    params = load_params(p)
+    method = build_method("cyclegan_agevec", params, CPU, need_aux=False)
+    asked = []
+
+    def translate(x, source, target):
+        asked.append((source, target))
+        return x
+
+    monkeypatch.setattr(method, "translate", translate)
+    monkeypatch.setattr(curves, "score_outputs", lambda *a: {"n": 0})
+    split = validation_split(load_index(prepared), 0.5, 3, params.groups.schemes())
+    curves.score_method(method, None, params, split, prepared, load_faces(prepared, 32))
+    assert asked == [("20s", "50s"), ("50s", "20s")]
