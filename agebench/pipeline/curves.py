@@ -34,6 +34,7 @@ from agebench.infra.common import provenance
 from agebench.infra.errors import UserError
 from agebench.infra.registry import resolve_metrics
 from agebench.params.sections import Params
+from agebench.pipeline.evaluate import nchw
 from agebench.pipeline.generate import build_method, load_trained_checkpoint, task_list, to_eval_resolution
 from agebench.pipeline.reference import real_floor
 from agebench.pipeline.tasks import TaskSpec
@@ -154,7 +155,7 @@ def score_outputs(
     res = score_task(
         scorer,
         faces_nchw(faces, rows),
-        torch.from_numpy(np.ascontiguousarray(fake)).permute(0, 3, 1, 2).contiguous(),
+        nchw(fake),
         None,
         faces_nchw(faces, target_rows),
         faces_nchw(faces, target_test),
