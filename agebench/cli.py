@@ -34,6 +34,7 @@ COMMANDS = {
     "publish": "agebench.commands.publish",
     "leaderboard": "agebench.commands.leaderboard",
     "curves": "agebench.commands.curves",
+    "repro": "agebench.commands.repro",
 }
 
 

@@ -238,7 +238,7 @@ def run_ours(scorer: Scorer, inputs, outputs, gender, race) -> dict[str, float]:
     fid_from_features(f_real, f_fake)
     fid_s = time.perf_counter() - start
     start = time.perf_counter()
-    kid_from_features(f_real, f_fake, scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed)
+    kid_from_features(f_real, f_fake, scorer.kid.subsets, scorer.kid.subset_size, scorer.kid.seed)
     kid_s = time.perf_counter() - start
     scorer.ages, scorer.detect, scorer.inception = ages.fn, detect.fn, inception.model
     for name, timed in judges.items():
@@ -325,9 +325,9 @@ def naive_fid(
     real_stats = fid_features_to_statistics(real32)
     start = time.perf_counter()
     fid = fid_statistics_to_metric(real_stats, fid_features_to_statistics(fake32), False)[KEY_METRIC_FID]
-    m = min(scorer.kid_subset_size, len(real32), len(fake32))
+    m = min(scorer.kid.subset_size, len(real32), len(fake32))
     kid = kid_features_to_metric(
-        real32, fake32, kid_subsets=scorer.kid_subsets, kid_subset_size=m, rng_seed=scorer.kid_seed, verbose=False
+        real32, fake32, kid_subsets=scorer.kid.subsets, kid_subset_size=m, rng_seed=scorer.kid.seed, verbose=False
     )[KEY_METRIC_KID_MEAN]
     maths_s = time.perf_counter() - start
     feature_diff = float((feats.double() - torch.from_numpy(f_fake[:k])).abs().max())

@@ -3,9 +3,9 @@
 Antipov, Baccouche, Dugelay 2017, "Face aging with conditional generative adversarial networks"
 (arXiv:1702.01983), as given by the Keras walk-through the project was created from. Networks, losses,
 optimiser settings and stage order follow that walk-through; deviations are marked "Deviation:".
-The network widths are parameters (`g_dense`, `g_channels`, `d_channels`, `e_channels`, `e_dense`) whose
-defaults build the walk-through's networks; a profile that narrows them (the cpu profile: every width / 4)
-trains the same layer structure with fewer channels and dense units, a stated deviation.
+The network widths are the walk-through's (`WALKTHROUGH_WIDTHS`) divided by `width_divisor` (default 1:
+the walk-through's networks); a profile that narrows them (the cpu profile: 4) trains the same layer
+structure with fewer channels and dense units, a stated deviation.
 
 Three stages share one step counter (`num_steps`):
   1. cGAN: G(z, y) and D(x, y) trained with binary cross-entropy (the paper's eq. 1).
@@ -56,25 +56,20 @@ _KERAS_BN_EPS = 1e-3
 # The walk-through's generator conv blocks use BatchNormalization(momentum=0.8): 0.2 in torch's convention.
 _G_CONV_BN_MOMENTUM = 0.2
 
+#: The walk-through's network widths (docs/METHODS.md s.3): G's dense layer after concat(z, y) and its channels
+#: at 8x8 (then 128 and 64 at 16 and 32 px); D's first conv (then 128, 256, 512); E's first conv (then 64, 128,
+#: 256) and its dense layer before the 100-d latent. Each stage keeps the source's ratio to the one before, so
+#: one divisor narrows every network alike.
+WALKTHROUGH_WIDTHS: dict[str, int] = dict(g_dense=2048, g_channels=256, d_channels=64, e_channels=32, e_dense=4096)
+
 
 @dataclasses.dataclass(frozen=True)
 class AgeCganConfig:
     """`age_cgan:` hyper-parameters; defaults are the source's (walk-through / paper) unless noted."""
 
-    #: Network widths; the defaults are the walk-through's networks (docs/METHODS.md s.3). Each stage of a
-    #: network keeps the source's ratio to the one before (G halves its channels per upsampling, D and E
-    #: double theirs per stride-2 conv), so one base count per network sets the whole stack. Deviation
-    #: where a profile narrows them (the cpu profile): same shape, fewer channels and dense units.
-    #: G's dense layer after concat(z, y) (walk-through 2048).
-    g_dense: int = 2048
-    #: G's channels at 8x8 after the reshape (256), then 128 and 64 at 16 and 32 px; divisible by 4.
-    g_channels: int = 256
-    #: D's first conv (64), then 128, 256, 512; D's dense head reads 8 * d_channels * 4 * 4 values.
-    d_channels: int = 64
-    #: E's first conv (32), then 64, 128, 256.
-    e_channels: int = 32
-    #: E's dense layer before the 100-d latent (4096).
-    e_dense: int = 4096
+    #: Every width of `WALKTHROUGH_WIDTHS` is divided by this (1: the walk-through's networks). Deviation where
+    #: a profile sets it (the cpu profile: 4): the same layers with fewer channels and dense units.
+    width_divisor: int = 1
     #: Faces per cGAN step. Deviation (engineering, docs/METHODS.md preamble): the walk-through uses 2.
     batch_size: int = 64
     #: Passes over the labelled training faces in stage 1 (paper: about 100).
@@ -118,13 +113,16 @@ class AgeCganConfig:
             raise ValueError(
                 f"batch_size and encoder_batch_size must be >= 2, got {self.batch_size}, {self.encoder_batch_size}"
             )
-        for name in ("g_dense", "g_channels", "d_channels", "e_channels", "e_dense"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive width, got {getattr(self, name)}")
-        if self.g_channels % 4:
+        # Every width must stay a whole number of units, and G halves its channels twice (256 -> 128 -> 64).
+        divisors = [
+            d
+            for d in range(1, 33)
+            if all(w % (4 * d if k == "g_channels" else d) == 0 for k, w in WALKTHROUGH_WIDTHS.items())
+        ]
+        if self.width_divisor not in divisors:
             raise ValueError(
-                f"g_channels must be divisible by 4 (G halves it twice: 256 -> 128 -> 64), "
-                f"got {self.g_channels}; use e.g. {max(4, self.g_channels // 4 * 4)}"
+                f"width_divisor must be one of {divisors} (it divides every walk-through width), "
+                f"got {self.width_divisor}"
             )
         for name in ("lr", "encoder_lr", "latent_lr", "adam_eps"):
             if getattr(self, name) <= 0:
@@ -134,6 +132,11 @@ class AgeCganConfig:
         for name in ("cgan_epochs", "encoder_steps", "latent_steps", "max_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The networks' widths: `WALKTHROUGH_WIDTHS` divided by `width_divisor`."""
+        return {name: width // self.width_divisor for name, width in WALKTHROUGH_WIDTHS.items()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,9 +300,10 @@ class AgeCgan(Method):
         super().__init__(config, group_names, device, aux)
         if len(self.group_names) != NUM_GROUPS:
             raise ValueError(f"age_cgan needs the {NUM_GROUPS} cgan6 groups, got {self.group_names}")
-        self.generator = Generator(config.g_dense, config.g_channels).to(device)
-        self.discriminator = Discriminator(config.d_channels).to(device)
-        self.encoder = Encoder(config.e_channels, config.e_dense).to(device)
+        w = config.widths
+        self.generator = Generator(w["g_dense"], w["g_channels"]).to(device)
+        self.discriminator = Discriminator(w["d_channels"]).to(device)
+        self.encoder = Encoder(w["e_channels"], w["e_dense"]).to(device)
         betas = (config.beta1, config.beta2)
         # fused: one kernel per parameter group (4x faster than foreach on CPU for G's 35M parameters).
         adam = dict(eps=config.adam_eps, betas=betas, fused=True)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from metrics.fid import ArrayCache, content_key
+from metrics.fid import ArrayCache, KidSettings, content_key
+from metrics.stats import BootstrapSettings
 
 AgeFn = Callable[[torch.Tensor], np.ndarray]
 
@@ -95,6 +96,7 @@ class Scorer:
         detect: face validity (YuNet on the padded image), see `DetectFn`.
         judges: identity judges by name ("sface" the judge, "dlib" the second opinion, ...).
         inception: TF-Inception feature extractor from `metrics.fid.load_inception`.
+        kid, bootstrap: KID's subset draw and the face bootstrap's draw.
         namespaces: network identity per kind ("age", "detect", "inception") mixed into cache keys.
     """
 
@@ -103,11 +105,8 @@ class Scorer:
     judges: dict[str, Judge]
     inception: nn.Module
     batch_size: int = 64
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    kid_seed: int = 0
-    bootstrap_resamples: int = 1000
-    bootstrap_seed: int = 0
+    kid: KidSettings = dataclasses.field(default_factory=KidSettings)
+    bootstrap: BootstrapSettings = dataclasses.field(default_factory=BootstrapSettings)
     cache: ArrayCache | None = None
     namespaces: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Show a progress bar (stderr) while a network runs over an image set that is not cached.
@@ -192,9 +191,9 @@ class Scorer:
 
         Returns `metrics.fid.fid_kid_from_features`'s dict (NaN values when a set has < 2 images).
         """
-        from metrics.fid import KidSettings, fid_kid_from_features
+        from metrics.fid import fid_kid_from_features
 
         enough = len(real) >= 2 and len(fake) >= 2
         f_real = self.inception_features(real) if enough else np.zeros((len(real), 0))
         f_fake = self.inception_features(fake) if enough else np.zeros((len(fake), 0))
-        return fid_kid_from_features(f_real, f_fake, KidSettings(self.kid_subsets, self.kid_subset_size, self.kid_seed))
+        return fid_kid_from_features(f_real, f_fake, self.kid)

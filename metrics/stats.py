@@ -50,6 +50,18 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return rng.integers(0, n, size=(resamples, n), dtype=np.int64)
 
 
+@dataclasses.dataclass(frozen=True)
+class BootstrapSettings:
+    """The face bootstrap's draw (PROTOCOL.md s.4; `evaluate.bootstrap_*` in params.yaml)."""
+
+    resamples: int = 1000
+    seed: int = 0
+
+    def indices(self, n: int) -> np.ndarray:
+        """(resamples, n) int64 indices, `bootstrap_indices` with these settings."""
+        return bootstrap_indices(n, self.resamples, self.seed)
+
+
 def mean_with_ci(values: np.ndarray, idx: np.ndarray, valid: np.ndarray | None = None) -> dict[str, object]:
     """Mean of `values` over `valid` entries with a 95% percentile-bootstrap interval.
 

@@ -359,7 +359,7 @@ cycle_metric = Metric(("cycle",), _cycle, "cycle_l1")
 def _resamples(n: int, scorer: Scorer) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 0), np.int64)
-    return stats.bootstrap_indices(n, scorer.bootstrap_resamples, scorer.bootstrap_seed)
+    return scorer.bootstrap.indices(n)
 
 
 def score_task(

@@ -32,6 +32,8 @@ from agebench.external import tasks
 from agebench.params.load import load_params
 from agebench.params.reading import ParamsError
 from agebench.params.sections import DataConfig, GroupsConfig
+from metrics.fid import KidSettings
+from metrics.stats import BootstrapSettings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,7 +77,12 @@ def stub_scorer():
         "dlib": Judge(features, "distance", 20.0, "stub-dlib"),
     }
     return Scorer(
-        ages=ages, detect=detect, judges=judges, inception=StandInInception(), bootstrap_resamples=50, kid_subsets=10
+        ages=ages,
+        detect=detect,
+        judges=judges,
+        inception=StandInInception(),
+        bootstrap=BootstrapSettings(50, 0),
+        kid=KidSettings(10, 1000, 0),
     )
 
 
@@ -703,9 +710,12 @@ def test_dvc_repro_scores_an_external_entry(world: dict, exported: Path, tmp_pat
     raw["external"] = [{"name": "toy", "folder": "external/toy", "source": "a toy"}]
     (proj / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copytree(world["prepared"], proj / "data" / "prepared")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AGEBENCH_CACHE": str(tmp_path / "cache")}
+    # The stage's `python` is this interpreter (a venv that is not activated is not on PATH).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "AGEBENCH_CACHE": str(tmp_path / "cache")}
     for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "repro", "-s", "score_external@0"]):
-        subprocess.run(cmd, cwd=proj, env=env, check=True, capture_output=True)
+        done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     staged = json.loads((proj / "reports" / "metrics" / "toy.json").read_text())
     out = tmp_path / "cli.json"
     subprocess.run(

@@ -17,6 +17,7 @@ from agebench.infra.registry import METHODS
 from agebench.params.reading import ParamsError, build
 from methods.age_cgan import (
     GROUP_FOR_PAIR,
+    WALKTHROUGH_WIDTHS,
     AgeCgan,
     AgeCganConfig,
     Discriminator,
@@ -185,11 +186,10 @@ def test_default_widths_are_the_walk_throughs_networks() -> None:
 
 
 def test_reduced_widths_build_train_and_scale_parameter_counts() -> None:
-    widths = dict(g_dense=256, g_channels=32, d_channels=8, e_channels=4, e_dense=64)
-    m = make_method(dataclasses.replace(TINY, **widths))
+    m = make_method(dataclasses.replace(TINY, width_divisor=8))
     assert n_params(m.generator) == g_params(256, 32)
     assert n_params(m.discriminator) == d_params(8)
-    assert n_params(m.encoder) == e_params(4, 64)
+    assert n_params(m.encoder) == e_params(4, 512)
     convs = [mod.out_channels for mod in m.generator.up if isinstance(mod, nn.Conv2d)]
     assert convs == [16, 8, 3] and m.generator.fc[0].out_features == 256
     assert m.discriminator.head.in_features == 8 * 8 * 4 * 4
@@ -207,16 +207,22 @@ def test_reduced_widths_build_train_and_scale_parameter_counts() -> None:
     assert n_params(Discriminator(32)) < 0.3 * n_params(Discriminator(64))
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("g_channels", 0), ("g_channels", 30), ("g_dense", -1), ("d_channels", 0), ("e_channels", 0), ("e_dense", 0)],
-)
-def test_invalid_widths_are_a_clear_error(field: str, value: int) -> None:
-    with pytest.raises(ValueError, match=f"^{field} must be"):
-        AgeCganConfig(**{field: value})
+@pytest.mark.parametrize("value", [0, -1, 3, 64])
+def test_invalid_width_divisor_is_a_clear_error(value: int) -> None:
+    # 3 leaves fractional channels; 64 would give G 256 / 64 = 4 channels at 8 px, which cannot halve twice.
+    with pytest.raises(ValueError, match=r"^width_divisor must be one of \[1, 2, 4, 8, 16, 32\]"):
+        AgeCganConfig(width_divisor=value)
     # Through params.yaml the message names the file and the section.
-    with pytest.raises(ParamsError, match=f"^params.yaml: age_cgan: {field} must be"):
-        build(AgeCganConfig, {field: value}, "params.yaml: age_cgan")
+    with pytest.raises(ParamsError, match=r"^params\.yaml: age_cgan: width_divisor must be"):
+        build(AgeCganConfig, {"width_divisor": value}, "params.yaml: age_cgan")
+
+
+def test_width_divisor_keeps_every_networks_ratios() -> None:
+    for divisor in (1, 2, 4, 8, 16, 32):
+        widths = AgeCganConfig(width_divisor=divisor).widths
+        assert widths == {k: v // divisor for k, v in WALKTHROUGH_WIDTHS.items()}
+        assert all(v * divisor == WALKTHROUGH_WIDTHS[k] for k, v in widths.items())
+        assert widths["g_channels"] % 4 == 0
 
 
 # ---- schedule and batches ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from agebench.pipeline.reference import (
 )
 from metrics.fid import KidSettings, fid_kid_from_features
 from metrics.scorer import Verification
+from metrics.stats import BootstrapSettings
 from tests.conftest import REPO
 
 
@@ -50,8 +51,8 @@ class StubJudge:
 class StubScorer:
     """The parts of `metrics.scorer.Scorer` the reference row uses, as cheap functions of the pixels."""
 
-    bootstrap_resamples, bootstrap_seed = 200, 0
-    kid_subsets, kid_subset_size, kid_seed = 10, 1000, 0
+    bootstrap = BootstrapSettings(200, 0)
+    kid = KidSettings(10, 1000, 0)
     judges: ClassVar[dict[str, StubJudge]] = {"sface": StubJudge(5), "dlib": StubJudge(20)}
 
     def estimate_ages(self, images: torch.Tensor) -> np.ndarray:

@@ -10,6 +10,7 @@ from agebench.infra.registry import METRICS, UnknownNameError, resolve_metrics
 from agebench.pipeline.scoring import DiskCache
 from metrics import stats
 from metrics.scorer import Judge, Scorer, images_key, verify_pairs
+from metrics.stats import BootstrapSettings
 from metrics.suite import Metric, MetricResult, score_task
 
 DEFAULT = ("face", "age", "identity", "realism", "joint", "identity_dlib", "joint_dlib", "fid", "cycle")
@@ -67,7 +68,7 @@ def make_scorer(cache=None) -> Scorer:
         judges={"sface": Judge(sface, "cosine", 0.363, "s"), "dlib": Judge(dlib, "distance", 0.6, "d")},
         inception=StandInInception(calls),
         cache=cache,
-        bootstrap_resamples=200,
+        bootstrap=BootstrapSettings(200, 0),
     )
     s.calls = calls  # type: ignore[attr-defined]
     return s

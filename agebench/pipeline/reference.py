@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from agebench.data.faces import faces_nchw, test_faces
 from agebench.params.sections import GroupsConfig, Params
 from metrics import stats
-from metrics.fid import KidSettings, fid_kid_from_features
+from metrics.fid import fid_kid_from_features
 from metrics.keys import KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 from metrics.precision import K_NEAREST, kynkaenniemi_inside
 from metrics.scorer import Scorer
@@ -51,7 +51,7 @@ def estimator_ceilings(scorer: Scorer, groups: GroupsConfig, index: Any, faces: 
         for g, bounds in scheme_groups.items():
             rows = test_faces(index, scheme, g)["row"].to_numpy()
             ages = scorer.estimate_ages(faces_nchw(faces, rows))
-            idx = stats.bootstrap_indices(len(rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
+            idx = scorer.bootstrap.indices(len(rows))
             r = stats.rate_with_ci(stats.in_range(ages, tuple(bounds)).astype(np.float64), idx)
             out[scheme][g] = {
                 "age_acc": r["value"],
@@ -93,8 +93,7 @@ def same_n_floor(features: np.ndarray, n: int, scorer: Scorer) -> dict[str, Any]
         return {**out, KEY_METRIC_FID: nan, KEY_METRIC_KID_MEAN: nan, KEY_METRIC_KID_STD: nan, "floor_skipped": reason}
     picked, rest = floor_split(len(features), n)
     # The one FID/KID assembly, in the methods' argument order (metrics.suite: real group first, then the N).
-    kid = KidSettings(scorer.kid_subsets, scorer.kid_subset_size, scorer.kid_seed)
-    r = fid_kid_from_features(features[rest], features[picked], kid)
+    r = fid_kid_from_features(features[rest], features[picked], scorer.kid)
     return {**out, **{k: r[k] for k in (KEY_METRIC_FID, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD)}}
 
 
@@ -107,7 +106,7 @@ def detection_rate(scorer: Scorer, images: Any) -> dict[str, Any]:
         {"face_found_rate", "ci95", "n", "not_found"}.
     """
     found = scorer.faces_found(images)
-    idx = stats.bootstrap_indices(len(found), scorer.bootstrap_resamples, scorer.bootstrap_seed)
+    idx = scorer.bootstrap.indices(len(found))
     r = stats.rate_with_ci(found.astype(np.float64), idx)  # Wilson when YuNet misses fewer than 10 faces
     return {"face_found_rate": r["value"], "ci95": r["ci95"], "n": len(found), "not_found": int((~found).sum())}
 
@@ -143,7 +142,7 @@ def real_floor(
         ages = scorer.estimate_ages(faces_nchw(faces, test_rows))
         if per_face is not None:
             per_face[f"{task_id}/rows"], per_face[f"{task_id}/age_real"] = test_rows, ages
-        idx = stats.bootstrap_indices(len(test_rows), scorer.bootstrap_resamples, scorer.bootstrap_seed)
+        idx = scorer.bootstrap.indices(len(test_rows))
         r = stats.rate_with_ci(stats.in_range(ages, tuple(schemes[t.scheme][t.target])).astype(np.float64), idx)
         res["age_acc"] = res["age_acc_real"] = r["value"]
         res["ci95"] = {"age_acc": r["ci95"], "age_acc_real": r["ci95"]}
@@ -154,7 +153,7 @@ def real_floor(
         source_rows = test_faces(index, t.scheme, t.source)["row"].to_numpy()
         age_source = found_ages(scorer, faces_nchw(faces, source_rows))
         age_target = found_ages(scorer, faces_nchw(faces, test_rows))
-        ceiling = stats.real_age_ceiling(age_source, age_target, scorer.bootstrap_resamples, scorer.bootstrap_seed)
+        ceiling = stats.real_age_ceiling(age_source, age_target, scorer.bootstrap.resamples, scorer.bootstrap.seed)
         res["gap"], res["age_score_real"] = ceiling["gap"], ceiling["age_score_real"]
         res["ci95"].update(ceiling["ci95"])
         res["n"], res["n_source"], res["n_target_test"] = len(age_target), len(age_source), len(test_rows)

@@ -174,9 +174,8 @@ def cmd_fid(
     checked (>= 2 images with a face each) before Inception is loaded. Sets too small for
     a meaningful FID (and a KID std that is 0 by construction) are explained on stderr.
     """
-    from agebench.pipeline.scoring import default_cache_dir, scoring_threads
+    from agebench.pipeline.scoring import default_cache_dir, kid_settings, scoring_threads
     from metrics.fid import (
-        KidSettings,
         fid_kid_caveats,
         fid_kid_from_features,
         inception_features,
@@ -212,8 +211,7 @@ def cmd_fid(
         rows = per_image(images, lambda x: inception_features(x, model, batch_size).numpy(), f"inception {key}")
         # Sorted names, as torch-fidelity orders a folder (KID's subset draws depend on row order).
         feats[key] = np.stack([rows[n] for n in sorted(rows)])
-    kid = KidSettings(cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
-    result = fid_kid_from_features(feats["real"], feats["fake"], kid)
+    result = fid_kid_from_features(feats["real"], feats["fake"], kid_settings(cfg))
     result.update(n_real_no_face=len(faceless["real"]), n_fake_no_face=len(faceless["fake"]))
     if json_out:
         check_output(json_out)

@@ -11,7 +11,9 @@ import numpy as np
 from agebench.infra.common import atomic_path
 from agebench.infra.errors import UserError
 from agebench.params.sections import EvaluateConfig, Params
+from metrics.fid import KidSettings
 from metrics.scorer import DetectFn, Judge, Scorer
+from metrics.stats import BootstrapSettings
 
 
 class DiskCache:
@@ -61,6 +63,11 @@ def scoring_threads() -> int:
                 raise ThreadsError(f"${name}={text!r}: expected a whole number of threads >= 1 (or unset it)")
             return int(text)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def kid_settings(cfg: EvaluateConfig) -> KidSettings:
+    """KID's subset draw of `evaluate.kid_*`, as `metrics.fid` takes it."""
+    return KidSettings(cfg.kid_subsets, cfg.kid_subset_size, cfg.kid_seed)
 
 
 def inception_network(device: str = "cpu", runtime: str = "auto") -> Any:
@@ -225,11 +232,8 @@ def build_scorer(
         judges={"sface": sface_judge, second_name: second},
         inception=inception,
         batch_size=cfg.batch_size,
-        kid_subsets=cfg.kid_subsets,
-        kid_subset_size=cfg.kid_subset_size,
-        kid_seed=cfg.kid_seed,
-        bootstrap_resamples=cfg.bootstrap_resamples,
-        bootstrap_seed=cfg.bootstrap_seed,
+        kid=kid_settings(cfg),
+        bootstrap=BootstrapSettings(cfg.bootstrap_resamples, cfg.bootstrap_seed),
         cache=DiskCache(cache_dir) if cache_dir else None,
         progress=True,
         namespaces=namespaces,
