@@ -217,6 +217,9 @@ def test_full_profile_without_gpu_stops_with_the_estimate_unless_allowed(tmp_pat
     params = load_params(path)
     steps = doctor.full_profile_steps(params, src)
     assert set(steps) == {"cyclegan_agevec"} and steps["cyclegan_agevec"] > 0  # identity trains nothing
+    # Nothing trains on the validation split, so the estimate leaves it out (fewer faces, fewer steps per epoch).
+    held_out = write_params(tmp_path / "held_out.yaml", methods=["cyclegan_agevec"], **{"train.validation": 0.5})
+    assert doctor.full_profile_steps(load_params(held_out), src)["cyclegan_agevec"] < steps["cyclegan_agevec"]
     problems, _ = doctor.check_device(params, src)
     assert len(problems) == 1
     p = problems[0]

@@ -290,17 +290,24 @@ def _device_ok(name: str) -> str | None:
 
 
 def full_profile_steps(params: Any, utkface_dir: Path) -> dict[str, int]:
-    """Training steps of each listed method (not `identity`) with these params on the train split of a
-    folder of UTKFace images: file names only (labels and split), no image decoded."""
+    """Training steps of each listed method (not `identity`) with these params on the train split, less the
+    validation split (`train.validation`), of a folder of UTKFace images: file names only (labels and
+    splits), no image decoded."""
     import torch
 
+    from agebench.data.faces import in_validation
     from agebench.data.prepare import group_of, list_files, parse_label, split_of
     from agebench.infra.registry import METHODS
     from agebench.params.reading import section
     from methods.base import TrainData
 
     labels = [(name, parse_label(name)) for name in list_files(utkface_dir)]
-    ages = [lab.age for name, lab in labels if not isinstance(lab, str) and split_of(name) == "train"]
+    held_out = params.train.validation
+    ages = [
+        lab.age
+        for name, lab in labels
+        if not isinstance(lab, str) and split_of(name) == "train" and not in_validation(name, held_out)
+    ]
     schemes = params.groups.schemes()
     steps = {}
     for name in params.methods:
