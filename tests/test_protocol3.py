@@ -21,7 +21,14 @@ from agebench.params.load import load_params
 from agebench.params.reading import ParamsError
 from agebench.pipeline.evaluate import evaluate_method, reconstruction_rates
 from agebench.pipeline.reference import real_floor
-from agebench.pipeline.seeds import PER_FACE_KEYS, SeedMergeError, merge_seed_dirs, merge_seed_docs, per_face_record
+from agebench.pipeline.seeds import (
+    PER_FACE_KEYS,
+    SeedMergeError,
+    merge_reconstruction,
+    merge_seed_dirs,
+    merge_seed_docs,
+    per_face_record,
+)
 from agebench.pipeline.tasks import read_outputs
 from metrics import stats
 from metrics.precision import kynkaenniemi_inside, kynkaenniemi_precision, kynkaenniemi_radii
@@ -362,6 +369,24 @@ def test_reconstruction_table_goes_through_the_face_gate() -> None:
     assert d["face_fail"] == 3 and d["id_fail"] == 3 and d["id_rate"] == pytest.approx(9 / 12)
     assert (d["id_rate_lo"], d["id_rate_hi"]) == pytest.approx(stats.wilson_interval(9, 12))
     assert out["pixel"]["sface"]["id_rate"] == 1.0 and out["pixel"]["sface"]["id_rate_hi"] == 1.0
+    # Over seeds: the mean rate, and Wilson's interval of the pooled count (3 of 12, then 9 of 12: 12 of 24).
+    other = reconstruction_rates({**data, "initial": faces, "ip": recon}, faces, make_scorer())
+    merged = merge_reconstruction([other, out])
+    m = merged["ip"]["dlib"]
+    assert merged["n"] == 12 and merged["n_seeds"] == 2
+    assert m["id_rate"] == pytest.approx((9 / 12 + 12 / 12) / 2)
+    assert (m["id_rate_lo"], m["id_rate_hi"]) == pytest.approx(stats.wilson_interval(21, 24))
+    assert m["face_fail"] == 3 and m["id_fail"] == 3
+    with pytest.raises(SeedMergeError, match="different inputs"):
+        merge_reconstruction([out, {**other, "n": 11}])
+    # A merged metrics file keeps each seed's table beside the merged one.
+    head = {"method": "age_cgan", "git_revision": "r", "profile": "cpu", "protocol_version": 3, "tasks": {}}
+    a = {**head, "seeds": [{"seed": 0, "tasks": {}}], "reconstruction": out}
+    b = {**head, "seeds": [{"seed": 1, "tasks": {}}], "reconstruction": other}
+    doc = merge_seed_docs([b, a])
+    assert doc["reconstruction"] == merge_reconstruction([out, other])
+    assert [r["seed"] for r in doc["reconstruction_seeds"]] == [0, 1]
+    assert doc["reconstruction_seeds"][1]["ip"] == other["ip"]
 
 
 def test_external_entry_declares_its_networks(tmp_path) -> None:

@@ -160,3 +160,58 @@ def test_learns_needs_an_age_change_beyond_identity_and_the_person_kept(tmp_path
         ("cyclegan_agevec", "rejuvenation"): ("yes", "yes", "**yes**"),
     }
     assert "identity |" not in learns_table(ws / "reports" / "metrics")  # the yardstick is not a row
+
+
+def v3_docs(recon_rate: float = 0.25) -> list[dict]:
+    """Protocol-3 metrics files, only the keys the targets read: two tasks, identity and real rows."""
+
+    def task(gap: float, id_rate: float, fail: float, realism: float, fid: float) -> dict:
+        return {"gap_closure": gap, "id_rate": id_rate, "face_fail": fail, "realism": realism, "fid": fid}
+
+    head = {"protocol_version": 3, "kind": "method"}
+    return [
+        {**head, "method": "identity", "kind": "reference", "seeds": [{"seed": None}],
+         "tasks": {"aging": task(0.0, 1.0, 0.0, 0.6, 50.0), "rejuvenation": task(0.0, 1.0, 0.0, 0.6, 60.0)}},
+        {**head, "method": "real", "kind": "reference",
+         "tasks": {"aging": {"realism_real": 0.7}, "rejuvenation": {"realism_real": 0.8}}},
+        # Every target met on aging (each at its bound); on rejuvenation each one missed in turn is shown below.
+        {**head, "method": "cyclegan_keras", "seeds": [{"seed": 0}, {"seed": 1}, {"seed": 2}],
+         "tasks": {"aging": task(0.5, 0.6, 0.02, 0.35, 100.0), "rejuvenation": task(0.49, 0.9, 0.0, 0.5, 90.0)}},
+        # Age-cGAN's identity target is 0.2; its reconstruction table has its own target.
+        {**head, "method": "age_cgan", "seeds": [{"seed": 0}, {"seed": 1}, {"seed": 2}],
+         "tasks": {"aging": task(0.8, 0.25, 0.0, 0.4, 99.0), "rejuvenation": task(0.8, 0.25, 0.03, 0.39, 121.0)},
+         "reconstruction": {"n": 100, "ip": {"sface": {"id_rate": recon_rate, "id_rate_lo": 0.1, "id_rate_hi": 0.3}}}},
+    ]  # fmt: skip
+
+
+def test_targets_table_applies_each_target_at_its_bound() -> None:
+    from agebench.report.targets import targets_table
+
+    md = targets_table(v3_docs())
+    assert "as means over 3 training seed(s)" in md
+    lines = [line.split("|") for line in md.splitlines() if line.startswith("| ") and "task" not in line]
+    rows = {tuple(c.strip() for c in cells[1:3]): [c.strip() for c in cells[3:-1]] for cells in lines}
+    assert rows[("cyclegan_keras", "aging")] == [
+        "0.50 yes", "0.600 yes", "2.0% yes", "0.350 (>= 0.350) yes", "100.0 (<= 100.0) yes", "**yes**"
+    ]  # fmt: skip
+    # gap_closure 0.49 < 0.5; realism 0.5 against half of rejuvenation's own ceiling 0.8 (0.4): met.
+    rejuvenation = rows[("cyclegan_keras", "rejuvenation")]
+    assert rejuvenation[0] == "0.49 **no**" and rejuvenation[-1] == "no"
+    assert rejuvenation[3] == "0.500 (>= 0.400) yes"
+    # Age-cGAN: id_rate 0.25 meets its 0.2; on rejuvenation 3% without a face, realism under 0.4, FID over 120.
+    assert rows[("age_cgan", "aging")][1] == "0.250 yes" and rows[("age_cgan", "aging")][-1] == "**yes**"
+    verdicts = [c.split()[-1] for c in rows[("age_cgan", "rejuvenation")][:5]]
+    assert verdicts == ["yes", "yes", "**no**", "**no**", "**no**"]
+    assert rows[("age_cgan", "0.250 [0.100, 0.300]")] == ["0.2", "**yes**"]
+    assert "0.150 [0.100, 0.300] | 0.2 | no" in targets_table(v3_docs(recon_rate=0.15))
+    # The yardsticks are not rows, and the targets cannot be judged without them.
+    assert "| identity |" not in md and "| real |" not in md
+    with pytest.raises(ValueError, match="identity and real rows"):
+        targets_table([d for d in v3_docs() if d["method"] != "real"])
+
+
+def test_learns_table_of_a_protocol_3_run_is_the_targets_table(tmp_path: Path) -> None:
+    from agebench.report.targets import targets_table
+
+    write_docs(tmp_path / "metrics", v3_docs())
+    assert learns_table(tmp_path / "metrics") == targets_table(v3_docs())

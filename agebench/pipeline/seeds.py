@@ -284,6 +284,41 @@ def merge_seed_docs(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 merged[KEY_BREAKDOWN] = task[KEY_BREAKDOWN]
             out[section][task_id] = merged
     out[KEY_SEEDS] = copy.deepcopy(entries)
+    if any(d.get("reconstruction") for d in docs):
+        by_seed = {e["seed"]: d.get("reconstruction") for d in docs for e in d[KEY_SEEDS]}
+        if any(r is None for r in by_seed.values()):
+            raise SeedMergeError(f"{name}: a run has no reconstruction table; merge runs of one configuration")
+        out["reconstruction"] = merge_reconstruction([by_seed[s] for s in sorted(by_seed)])
+        out["reconstruction_seeds"] = [{"seed": s, **copy.deepcopy(by_seed[s])} for s in sorted(by_seed)]
+    return out
+
+
+def merge_reconstruction(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Age-cGAN's reconstruction table over S seeds (`agebench.pipeline.evaluate.reconstruction_rates`, one per
+    seed, the same `n` inputs): per mode and judge, `id_rate` is the mean over seeds and [id_rate_lo,
+    id_rate_hi] the Wilson 95% interval of the pooled count (S x n trials; rare events, PROTOCOL.md s.4 v3);
+    `id_fail` and `face_fail` are summed over seeds and `score` is the mean of the seeds' means."""
+    n = {int(t["n"]) for t in tables}
+    if len(n) != 1:
+        raise SeedMergeError(f"reconstruction tables count different inputs {sorted(n)}; merge runs of one data")
+    (count,) = n
+    out: dict[str, Any] = {"n": count, "n_seeds": len(tables)}
+    for mode in (k for k in tables[0] if k != "n"):
+        out[mode] = {}
+        for judge in tables[0][mode]:
+            rows = [t[mode][judge] for t in tables]
+            rates = [float(r["id_rate"]) for r in rows]
+            successes = sum(round(rate * count) for rate in rates)
+            lo, hi = stats.wilson_interval(successes, count * len(rows))
+            scores = [float(r["score"]) for r in rows if r.get("score") is not None and not math.isnan(r["score"])]
+            out[mode][judge] = {
+                "id_rate": float(np.mean(rates)),
+                "id_rate_lo": lo,
+                "id_rate_hi": hi,
+                "score": float(np.mean(scores)) if scores else float("nan"),
+                "id_fail": sum(int(r["id_fail"]) for r in rows),
+                "face_fail": sum(int(r["face_fail"]) for r in rows),
+            }
     return out
 
 

@@ -110,12 +110,21 @@ def _task_sign(doc: Mapping[str, Any], task: str) -> int:
 def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
     """Markdown: does each method learn its task?
 
-    On a task whose target is older (aging), a method learns when its `age_gain` 95% interval lies
-    entirely above the `identity` row's and its SFace `id_rate` >= `min_id_rate`; on a younger target
+    Protocol 3 runs: the track's targets (`agebench.report.targets.targets_table`). Earlier runs: on a
+    task whose target is older (aging), a method learns when its `age_gain` 95% interval lies entirely
+    above the `identity` row's and its SFace `id_rate` >= `min_id_rate`; on a younger target
     (rejuvenation) the interval must lie entirely below. The identity row's gain is the estimator's
     bias on unchanged faces, so this asks for an age change beyond doing nothing, with the person kept.
     """
-    docs = {d["method"]: d for d in (json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json")))}
+    from agebench.report.targets import read_docs, targets_table
+
+    read = read_docs(metrics_dir)
+    if read and all(int(d.get("protocol_version") or 0) >= 3 for d in read):
+        try:
+            return targets_table(read)
+        except ValueError as exc:
+            raise PublishError(f"{metrics_dir}: {exc}") from exc
+    docs = {d["method"]: d for d in read}
     ident = docs.get("identity")
     if ident is None:
         raise PublishError(f"{metrics_dir} has no identity row: the learning criterion compares against it")
