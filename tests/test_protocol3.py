@@ -397,3 +397,73 @@ def test_external_entry_declares_its_networks(tmp_path) -> None:
     (tmp_path / "params.yaml").write_text(ok.replace("[dlib]", "[vgg16]"))
     with pytest.raises(ParamsError, match=r"uses_networks.*vgg16.*scoring network"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_publish_merges_seed_runs_of_one_revision(tiny_run, tmp_path) -> None:
+    """`publish --seed-workspace`: the published metrics are the seeds' merge, the leaderboard is their
+    rendering, learns.md applies the targets, run.json records every run; runs of two revisions are refused."""
+    import subprocess
+
+    from agebench.report import render_leaderboard
+    from agebench.report.publish import PublishError, publish
+    from agebench.report.targets import targets_table
+    from tests.test_report import write_docs
+
+    params = tiny_run["params"]
+    as_read = lambda doc: json.loads(json.dumps(doc, default=float))  # noqa: E731
+    ident = as_read(evaluate_method("identity", params, tiny_run["prepared"], read_outputs(tiny_run["outputs"]),
+                                    make_scorer()))  # fmt: skip
+    real_tasks = real_floor(make_scorer(), params, tiny_run["index"], tiny_run["faces"])
+    head = {k: ident.get(k) for k in ("profile", "git_revision", "protocol_version")}
+    real = as_read({"method": "real", "kind": "reference", **head, "tasks": real_tasks})
+
+    def workspace(name: str, seed: int, outputs: Path) -> Path:
+        ws = tmp_path / name
+        reports = ws / "reports"
+        write_docs(reports / "metrics", [run_eval(tiny_run, outputs, seed), ident, real])
+        (reports / "runtime").mkdir()
+        md, csv = render_leaderboard(reports / "metrics", reports / "runtime")
+        (reports / "leaderboard.md").write_text(md)
+        (reports / "leaderboard.csv").write_text(csv)
+        (reports / "data.json").write_text("{}")
+        (reports / "figures" / "charts").mkdir(parents=True)
+        (reports / "figures" / "age_histogram.png").write_bytes(b"hist")
+        (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+        (ws / "logs" / "repro").mkdir(parents=True)
+        (ws / "logs" / "repro" / "repro.json").write_text(json.dumps({"jobs": 2, "wall_s": 3600.0 + seed}))
+        (ws / "logs" / "load.log").write_text("10:00:00 2.00 1 1\n")
+        for args in (["init", "-q"], ["add", "params.yaml"],
+                     ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "same"]):  # fmt: skip
+            subprocess.run(["git", *args], cwd=ws, check=True, env={"GIT_COMMITTER_DATE": "2026-01-01T00:00:00",
+                           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00", "PATH": "/usr/bin:/bin"})  # fmt: skip
+        text = (REPO / "params.yaml").read_text().replace("  seed: 0\n", f"  seed: {seed}\n", 1)
+        (ws / "params.yaml").write_text(text)
+        return ws
+
+    ws0, ws1 = workspace("s0", 0, tiny_run["outputs"]), workspace("s1", 1, tiny_run["root"] / "outputs_b")
+    out = tmp_path / "results"
+    written = publish(ws0, out, status=lambda ws: {}, seed_workspaces=[ws1])
+    merged = json.loads((out / "metrics" / "cyclegan_keras.json").read_text())
+    assert [e["seed"] for e in merged["seeds"]] == [0, 1]
+    assert merged == as_read(merge_seed_docs([run_eval(tiny_run, tiny_run["outputs"], 0),
+                                              run_eval(tiny_run, tiny_run["root"] / "outputs_b", 1)]))  # fmt: skip
+    assert render_leaderboard(out / "metrics", out / "runtime") == (
+        (out / "leaderboard.md").read_text(),
+        (out / "leaderboard.csv").read_text(),
+    )
+    docs = [json.loads(p.read_text()) for p in sorted((out / "metrics").glob("*.json"))]
+    assert (out / "learns.md").read_text() == targets_table(docs) and "2 training seed(s)" in targets_table(docs)
+    assert {"figures/tradeoff_aging.png", "figures/breakdown_rejuvenation.png"} <= set(written)
+    run = json.loads((out / "run.json").read_text())
+    assert [(r["workspace"], r["seed"], r["repro"]["wall_s"]) for r in run["runs"]] == [
+        ("s0", 0, 3600.0),
+        ("s1", 1, 3601.0),
+    ]
+    assert run["runs"][1]["params_diff"].count("+  seed: 1") == 1 and run["runs"][0]["params_diff"] == ""
+    assert run["runs"][0]["budget_core_minutes"] == params.train.budget_core_minutes
+    assert run["runs"][0]["load_average_1min"]["median"] == 2.0
+    # A seed run at another revision is refused, and nothing is written.
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "other"], cwd=ws1, check=True)
+    with pytest.raises(PublishError, match="publish seeds of one code revision"):
+        publish(ws0, tmp_path / "refused", status=lambda ws: {}, seed_workspaces=[ws1])
+    assert not (tmp_path / "refused").exists()

@@ -27,7 +27,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,49 +156,125 @@ def publish(
     status: Callable[[Path], Mapping[str, Any]] = dvc_status,
     load_log: str | Path | None = None,
     notes: str = "",
+    seed_workspaces: Sequence[str | Path] = (),
 ) -> list[str]:
     """Copy `workspace`'s finished run into `out` (replaced as a whole); returns the files written.
+
+    With `seed_workspaces` (runs that differ from `workspace` only in `train.seed`, at the same git revision),
+    the published metrics are the seeds' merged files (`agebench.pipeline.seeds.merge_seed_dirs`: means over
+    seeds, two-level intervals), and the leaderboards and charts are rendered from them here. Charts that read
+    more than metrics files (age distributions, training curves) come from `workspace`, the first seed's run.
+    run.json then records every run (`runs`: revision, seed, params diff, `logs/repro/repro.json`, the load of
+    `logs/load.log`) and the declared budget.
 
     Args:
         workspace: a checkout where `dvc repro` finished.
         out: e.g. results/cpu.
-        status: `dvc status` of the workspace (tests pass a stand-in).
+        status: `dvc status` of a workspace (tests pass a stand-in).
         load_log: optional log of load averages sampled during the run (summarised in run.json).
         notes: free text kept in run.json (how the run was made).
+        seed_workspaces: the other training seeds' finished checkouts.
     Raises:
-        PublishError: pipeline not up to date, stale leaderboard, or an expected file missing.
+        PublishError: pipeline not up to date, stale leaderboard, an expected file missing, or seed runs
+            of another revision.
     """
+    ws = Path(workspace).resolve()
+    seeds = [Path(w).resolve() for w in seed_workspaces]
+    for w in [ws, *seeds]:
+        _check_finished(w, status)
+    head = _git(ws, "rev-parse", "HEAD").strip()
+    for w in seeds:
+        if (other := _git(w, "rev-parse", "HEAD").strip()) != head:
+            raise PublishError(f"{w} is at {other[:12]}, {ws} at {head[:12]}: publish seeds of one code revision")
+    reports = ws / "reports"
+    with tempfile.TemporaryDirectory() as merged:
+        if seeds:
+            from agebench.pipeline.seeds import merge_seed_dirs
+
+            merge_seed_dirs([w / "reports" / "metrics" for w in [ws, *seeds]], merged)
+            metrics = Path(merged)
+            tables, charts = _render_merged(ws, metrics)
+        else:
+            metrics = reports / "metrics"
+            tables = {n: (reports / n).read_text(encoding="utf-8") for n in ("leaderboard.md", "leaderboard.csv")}
+            charts = {p.name: p.read_bytes() for p in sorted((ws / CHARTS).glob("*.png"))}
+        run = _run_record(ws, metrics, notes, load_log)
+        if seeds:
+            run["runs"] = [_seed_run(w) for w in [ws, *seeds]]
+        written: list[str] = []
+        with atomic_path(out, kind="dir") as tmp:
+            for folder, src in (("metrics", metrics), ("runtime", reports / "runtime")):
+                (tmp / folder).mkdir(parents=True)
+                for p in sorted(src.glob("*.json")):
+                    shutil.copyfile(p, tmp / folder / p.name)
+                    written.append(f"{folder}/{p.name}")
+            for name, text in tables.items():
+                (tmp / name).write_text(text, encoding="utf-8")
+                written.append(name)
+            shutil.copyfile(reports / "data.json", tmp / "data.json")
+            written.append("data.json")
+            (tmp / "learns.md").write_text(learns_table(metrics), encoding="utf-8")
+            written.append("learns.md")
+            (tmp / "figures").mkdir()
+            for name, png in [*charts.items(), *((f.name, (ws / f).read_bytes()) for f in FIGURES)]:
+                (tmp / "figures" / name).write_bytes(png)
+                written.append(f"figures/{name}")
+            write_json(tmp / "run.json", run)
+            written.append("run.json")
+    return sorted(written)
+
+
+def _check_finished(ws: Path, status: Callable[[Path], Mapping[str, Any]]) -> None:
+    """Refuse a workspace whose pipeline is not up to date, lacks an output, or holds a stale leaderboard."""
     from agebench.report import render_leaderboard
 
-    ws = Path(workspace).resolve()
     always = always_run_stages(ws)
     pending = {k: v for k, v in status(ws).items() if k not in always}
     if pending:
         raise PublishError(
             f"the pipeline in {ws} is not up to date ({', '.join(sorted(pending))}); run `dvc repro` there first"
         )
-    metrics, runtime, reports = ws / "reports" / "metrics", ws / "reports" / "runtime", ws / "reports"
-    needed = [metrics, runtime, reports / "leaderboard.md", reports / "leaderboard.csv", reports / "data.json"]
-    needed += [ws / CHARTS, *(ws / f for f in FIGURES)]
+    reports = ws / "reports"
+    needed = [reports / "metrics", reports / "runtime", reports / "leaderboard.md", reports / "leaderboard.csv"]
+    needed += [reports / "data.json", ws / CHARTS, *(ws / f for f in FIGURES)]
     missing = [str(p.relative_to(ws)) for p in needed if not p.exists()]
     if missing:
         raise PublishError(f"missing in {ws}: {', '.join(missing)}; run `dvc repro` there first")
-    for name, text in zip(("leaderboard.md", "leaderboard.csv"), render_leaderboard(metrics, runtime)):
+    for name, text in zip(
+        ("leaderboard.md", "leaderboard.csv"), render_leaderboard(reports / "metrics", reports / "runtime")
+    ):
         if (reports / name).read_text(encoding="utf-8") != text:
             raise PublishError(
                 f"{reports / name} differs from what the metrics files render to; "
                 "run `dvc repro report` (leaderboards are never edited by hand)"
             )
+
+
+def _render_merged(ws: Path, metrics: Path) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Leaderboards and face-free charts of merged seed metrics, with `ws`'s per-face files for the rest."""
+    from agebench.params.load import load_params
+    from agebench.report import build_leaderboard, leaderboard_csv, leaderboard_markdown
+    from agebench.report.page import build_report_page
+
+    params = load_params(ws / "params.yaml")
+    docs, df = build_leaderboard(metrics, ws / "reports" / "runtime")
+    tables = {"leaderboard.md": leaderboard_markdown(df, docs), "leaderboard.csv": leaderboard_csv(df)}
+    paths = {"scores": ws / "data" / "scores", "outputs": ws / "outputs", "data": ws / "data" / "prepared"}
+    page = build_report_page(params, docs, df, {**paths, "live": ws / "dvclive"})
+    return tables, dict(sorted(page.charts.items()))
+
+
+def _run_record(ws: Path, metrics: Path, notes: str, load_log: str | Path | None) -> dict[str, Any]:
     docs = [json.loads(p.read_text()) for p in sorted(metrics.glob("*.json"))]
-    revisions = sorted({d.get("git_revision", "") for d in docs})
-    head = _git(ws, "rev-parse", "HEAD").strip()
-    changed = [line[3:] for line in _git(ws, "status", "--porcelain", "--untracked-files=no").splitlines()]
+    always = always_run_stages(ws)
     run = {
         "profile": docs[0].get("profile") if docs else None,
         "protocol_version": docs[0].get("protocol_version") if docs else None,
-        "git_revision": head,
-        "metrics_git_revisions": revisions,
-        "tracked_files_changed": changed,
+        "git_revision": _git(ws, "rev-parse", "HEAD").strip(),
+        "metrics_git_revisions": sorted({d.get("git_revision", "") for d in docs}),
+        "tracked_files_changed": [
+            line[3:] for line in _git(ws, "status", "--porcelain", "--untracked-files=no").splitlines()
+        ],
         "params_diff": _git(ws, "diff", "HEAD", "--", "params.yaml"),
         "dvc_status": "up to date" + (f" (always-run stages: {', '.join(sorted(always))})" if always else ""),
         "machine": machine(),
@@ -205,22 +282,25 @@ def publish(
     }
     if load_log is not None:
         run["load_average_1min"] = load_summary(Path(load_log))
-    written: list[str] = []
-    with atomic_path(out, kind="dir") as tmp:
-        for folder in ("metrics", "runtime"):
-            (tmp / folder).mkdir(parents=True)
-            for p in sorted((reports / folder).glob("*.json")):
-                shutil.copyfile(p, tmp / folder / p.name)
-                written.append(f"{folder}/{p.name}")
-        for name in ("leaderboard.md", "leaderboard.csv", "data.json"):
-            shutil.copyfile(reports / name, tmp / name)
-            written.append(name)
-        (tmp / "learns.md").write_text(learns_table(metrics), encoding="utf-8")
-        written.append("learns.md")
-        (tmp / "figures").mkdir()
-        for p in [*sorted((ws / CHARTS).glob("*.png")), *(ws / f for f in FIGURES)]:
-            shutil.copyfile(p, tmp / "figures" / p.name)
-            written.append(f"figures/{p.name}")
-        write_json(tmp / "run.json", run)
-        written.append("run.json")
-    return written
+    return run
+
+
+def _seed_run(ws: Path) -> dict[str, Any]:
+    """One seed's run: where, its revision and params diff, its budget, and how it ran (jobs, wall, load)."""
+    from agebench.params.load import load_params
+
+    params = load_params(ws / "params.yaml")
+    record: dict[str, Any] = {
+        "workspace": ws.name,
+        "seed": params.train.seed,
+        "git_revision": _git(ws, "rev-parse", "HEAD").strip(),
+        "params_diff": _git(ws, "diff", "HEAD", "--", "params.yaml"),
+        "budget_core_minutes": params.train.budget_core_minutes,
+        "threads_per_training": params.train.threads,
+    }
+    repro = ws / "logs" / "repro" / "repro.json"
+    if repro.is_file():
+        record["repro"] = json.loads(repro.read_text())
+    if (load := ws / "logs" / "load.log").is_file():
+        record["load_average_1min"] = load_summary(load)
+    return record
