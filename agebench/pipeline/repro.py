@@ -57,11 +57,14 @@ class ReproRun:
     jobs: int
     runs: tuple[StageRun, ...]
     wall_s: float
+    #: When the plan started, UTC, ISO 8601 to the second.
+    started_utc: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready record (`<logs>/repro.json`)."""
         return {
             "jobs": self.jobs,
+            "started_utc": self.started_utc,
             "wall_s": round(self.wall_s, 1),
             "stages": [
                 dataclasses.asdict(r) | {"start_s": round(r.start_s, 1), "end_s": round(r.end_s, 1)} for r in self.runs
@@ -112,6 +115,7 @@ def parallel_repro(
     logs.mkdir(parents=True, exist_ok=True)
     dvc = dvc or dvc_executable()
     t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     runs: list[StageRun] = []
     lock = threading.Lock()
 
@@ -141,7 +145,7 @@ def parallel_repro(
     try:
         _plan(run, check, dvc, methods, jobs, logs)
     finally:
-        record = ReproRun(jobs, tuple(sorted(runs, key=lambda r: r.start_s)), time.perf_counter() - t0)
+        record = ReproRun(jobs, tuple(sorted(runs, key=lambda r: r.start_s)), time.perf_counter() - t0, started)
         write_json(logs / "repro.json", record.to_dict())
     return record
 
