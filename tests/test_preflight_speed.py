@@ -135,6 +135,13 @@ def test_group_labels_from_names_match_the_stored_table(utkface_dir: Path) -> No
         counts = {g: int((from_names == i).sum()) for i, g in enumerate(names)}
         assert counts == sizes
         assert sorted(from_table.tolist()) == sorted(x for x in from_names.tolist() if x >= 0)
+        # The validation split is never trained on: left out by its hash, and by its share from the table.
+        held_names = train_group_labels(groups, scheme, utkface_dir, 1.0, validation=0.1)
+        held_table = train_group_labels(groups, scheme, None, 1.0, validation=0.1)
+        for i, g in enumerate(names):
+            kept = int((held_names == i).sum())
+            assert kept < sizes[g] and abs(kept - 0.9 * sizes[g]) < 0.03 * sizes[g]
+            assert int((held_table == i).sum()) == round(0.9 * sizes[g])
 
 
 def test_the_budget_is_typed_and_not_negative() -> None:

@@ -225,11 +225,16 @@ def measure_step_rate(
     return StepRate(name, steps, images, cpu, wall, used, torch.bfloat16 in dtypes, os.getloadavg()[0])
 
 
-def train_group_labels(groups: Any, scheme: str, source_dir: Path | None, subsample: float) -> torch.Tensor:
-    """(N,) int64 group index (-1: in no group) of every training face of `scheme`: from the file names of
-    a local UTKFace folder when there is one, else from UTKFACE_TRAIN_GROUP_SIZES (default groups only).
+def train_group_labels(
+    groups: Any, scheme: str, source_dir: Path | None, subsample: float, validation: float = 0.0
+) -> torch.Tensor:
+    """(N,) int64 group index (-1: in no group) of every training face of `scheme`, the validation split
+    (`train.validation`, never trained on) left out: from the file names of a local UTKFace folder when
+    there is one, else from UTKFACE_TRAIN_GROUP_SIZES (default groups only; each size times
+    1 - `validation`, the split's expected share, since its hash cannot be applied to counts).
 
     Raises LookupError when neither applies (groups changed and no local data)."""
+    from agebench.data.faces import in_validation
     from agebench.data.prepare import group_of, in_subsample, list_files, parse_label, split_of
     from agebench.params.sections import GroupsConfig
 
@@ -241,13 +246,16 @@ def train_group_labels(groups: Any, scheme: str, source_dir: Path | None, subsam
             label = parse_label(file)
             if isinstance(label, str) or split_of(file) != "train" or not in_subsample(file, subsample):
                 continue
+            if in_validation(file, validation):
+                continue
             g = group_of(label.age, bounds)
             ids.append(names.index(g) if g else -1)
         return torch.tensor(ids, dtype=torch.int64)
     if groups.schemes()[scheme] != GroupsConfig().schemes()[scheme]:
         raise LookupError(f"groups.{scheme} differs from the default and the data is not on this machine")
     sizes = UTKFACE_TRAIN_GROUP_SIZES[scheme]
-    return torch.cat([torch.full((round(sizes[g] * subsample),), i, dtype=torch.int64) for i, g in enumerate(names)])
+    kept = subsample * (1.0 - validation)
+    return torch.cat([torch.full((round(sizes[g] * kept),), i, dtype=torch.int64) for i, g in enumerate(names)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +302,9 @@ def check_training_speed(
             notes.append(f"training speed: {name} not timed ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         try:
-            labels = train_group_labels(params.groups, method.scheme, source_dir, params.data.subsample)
+            labels = train_group_labels(
+                params.groups, method.scheme, source_dir, params.data.subsample, params.train.validation
+            )
         except LookupError as exc:
             notes.append(f"training speed: {name} not timed ({exc})")
             continue
