@@ -184,3 +184,13 @@ def test_each_method_is_asked_in_its_own_groups(prepared: Path, tmp_path: Path, 
     split = validation_split(load_index(prepared), 0.5, 3, params.groups.schemes())
     curves.score_method(method, None, params, split, prepared, load_faces(prepared, 32))
     assert asked == [("20s", "50s"), ("50s", "20s")]
+
+
+def test_relative_targets_are_drawn_from_the_document_scored_on_the_most_faces() -> None:
+    from agebench.report.curves_figure import target_document
+
+    small = {"method": "a", "validation": {"n": {"aging": 100, "rejuvenation": 100}}}
+    large = {"method": "b", "validation": {"n": {"aging": 200, "rejuvenation": 200}}}
+    other = {"method": "c", "validation": {"n": {"aging": 200, "rejuvenation": 200}}}
+    assert target_document([small, large, other]) is large
+    assert target_document([small]) is small

@@ -25,6 +25,12 @@ PANELS = (
 TASK_STYLE = {"aging": "-", "rejuvenation": "--"}
 
 
+def target_document(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The document whose relative targets are drawn: the one scored on the most validation faces (FID, and
+    so its identity-based target, depends on the number of faces; the first such document on a tie)."""
+    return max(docs, key=lambda d: sum((d.get("validation") or {}).get("n", {}).values()))
+
+
 def target_value(target: Any, doc: dict[str, Any], task: str) -> float | None:
     """The target of a panel for one task, from the document's own ceilings where it is relative."""
     if target is None or isinstance(target, int | float):
@@ -51,7 +57,7 @@ def curves_png(docs: Sequence[dict[str, Any]]) -> bytes:
                 )
         if docs:
             for task, style in TASK_STYLE.items():
-                t = target_value(target, docs[0], task)
+                t = target_value(target, target_document(docs), task)
                 if t is not None and math.isfinite(t):
                     ax.axhline(t, color="grey", ls=style, lw=1)
         ax.set_title(title, fontsize=10)
