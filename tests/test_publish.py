@@ -166,7 +166,10 @@ def v3_docs(recon_rate: float = 0.25) -> list[dict]:
     """Protocol-3 metrics files, only the keys the targets read: two tasks, identity and real rows."""
 
     def task(gap: float, id_rate: float, fail: float, realism: float, fid: float) -> dict:
-        return {"gap_closure": gap, "id_rate": id_rate, "face_fail": fail, "realism": realism, "fid": fid}
+        # `face_fail` is a count of the task's n = 200 outputs (a share `fail`).
+        n = 200
+        return {"n": n, "gap_closure": gap, "id_rate": id_rate, "face_fail": round(fail * n), "realism": realism,
+                "fid": fid}  # fmt: skip
 
     head = {"protocol_version": 3, "kind": "method"}
     return [
