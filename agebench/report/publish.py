@@ -117,9 +117,10 @@ def learns_table(metrics_dir: str | Path, min_id_rate: float = 0.5) -> str:
     (rejuvenation) the interval must lie entirely below. The identity row's gain is the estimator's
     bias on unchanged faces, so this asks for an age change beyond doing nothing, with the person kept.
     """
-    from agebench.report.targets import read_docs, targets_table
+    from agebench.report.docs import read_metrics_dir
+    from agebench.report.targets import targets_table
 
-    read = read_docs(metrics_dir)
+    read = read_metrics_dir(Path(metrics_dir))
     if read and all(int(d.get("protocol_version") or 0) >= 3 for d in read):
         try:
             return targets_table(read)
@@ -265,7 +266,9 @@ def _render_merged(ws: Path, metrics: Path) -> tuple[dict[str, str], dict[str, b
 
 
 def _run_record(ws: Path, metrics: Path, notes: str, load_log: str | Path | None) -> dict[str, Any]:
-    docs = [json.loads(p.read_text()) for p in sorted(metrics.glob("*.json"))]
+    from agebench.report.docs import read_metrics_dir
+
+    docs = read_metrics_dir(metrics)
     always = always_run_stages(ws)
     run = {
         "profile": docs[0].get("profile") if docs else None,

@@ -14,10 +14,8 @@ over training seeds (a metrics file's task values are those means):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from metrics.keys import (
@@ -130,8 +128,3 @@ def targets_table(docs: Sequence[Mapping[str, Any]], targets: TrackTargets = CPU
             *recon,
         ]
     return "\n".join(lines) + "\n"
-
-
-def read_docs(metrics_dir: str | Path) -> list[dict[str, Any]]:
-    """Every metrics file of a folder, sorted by file name."""
-    return [json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))]
