@@ -81,14 +81,26 @@ def test_publishes_the_face_free_files_and_the_run_record(tmp_path: Path) -> Non
     log = tmp_path / "load.log"
     log.write_text("10:00:00 1.50 1.2 1.0\n10:01:00 2.50 1.3 1.0\n10:02:00 2.00 1.4 1.1\n")
     out = tmp_path / "results" / "cpu"
+    # A previous publication: its learning curves (written by `agebench curves`) survive; the rest is replaced.
+    (out / "curves").mkdir(parents=True)
+    (out / "curves" / "cyclegan_keras.json").write_text('{"curve": 1}')
+    (out / "figures").mkdir()
+    (out / "figures" / "learning_curves.png").write_bytes(b"curve chart")
+    (out / "figures" / "tradeoff_aging.png").write_bytes(b"old chart")
+    (out / "stale.json").write_text("gone")
     written = publish(ws, out, status=up_to_date, load_log=log, notes="test run")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert (out / "curves" / "cyclegan_keras.json").read_text() == '{"curve": 1}'
+    assert (out / "figures" / "learning_curves.png").read_bytes() == b"curve chart"
+    assert (out / "figures" / "tradeoff_aging.png").read_bytes() != b"old chart"
     assert (
         files
         == sorted(written)
         == [
+            "curves/cyclegan_keras.json",
             "data.json",
             "figures/age_histogram.png",
+            "figures/learning_curves.png",
             "figures/tradeoff_aging.png",
             "leaderboard.csv",
             "leaderboard.md",

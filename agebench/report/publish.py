@@ -7,6 +7,8 @@ licence requires):
   learns its task (`learns_table`: an age change beyond the identity row's, with the person kept);
 - `data.json` and `figures/`: the age histogram and the report's charts (`reports/figures/charts`:
   trade-off, age distributions, breakdowns, training curves);
+- kept from the folder's previous contents: the learning curves `agebench curves` published there
+  (`KEPT`), which no pipeline run writes;
 - `run.json`, written here: the git revision, the tracked files that differed from it (with the
   params.yaml diff, e.g. where the data was read from), DVC's verdict that every stage was up to date,
   the machine (CPU model, cores, memory), torch and Python versions, and the load average the run saw
@@ -39,6 +41,9 @@ from metrics.keys import KEY_METRIC_ID_RATE
 #: The report's face-free chart folder and the other figures published (the age histogram).
 CHARTS = Path("reports/figures/charts")
 FIGURES = (Path("reports/figures/age_histogram.png"),)
+#: Files of the results folder that `agebench curves` publishes, not a pipeline run: a republish keeps them
+#: (the learning curves come from their own runs on the validation split; replacing the folder would lose them).
+KEPT = ("curves/*.json", "curves/learning_curves.md", "figures/learning_curves.png")
 
 
 class PublishError(UserError):
@@ -203,6 +208,7 @@ def publish(
         if seeds:
             run["runs"] = [_seed_run(w) for w in [ws, *seeds]]
         written: list[str] = []
+        kept = {str(f.relative_to(out)): f.read_bytes() for pat in KEPT for f in sorted(Path(out).glob(pat))}
         with atomic_path(out, kind="dir") as tmp:
             for folder, src in (("metrics", metrics), ("runtime", reports / "runtime")):
                 (tmp / folder).mkdir(parents=True)
@@ -222,6 +228,11 @@ def publish(
                 written.append(f"figures/{name}")
             write_json(tmp / "run.json", run)
             written.append("run.json")
+            for name, data in kept.items():
+                if name not in written:
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / name).write_bytes(data)
+                    written.append(name)
     return sorted(written)
 
 
