@@ -441,6 +441,12 @@ def test_publish_merges_seed_runs_of_one_revision(tiny_run, tmp_path) -> None:
         return ws
 
     ws0, ws1 = workspace("s0", 0, tiny_run["outputs"]), workspace("s1", 1, tiny_run["root"] / "outputs_b")
+    # Seed 0's training snapshots: run.json reports the last one's steps, wall time and core-minutes.
+    snaps = ws0 / "models" / "cyclegan_keras" / "snapshots"
+    snaps.mkdir(parents=True)
+    for step, wall, cpu in ((5, 6.0, 5.0), (10, 12.5, 12.0)):
+        summary = {"step": step, "train_seconds": wall, "cpu_seconds": cpu}
+        torch.save({"step": step, "summary": summary}, snaps / f"step_{step:07d}.pt")
     out = tmp_path / "results"
     written = publish(ws0, out, status=lambda ws: {}, seed_workspaces=[ws1])
     merged = json.loads((out / "metrics" / "cyclegan_keras.json").read_text())
@@ -462,6 +468,8 @@ def test_publish_merges_seed_runs_of_one_revision(tiny_run, tmp_path) -> None:
     assert run["runs"][1]["params_diff"].count("+  seed: 1") == 1 and run["runs"][0]["params_diff"] == ""
     assert run["runs"][0]["budget_core_minutes"] == params.train.budget_core_minutes
     assert run["runs"][0]["load_average_1min"]["median"] == 2.0
+    assert run["runs"][0]["trainings"] == {"cyclegan_keras": {"step": 10, "train_seconds": 12.5, "core_minutes": 0.2}}
+    assert "trainings" not in run["runs"][1]
     # A seed run at another revision is refused, and nothing is written.
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "other"], cwd=ws1, check=True)
     with pytest.raises(PublishError, match="publish seeds of one code revision"):

@@ -299,8 +299,31 @@ def _run_record(ws: Path, metrics: Path, notes: str, load_log: str | Path | None
     return run
 
 
+def _trainings(ws: Path) -> dict[str, dict[str, Any]]:
+    """Each trained method's last snapshot timing: {method: {"step", "train_seconds", "core_minutes"}}.
+
+    The core-minutes (CPU time of the training process, all its threads) are what the budget declares; the
+    snapshots carry them because train.json predates the budget (a resumed training counts from its checkpoint).
+    """
+    import torch
+
+    out: dict[str, dict[str, Any]] = {}
+    for folder in sorted(p for p in (ws / "models").glob("*/snapshots") if p.is_dir()):
+        files = sorted(folder.glob("step_*.pt"))
+        if not files:
+            continue
+        timing = torch.load(files[-1], map_location="cpu", weights_only=True).get("summary", {})
+        out[folder.parent.name] = {
+            "step": timing.get("step"),
+            "train_seconds": timing.get("train_seconds"),
+            "core_minutes": round(float(timing["cpu_seconds"]) / 60.0, 2) if "cpu_seconds" in timing else None,
+        }
+    return out
+
+
 def _seed_run(ws: Path) -> dict[str, Any]:
-    """One seed's run: where, its revision and params diff, its budget, and how it ran (jobs, wall, load)."""
+    """One seed's run: where, its revision and params diff, its budget, each training's steps, wall time and
+    core-minutes, and how it ran (jobs, wall, load)."""
     from agebench.params.load import load_params
 
     params = load_params(ws / "params.yaml")
@@ -312,6 +335,8 @@ def _seed_run(ws: Path) -> dict[str, Any]:
         "budget_core_minutes": params.train.budget_core_minutes,
         "threads_per_training": params.train.threads,
     }
+    if trainings := _trainings(ws):
+        record["trainings"] = trainings
     repro = ws / "logs" / "repro" / "repro.json"
     if repro.is_file():
         record["repro"] = json.loads(repro.read_text())
