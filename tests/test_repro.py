@@ -90,3 +90,37 @@ def test_a_failed_prepare_trains_nothing(tmp_path: Path) -> None:
 def test_jobs_below_one_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(ReproError, match="--jobs must be >= 1, got 0"):
         parallel_repro(tmp_path, ("a",), 0, tmp_path / "logs", dvc="dvc")
+
+
+def test_the_record_is_written_after_each_stage_and_a_resumed_run_keeps_the_earlier_one(tmp_path: Path) -> None:
+    """repro.json holds the stages so far while the plan runs (a run killed at a session's end keeps its
+    trainings' timings), and a second run keeps the first one's record under `earlier`."""
+    logs = tmp_path / "logs"
+    dvc, calls = fake_dvc(tmp_path, sleep=0.1, fail=("repro",))  # the rest fails: trainings ran, plan incomplete
+    with pytest.raises(ReproError, match=r"rest \(exit 3\)"):
+        parallel_repro(tmp_path, ("a", "b"), 2, logs, dvc=dvc, echo=lambda _: None)
+    first = json.loads((logs / "repro.json").read_text())
+    assert first["complete"] is False and first["earlier"] == []
+    assert sorted(s["stage"] for s in first["stages"]) == ["prepare", "rest", "train@a", "train@b"]
+    # While the plan runs: the stand-in dvc copies repro.json when the rest starts; the trainings are in it.
+    seen = tmp_path / "seen.json"
+    script = Path(dvc)
+    script.write_text(
+        FAKE_DVC.format(python=sys.executable, sleep=0.1, fail=[], calls=str(calls))
+        + f"if args == ['repro']:\n    import shutil; shutil.copyfile({str(logs / 'repro.json')!r}, {str(seen)!r})\n"
+    )
+    parallel_repro(tmp_path, ("a", "b"), 2, logs, dvc=dvc, echo=lambda _: None)
+    during = json.loads(seen.read_text())
+    assert during["complete"] is False and sorted(s["stage"] for s in during["stages"]) == [
+        "prepare",
+        "train@a",
+        "train@b",
+    ]
+    second = json.loads((logs / "repro.json").read_text())
+    assert second["complete"] is True and len(second["stages"]) == 4
+    assert second["earlier"] == [{k: v for k, v in first.items() if k != "earlier"}]
+    # A third run keeps both, oldest first.
+    parallel_repro(tmp_path, ("a",), 1, logs, dvc=dvc, echo=lambda _: None)
+    third = json.loads((logs / "repro.json").read_text())
+    assert [e["started_utc"] for e in third["earlier"]] == [first["started_utc"], second["started_utc"]]
+    assert third["earlier"][1]["stages"] == second["stages"]

@@ -21,6 +21,7 @@ up to date, and a training stage resumes from its last checkpoint (`train.checkp
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import shutil
@@ -59,6 +60,11 @@ class ReproRun:
     wall_s: float
     #: When the plan started, UTC, ISO 8601 to the second.
     started_utc: str = ""
+    #: False while the plan runs and after a failure or an interruption (the record of the stages so far).
+    complete: bool = True
+    #: The records of earlier, interrupted or finished, runs of the plan in the same logs folder, oldest first:
+    #: a resumed run keeps the timings of the trainings that ran before it.
+    earlier: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready record (`<logs>/repro.json`)."""
@@ -66,9 +72,11 @@ class ReproRun:
             "jobs": self.jobs,
             "started_utc": self.started_utc,
             "wall_s": round(self.wall_s, 1),
+            "complete": self.complete,
             "stages": [
                 dataclasses.asdict(r) | {"start_s": round(r.start_s, 1), "end_s": round(r.end_s, 1)} for r in self.runs
             ],
+            "earlier": list(self.earlier),
         }
 
 
@@ -105,7 +113,8 @@ def parallel_repro(
         logs: folder for each training's log (created).
         dvc: the dvc executable (default: `dvc_executable()`).
         echo: progress lines (a stage starts, ends, its wall time).
-    Writes `<logs>/repro.json` (`ReproRun.to_dict`) when it returns or raises, so a failed run's timings stay.
+    Writes `<logs>/repro.json` (`ReproRun.to_dict`) after every dvc process and when it returns or raises, so
+    the timings of a failed or killed run stay (`complete` false); a previous repro.json moves into `earlier`.
     Raises:
         ReproError: a stage failed; the trainings that could finish did.
     """
@@ -118,6 +127,11 @@ def parallel_repro(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     runs: list[StageRun] = []
     lock = threading.Lock()
+    earlier = _earlier_records(logs / "repro.json")
+
+    def record(complete: bool) -> ReproRun:
+        ordered = tuple(sorted(runs, key=lambda r: r.start_s))
+        return ReproRun(jobs, ordered, time.perf_counter() - t0, started, complete, earlier)
 
     # The stages' `python` is this interpreter, also from a venv that is not activated.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -130,11 +144,13 @@ def parallel_repro(
         else:
             with open(log, "w") as out:
                 rc = subprocess.run(cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-        record = StageRun(stage, rc, start, time.perf_counter() - t0, str(log or ""))
-        echo(f"repro: {stage} {'done' if rc == 0 else f'FAILED (exit {rc})'} in {record.end_s - start:.0f} s")
+        done = StageRun(stage, rc, start, time.perf_counter() - t0, str(log or ""))
+        echo(f"repro: {stage} {'done' if rc == 0 else f'FAILED (exit {rc})'} in {done.end_s - start:.0f} s")
         with lock:
-            runs.append(record)
-        return record
+            runs.append(done)
+            # After every stage: a run killed later (a session's end) keeps the timings so far.
+            write_json(logs / "repro.json", record(complete=False).to_dict())
+        return done
 
     def check(records: Sequence[StageRun]) -> None:
         failed = [r for r in records if r.returncode != 0]
@@ -142,12 +158,31 @@ def parallel_repro(
             where = "; ".join(f"{r.stage} (exit {r.returncode}{', log ' + r.log if r.log else ''})" for r in failed)
             raise ReproError(f"{len(failed)} stage(s) failed: {where}; fix and run again (finished stages are kept)")
 
+    complete = False
     try:
         _plan(run, check, dvc, methods, jobs, logs)
+        complete = True
     finally:
-        record = ReproRun(jobs, tuple(sorted(runs, key=lambda r: r.start_s)), time.perf_counter() - t0, started)
-        write_json(logs / "repro.json", record.to_dict())
-    return record
+        final = record(complete)
+        write_json(logs / "repro.json", final.to_dict())
+    return final
+
+
+def _earlier_records(path: Path) -> tuple[dict, ...]:
+    """The runs a previous `repro.json` records (its `earlier` ones, then itself), oldest first; () when none.
+
+    An unreadable file is kept aside as `<name>.unreadable` rather than lost or trusted.
+    """
+    if not path.is_file():
+        return ()
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        path.replace(path.with_name(path.name + ".unreadable"))
+        return ()
+    return (*old.pop("earlier", []), old)
 
 
 def _plan(
