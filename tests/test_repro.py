@@ -124,3 +124,21 @@ def test_the_record_is_written_after_each_stage_and_a_resumed_run_keeps_the_earl
     third = json.loads((logs / "repro.json").read_text())
     assert [e["started_utc"] for e in third["earlier"]] == [first["started_utc"], second["started_utc"]]
     assert third["earlier"][1]["stages"] == second["stages"]
+
+
+def test_each_stage_records_the_cpu_time_of_the_command_dvc_ran(tmp_path: Path) -> None:
+    """`cpu_s` counts the stage's own processes, the command dvc waited for included, not the stages beside it."""
+    calls = tmp_path / "calls.jsonl"
+    script = tmp_path / "dvc"
+    burn = "import time\nwhile time.process_time() < 0.4: pass\n"
+    script.write_text(
+        FAKE_DVC.format(python=sys.executable, sleep=0.0, fail=[], calls=str(calls))
+        + f"if stage == 'train@busy':\n    import subprocess; subprocess.run([{sys.executable!r}, '-c', {burn!r}])\n"
+    )
+    script.chmod(0o755)
+    record = parallel_repro(tmp_path, ("busy", "idle"), 2, tmp_path / "logs", dvc=str(script), echo=lambda _: None)
+    cpu = {r.stage: r.cpu_s for r in record.runs}
+    assert cpu["train@busy"] >= 0.4  # the grandchild's 0.4 s of CPU is counted
+    assert cpu["train@idle"] < cpu["train@busy"] - 0.3  # ran at the same time, not charged with it
+    written = json.loads((tmp_path / "logs" / "repro.json").read_text())
+    assert {s["stage"]: s["cpu_s"] for s in written["stages"]} == cpu

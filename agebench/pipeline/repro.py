@@ -29,8 +29,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from agebench.infra.common import write_json
 from agebench.infra.errors import UserError
@@ -49,6 +50,9 @@ class StageRun:
     start_s: float
     end_s: float
     log: str
+    #: CPU time (user + system) of the dvc process and every process it waited for (the stage's command):
+    #: the core-seconds the stage cost, whatever else ran beside it.
+    cpu_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +144,11 @@ def parallel_repro(
         start = time.perf_counter() - t0
         echo(f"repro: {stage} started ({' '.join(cmd[1:])})" + (f", log {log}" if log else ""))
         if log is None:
-            rc = subprocess.run(cmd, cwd=project, env=env).returncode
+            rc, cpu = _run_counted(cmd, project, env, None)
         else:
             with open(log, "w") as out:
-                rc = subprocess.run(cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-        done = StageRun(stage, rc, start, time.perf_counter() - t0, str(log or ""))
+                rc, cpu = _run_counted(cmd, project, env, out)
+        done = StageRun(stage, rc, start, time.perf_counter() - t0, str(log or ""), round(cpu, 1))
         echo(f"repro: {stage} {'done' if rc == 0 else f'FAILED (exit {rc})'} in {done.end_s - start:.0f} s")
         with lock:
             runs.append(done)
@@ -166,6 +170,23 @@ def parallel_repro(
         final = record(complete)
         write_json(logs / "repro.json", final.to_dict())
     return final
+
+
+def _run_counted(cmd: list[str], cwd: Path, env: Mapping[str, str], out: IO[str] | None) -> tuple[int, float]:
+    """Run `cmd`; (exit status, CPU seconds of it and of the descendants it waited for, from `os.wait4`).
+
+    Per process, not `RUSAGE_CHILDREN`: several dvc processes run at once, and each stage's own cost is wanted.
+    """
+    stderr = None if out is None else subprocess.STDOUT
+    proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdout=out, stderr=stderr)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _earlier_records(path: Path) -> tuple[dict, ...]:
