@@ -446,7 +446,7 @@ def test_publish_merges_seed_runs_of_one_revision(tiny_run, tmp_path) -> None:
     snaps.mkdir(parents=True)
     for step, wall, cpu in ((5, 6.0, 5.0), (10, 12.5, 12.0)):
         summary = {"step": step, "train_seconds": wall, "cpu_seconds": cpu}
-        torch.save({"step": step, "summary": summary}, snaps / f"step_{step:07d}.pt")
+        torch.save({"step": step, "state": {}, "summary": summary}, snaps / f"step_{step:07d}.pt")
     out = tmp_path / "results"
     written = publish(ws0, out, status=lambda ws: {}, seed_workspaces=[ws1])
     merged = json.loads((out / "metrics" / "cyclegan_keras.json").read_text())

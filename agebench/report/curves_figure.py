@@ -47,6 +47,7 @@ def curves_png(docs: Sequence[dict[str, Any]]) -> bytes:
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    reference = target_document(list(docs)) if docs else None
     for ax, (key, title, target, _better) in zip(axes.flat, PANELS):
         for i, doc in enumerate(docs):
             for task, style in TASK_STYLE.items():
@@ -55,9 +56,9 @@ def curves_png(docs: Sequence[dict[str, Any]]) -> bytes:
                 ax.plot(
                     xs, ys, style, marker="o", ms=3, color=colours[i % len(colours)], label=f"{doc['method']} {task}"
                 )
-        if docs:
+        if reference is not None:
             for task, style in TASK_STYLE.items():
-                t = target_value(target, target_document(docs), task)
+                t = target_value(target, reference, task)
                 if t is not None and math.isfinite(t):
                     ax.axhline(t, color="grey", ls=style, lw=1)
         ax.set_title(title, fontsize=10)

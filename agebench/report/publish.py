@@ -305,14 +305,16 @@ def _trainings(ws: Path) -> dict[str, dict[str, Any]]:
     The core-minutes (CPU time of the training process, all its threads) are what the budget declares; the
     snapshots carry them because train.json predates the budget (a resumed training counts from its checkpoint).
     """
-    import torch
+    from agebench.pipeline.curves import NoSnapshotsError, snapshot_files
+    from agebench.pipeline.train import load_checkpoint
 
     out: dict[str, dict[str, Any]] = {}
     for folder in sorted(p for p in (ws / "models").glob("*/snapshots") if p.is_dir()):
-        files = sorted(folder.glob("step_*.pt"))
-        if not files:
+        try:
+            last = snapshot_files(folder.parent)[-1]
+        except NoSnapshotsError:
             continue
-        timing = torch.load(files[-1], map_location="cpu", weights_only=True).get("summary", {})
+        timing = load_checkpoint(last).get("summary", {})
         out[folder.parent.name] = {
             "step": timing.get("step"),
             "train_seconds": timing.get("train_seconds"),
