@@ -266,3 +266,47 @@ def finds_faces(base: dict, method: str) -> bool:
         if max(base["trained"][f"{method}/{task}/face_fail"]["seeds"]) > 0.1 * n:
             return False
     return True
+
+
+def write_merged_run(folder: Path) -> Path:
+    """A seed-merged run (as `agebench merge-seeds` writes it): the trained row's means, plus each seed's own
+    record under `seeds`; the untrained identity row carries one untrained seed."""
+    metrics = write_run(folder, task(0.02, 0.10, 376.666666667, 0.223333333), AMD)
+    keras = json.loads((metrics / "cyclegan_keras.json").read_text())
+    keras["seeds"] = [{"seed": i, "tasks": {"aging": t, "rejuvenation": t}} for i, t in enumerate(SEEDS)]
+    (metrics / "cyclegan_keras.json").write_text(json.dumps(keras))
+    return with_untrained_seed(metrics)
+
+
+def with_untrained_seed(metrics: Path) -> Path:
+    """The identity row as every protocol-3 run writes it: one untrained seed record (seed null)."""
+    ident = json.loads((metrics / "identity.json").read_text())
+    ident["seeds"] = [{"seed": None, "tasks": ident["tasks"]}]
+    (metrics / "identity.json").write_text(json.dumps(ident))
+    return metrics
+
+
+def test_a_seed_merged_baseline_judges_one_seed_against_the_seeds_it_merged(tmp_path: Path, capsys) -> None:
+    """The CPU track's baseline is made from published, seed-merged metrics: its spread is their seeds, and
+    it is never bit-exact (a single-seed rerun on the same machine is not the seeds' mean, bit for bit)."""
+    merged = write_merged_run(tmp_path / "published")
+    base = tmp_path / "cpu.json"
+    args = ["--params", str(REPO / "params.yaml")]
+    assert main(["baseline", "update", "--baseline", str(base), "--metrics", str(merged), *args]) == 0
+    capsys.readouterr()
+    doc_ = json.loads(base.read_text())
+    assert doc_["fingerprint"] is None and doc_["trained_exact"] == {}
+    assert doc_["trained"]["cyclegan_keras/aging/fid"]["seeds"] == [380.0, 350.0, 400.0]
+    assert doc_["exact"]["identity/tasks/aging/fid"] == 100.137227067
+    # Seed 1 retrained on the very machine of the baseline's runs: statistical, inside the seeds' range.
+    code, out = gate(tmp_path, base, with_untrained_seed(write_run(tmp_path / "again", SEEDS[1], AMD)), capsys)
+    assert code == 0 and "merges training seeds" in out and "bit-exact" not in out.split("\n\n")[1], out
+    # A diverged method still fails.
+    bad = with_untrained_seed(write_run(tmp_path / "bad", task(0.0, 0.0, 480.0, 0.55), AMD))
+    code, out = gate(tmp_path, base, bad, capsys)
+    assert code == 1 and "| cyclegan_keras/aging/fid | statistical |" in out and "REGRESSED" in out, out
+    # Seeds given twice (merged and as --seed-runs) are refused, nothing written.
+    other = write_run(tmp_path / "s1", SEEDS[1], AMD)
+    code = main(["baseline", "update", "--baseline", str(tmp_path / "x.json"), "--metrics", str(merged),
+                 "--seed-runs", str(other), *args])  # fmt: skip
+    assert code == 2 and "seed-merged" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

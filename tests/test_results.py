@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from agebench.gate.check import collect_versioned
+from agebench.gate.check import update_baseline
 from agebench.params.reading import read_params, section
 from agebench.params.sections import CheckConfig
 from agebench.report import ranks_markdown, render_leaderboard
@@ -55,8 +55,13 @@ def test_readme_rank_sentences_are_generated_from_the_committed_metrics() -> Non
     m = re.search(r"<!-- results/cpu/ranks -->\n(.*?)<!-- end results/cpu/ranks -->", readme, re.S)
     assert m, "README lacks the generated results/cpu/ranks block"
     assert m.group(1) == ranks_markdown(RESULTS / "metrics", RESULTS / "runtime")
-    # No hand-written claim about ranks is left outside the generated block.
+    # No hand-written claim about ranks is left outside the generated blocks (the ranks list, and the leaderboard,
+    # whose own rank sentences are rendered from the metrics and held verbatim by the test above).
     outside = readme.replace(m.group(0), "")
+    for name in ("leaderboard.md", "learns.md"):
+        block = re.search(rf"<!-- results/cpu/{name} -->\n.*?<!-- end results/cpu/{name} -->", outside, re.S)
+        assert block, name
+        outside = outside.replace(block.group(0), "")
     results = outside[outside.index("## Results") : outside.index("## What is produced where")]
     assert not re.search(r"share rank|not significant|do(es)? not differ|is above", results)
 
@@ -91,13 +96,14 @@ def test_results_hold_only_face_free_files_of_one_run() -> None:
     assert sorted(d["method"] for d in docs) == sorted([*methods, "real"])
 
 
-def test_cpu_baseline_is_derived_from_the_published_metrics() -> None:
-    """baselines/cpu.json holds the published run's gated values (a tolerance-mode baseline: one seed)."""
+def test_cpu_baseline_is_derived_from_the_published_metrics(tmp_path) -> None:
+    """baselines/cpu.json is what `agebench baseline update` writes from the published, seed-merged metrics:
+    exact rows for identity and real, the trained rows' spread taken from their own training seeds."""
     cfg = section(read_params(REPO / "params.yaml"), "check", CheckConfig)
     committed = json.loads((REPO / "baselines" / "cpu.json").read_text())
-    current, version, profile = collect_versioned(RESULTS / "metrics", cfg)
-    assert (committed["protocol_version"], committed["profile"]) == (version, profile)
-    gated = {k: v for k, v in committed["metrics"].items() if k.rsplit("/", 1)[1] in cfg.metrics}
-    assert gated == {k: v for k, v in current.items() if k in gated}
-    names = {k.rsplit("/", 1)[1] for k in gated}
-    assert set(gated) == {k for k in current if k.rsplit("/", 1)[1] in names}  # nothing published left out
+    update_baseline(tmp_path / "cpu.json", RESULTS / "metrics", cfg)
+    derived = json.loads((tmp_path / "cpu.json").read_text())
+    assert {k: v for k, v in committed.items() if k != "source"} == {k: v for k, v in derived.items() if k != "source"}
+    n_runs = len(json.loads((RESULTS / "run.json").read_text())["runs"])  # the training seeds published
+    assert n_runs >= 2 and committed["fingerprint"] is None  # never bit-exact against a merge
+    assert {len(entry["seeds"]) for entry in committed["trained"].values()} == {n_runs}

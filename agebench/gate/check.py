@@ -18,9 +18,10 @@ modes, and the report says which and why:
   blurred "improves" FID and identity): both fail until the baseline is updated on purpose. It
   catches a method that stops learning, diverges, loses a loss term or makes non-faces; it cannot
   catch a changed bit.
-- `tolerance`: a baseline made without seed runs (e.g. the CPU track's `baselines/cpu.json`): a
-  metric fails when it moves in its bad direction by more than the larger of its tolerance and its
-  95% half-width.
+  A baseline made from seed-merged results (the CPU track's `baselines/cpu.json`) takes the spread from
+  the seeds it merged and records no fingerprint, so its trained rows are always statistical.
+- `tolerance`: a baseline made from one run without seed runs: a metric fails when it moves in its bad
+  direction by more than the larger of its tolerance and its 95% half-width.
 
 Exit status of `check`: 0 every value within its mode's tolerance, 1 a regression or change (or a
 value missing now), 2 unusable input (a missing, non-UTF-8 or malformed file, a non-numeric value,
@@ -328,9 +329,13 @@ def _compare_format3(
         rows += compare_exact(_baseline_section(base, path, "trained_exact"), trained_exact_now, mode="bit-exact")
     else:
         seeds = {len(v.get("seeds", [])) for v in trained_base.values() if isinstance(v, dict)}
+        why = (
+            "the baseline merges training seeds and records no fingerprint (a merge is no one run's bits)"
+            if base.get("fingerprint") is None
+            else f"this run's machine fingerprint differs from the baseline's ({'; '.join(differences)})"
+        )
         notes.append(
-            f"statistical: trained rows, against the spread of {max(seeds, default=0)} training seeds, because this "
-            f"run's machine fingerprint differs from the baseline's ({'; '.join(differences)})"
+            f"statistical: trained rows, against the spread of {max(seeds, default=0)} training seeds, because {why}"
         )
         checked = {}
         for key, entry in trained_base.items():
@@ -375,7 +380,9 @@ def update_baseline(
     """Write the run in `metrics_dir` (plus its probes and the same methods trained with other seeds in
     `seed_runs`) as the new baseline, replacing the file on purpose; returns the number of values.
 
-    `fingerprint`: the machine the run was trained on (default: its runtime records). Refuses
+    `fingerprint`: the machine the run was trained on (default: its runtime records). Seed-merged results
+    (`agebench merge-seeds`, e.g. the published CPU track) carry their seeds: those are the spread, and the
+    baseline records no fingerprint, so its trained rows are always compared statistically. Refuses
     (GateInputError, nothing written) results of another protocol version than this code's, mixed
     versions or profiles, seed runs of another profile or with other methods, and a folder as the path.
     """
@@ -396,6 +403,12 @@ def update_baseline(
         if not trained <= set(more):
             raise GateInputError(f"{other}: lacks {sorted(trained - set(more))}: a seed run must train every method")
         runs.append(more)
+    merged = sorted(n for n, d in docs.items() if d.get("kind") not in EXACT_KINDS and len(d.get("seeds") or []) > 1)
+    if merged and seed_runs:
+        raise GateInputError(
+            f"{metrics_dir} holds seed-merged results ({', '.join(merged)}): their own training seeds are the "
+            "spread; give no --seed-runs (nothing was written)"
+        )
     exact: dict[str, Any] = {}
     trained_exact: dict[str, Any] = {}
     trained: dict[str, dict[str, Any]] = {}
@@ -404,10 +417,19 @@ def update_baseline(
             exact.update(exact_values(doc, name))
             continue
         trained_exact.update(exact_values(doc, name))
+        if name in merged:  # `agebench merge-seeds` output: each seed's own record is one run
+            per_seed = [{"tasks": _mapping(s, f"{name}: seeds").get("tasks", {})} for s in doc["seeds"]]
+        else:
+            per_seed = [run[name] for run in runs]
         for key, entry in gated_values(doc, name, cfg).items():
-            seeds = [gated_values(run[name], name, cfg).get(key, {}).get("value") for run in runs]
-            trained[key] = {**entry, "seeds": seeds if len(runs) > 1 else []}
-    if fingerprint is None:
+            seeds = [gated_values(s, name, cfg).get(key, {}).get("value") for s in per_seed]
+            trained[key] = {**entry, "seeds": seeds if len(per_seed) > 1 else []}
+    if merged:
+        # A merge of several runs is no one run's bits: a single-seed rerun compared bit for bit with the
+        # seeds' means would always fail, so such a baseline records no fingerprint (never bit-exact) and the
+        # trained rows are judged against the spread of the seeds it merged (statistical mode).
+        fingerprint, trained_exact = None, {}
+    elif fingerprint is None:
         fingerprint = run_fingerprint(metrics_dir)
     doc = {
         "format": BASELINE_FORMAT,
