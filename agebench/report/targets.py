@@ -75,8 +75,8 @@ def targets_table(docs: Sequence[Mapping[str, Any]], targets: TrackTargets = CPU
     seeds = {len(d.get("seeds", [])) for d in docs if d.get("kind", "method") == "method" and d["method"] != "identity"}
     lines = [
         f"Targets per task, as means over {'/'.join(str(s) for s in sorted(seeds)) or '?'} training seed(s): "
-        f"gap_closure >= {targets.gap_closure}; SFace id_rate >= {targets.id_rate} "
-        + "".join(f"({m}: >= {v}) " for m, v in sorted(targets.id_rate_for.items()))
+        f"gap_closure >= {targets.gap_closure}; SFace id_rate >= {targets.id_rate}"
+        + "".join(f" ({m}: >= {v})" for m, v in sorted(targets.id_rate_for.items()))
         + f"; no face in <= {targets.face_fail:.0%} of outputs; realism >= {targets.realism_share} x the real "
         f"faces' realism_real; FID <= {targets.fid_ratio} x the identity row's.",
         "",
