@@ -52,6 +52,7 @@ from agebench.gate.inputs import (
 from agebench.infra.common import write_json
 from agebench.infra.fingerprint import fingerprint_differences
 from agebench.params.sections import CheckConfig
+from metrics.keys import KEY_SEEDS
 
 #: Relative tolerance of an exact row. The features behind FID, KID and realism are float32 (epsilon 1.2e-7),
 #: so a kernel that sums in another order on another CPU may move the last float32 digits; a change in
@@ -330,7 +331,8 @@ def _compare_format3(
     else:
         seeds = {len(v.get("seeds", [])) for v in trained_base.values() if isinstance(v, dict)}
         why = (
-            "the baseline merges training seeds and records no fingerprint (a merge is no one run's bits)"
+            "the baseline records no machine fingerprint (one that merges training seeds never does: a merge is "
+            "no one run's bits)"
             if base.get("fingerprint") is None
             else f"this run's machine fingerprint differs from the baseline's ({'; '.join(differences)})"
         )
@@ -403,7 +405,7 @@ def update_baseline(
         if not trained <= set(more):
             raise GateInputError(f"{other}: lacks {sorted(trained - set(more))}: a seed run must train every method")
         runs.append(more)
-    merged = sorted(n for n, d in docs.items() if d.get("kind") not in EXACT_KINDS and len(d.get("seeds") or []) > 1)
+    merged = sorted(n for n, d in docs.items() if d.get("kind") not in EXACT_KINDS and len(d.get(KEY_SEEDS) or []) > 1)
     if merged and seed_runs:
         raise GateInputError(
             f"{metrics_dir} holds seed-merged results ({', '.join(merged)}): their own training seeds are the "
@@ -416,18 +418,18 @@ def update_baseline(
         if doc.get("kind") in EXACT_KINDS:
             exact.update(exact_values(doc, name))
             continue
-        trained_exact.update(exact_values(doc, name))
         if name in merged:  # `agebench merge-seeds` output: each seed's own record is one run
-            per_seed = [{"tasks": _mapping(s, f"{name}: seeds").get("tasks", {})} for s in doc["seeds"]]
+            per_seed = [{"tasks": _mapping(s, f"{name}: seeds").get("tasks", {})} for s in doc[KEY_SEEDS]]
         else:
+            trained_exact.update(exact_values(doc, name))
             per_seed = [run[name] for run in runs]
+        seed_values = [gated_values(s, name, cfg) for s in per_seed] if len(per_seed) > 1 else []
         for key, entry in gated_values(doc, name, cfg).items():
-            seeds = [gated_values(s, name, cfg).get(key, {}).get("value") for s in per_seed]
-            trained[key] = {**entry, "seeds": seeds if len(per_seed) > 1 else []}
+            trained[key] = {**entry, "seeds": [v.get(key, {}).get("value") for v in seed_values]}
     if merged:
         # A merge of several runs is no one run's bits: a single-seed rerun compared bit for bit with the
-        # seeds' means would always fail, so such a baseline records no fingerprint (never bit-exact) and the
-        # trained rows are judged against the spread of the seeds it merged (statistical mode).
+        # seeds' means would always fail, so such a baseline records no fingerprint and no bit-exact values
+        # (never bit-exact), and its trained rows are judged against the spread of the seeds it merged.
         fingerprint, trained_exact = None, {}
     elif fingerprint is None:
         fingerprint = run_fingerprint(metrics_dir)
